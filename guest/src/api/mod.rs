@@ -1,0 +1,129 @@
+//! The Docker Engine API over HTTP/1.1: routing, the version prefix, the
+//! headers every answer carries, and the accept loop on a unix socket.
+//!
+//! Handlers are thin: they parse the request, call one engine verb and render
+//! its answer. Errors become status codes in [`error`] only.
+
+pub mod containers;
+pub mod error;
+pub mod exec;
+pub mod hijack;
+pub mod images;
+pub mod system;
+pub mod version;
+pub mod volumes;
+
+use std::convert::Infallible;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt;
+
+use crate::engine::Engine;
+
+/// Errors of setting up the API listener.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("unsupported --host {0}: only unix:///path is supported")]
+    UnsupportedHost(String),
+    #[error("cannot listen on {path}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Every route of the API, with the engine as state.
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .merge(system::routes())
+        .merge(containers::routes())
+        .merge(exec::routes())
+        .merge(images::routes())
+        .merge(volumes::routes())
+        .with_state(engine)
+}
+
+/// Adds the headers Docker puts on every answer.
+fn decorate(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        "Api-Version",
+        HeaderValue::from_static(vmctl_proto::API_VERSION),
+    );
+    headers.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    headers.insert("Ostype", HeaderValue::from_static("linux"));
+    headers.insert(
+        "Server",
+        HeaderValue::from_static(concat!("vmctl/", env!("CARGO_PKG_VERSION"), " (linux)")),
+    );
+    response
+}
+
+/// Turns `unix:///path` into the path.
+pub fn unix_path(host: &str) -> Result<PathBuf, ServeError> {
+    host.strip_prefix("unix://")
+        .filter(|p| p.starts_with('/'))
+        .map(PathBuf::from)
+        .ok_or_else(|| ServeError::UnsupportedHost(host.to_owned()))
+}
+
+/// Binds the socket (mode 0600, replacing a stale one) and serves until the
+/// process ends.
+pub async fn serve(engine: Arc<Engine>, path: &Path) -> Result<(), ServeError> {
+    let bind_err = |source| ServeError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_err(e)),
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(bind_err)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    tracing::info!(socket = %path.display(), "serving the Docker Engine API");
+    let router = router(engine);
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let router = router.clone();
+        let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
+            let router = router.clone();
+            async move {
+                let response = match version::strip_version(request.map(Body::new)) {
+                    Ok(request) => match router.oneshot(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    },
+                    Err(err) => err.into_response(),
+                };
+                Ok::<_, Infallible>(decorate(response))
+            }
+        });
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,136 @@
+//! The container engine: the registry of containers, their lifecycle verbs
+//! (one file each), events, and the stores it owns.
+//!
+//! State is on disk under [`Layout`]; the in-memory registry is rebuilt from it
+//! at start (live restore: containers whose monitor still runs are adopted).
+
+pub mod error;
+pub mod events;
+pub mod layout;
+pub mod record;
+
+pub use error::{EngineError, ErrorKind};
+pub use layout::Layout;
+pub use record::ContainerRecord;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, RwLock};
+
+use crate::image::ImageStore;
+use crate::volume::VolumeStore;
+use events::EventBus;
+
+/// Options the engine is started with.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub root: PathBuf,
+    pub exec_root: PathBuf,
+    /// The cgroup (relative to each hierarchy's root) containers are put under.
+    pub cgroup_parent: String,
+    /// Directory with built-in image tarballs loaded at start when missing.
+    pub builtin_images: Option<PathBuf>,
+    /// The `vmctl-guest` binary, run as each container's monitor.
+    pub self_exe: PathBuf,
+}
+
+/// One container: its record behind a lock, and a signal fired on each change
+/// of state so waiters wake up.
+#[derive(Debug)]
+pub struct ContainerHandle {
+    pub record: Mutex<ContainerRecord>,
+    pub changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl ContainerHandle {
+    pub fn new(record: ContainerRecord) -> Arc<Self> {
+        Arc::new(Self {
+            record: Mutex::new(record),
+            changed: tokio::sync::watch::channel(0).0,
+        })
+    }
+
+    /// Wakes everybody watching this container.
+    pub fn notify(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// Containers by id, and names to ids.
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub by_id: HashMap<String, Arc<ContainerHandle>>,
+    pub names: HashMap<String, String>,
+}
+
+impl Registry {
+    /// Finds a container by full id, unique id prefix, or name (with or without `/`).
+    pub fn find(&self, key: &str) -> Result<Arc<ContainerHandle>, EngineError> {
+        let name = key.strip_prefix('/').unwrap_or(key);
+        if let Some(found) = self.by_id.get(key) {
+            return Ok(found.clone());
+        }
+        if let Some(id) = self.names.get(name) {
+            if let Some(found) = self.by_id.get(id) {
+                return Ok(found.clone());
+            }
+        }
+        if !key.is_empty() && key.chars().all(|c| c.is_ascii_hexdigit()) {
+            let mut matches = self.by_id.iter().filter(|(id, _)| id.starts_with(key));
+            if let Some((_, first)) = matches.next() {
+                if matches.next().is_some() {
+                    return Err(EngineError::InvalidParameter(format!(
+                        "multiple IDs found with provided prefix: {key}"
+                    )));
+                }
+                return Ok(first.clone());
+            }
+        }
+        Err(EngineError::NoSuchContainer(key.to_owned()))
+    }
+}
+
+/// The engine.
+#[derive(Debug)]
+pub struct Engine {
+    pub options: EngineOptions,
+    pub layout: Layout,
+    pub images: ImageStore,
+    pub volumes: VolumeStore,
+    pub containers: RwLock<Registry>,
+    pub events: EventBus,
+    pub started: chrono::DateTime<chrono::Utc>,
+}
+
+impl Engine {
+    /// Opens (creating when needed) the state under `options.root`.
+    pub async fn open(options: EngineOptions) -> Result<Arc<Self>, EngineError> {
+        let layout = Layout::new(options.root.clone(), options.exec_root.clone());
+        for dir in [
+            layout.root.clone(),
+            layout.containers(),
+            layout.exec_root.clone(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("create", &dir, e))?;
+        }
+        let images = ImageStore::open(&layout.images())?;
+        let volumes = VolumeStore::open(&layout.volumes())?;
+        let engine = Arc::new(Self {
+            options,
+            layout,
+            images,
+            volumes,
+            containers: RwLock::new(Registry::default()),
+            events: EventBus::default(),
+            started: chrono::Utc::now(),
+        });
+        Ok(engine)
+    }
+
+    /// Looks a container up by id, id prefix or name.
+    pub async fn container(&self, key: &str) -> Result<Arc<ContainerHandle>, EngineError> {
+        self.containers.read().await.find(key)
+    }
+}

@@ -1,0 +1,11 @@
+//! `vmctl-guest`: a Docker-compatible container engine, and (inside the vmctl
+//! VM) its PID 1. It also runs standalone on any Linux host.
+
+#![recursion_limit = "256"]
+
+pub mod api;
+pub mod engine;
+pub mod image;
+pub mod model;
+pub mod runtime;
+pub mod volume;

@@ -1,0 +1,77 @@
+//! `vmctl-guest` command line: `serve` runs the engine; `monitor` is the
+//! per-container process the engine starts (not for users).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use vmctl_guest::engine::{Engine, EngineOptions};
+
+#[derive(Parser)]
+#[command(name = "vmctl-guest", version, about = "vmctl's container engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Docker Engine API.
+    Serve {
+        /// State directory (images, containers, volumes).
+        #[arg(long, default_value = "/var/lib/vmctl")]
+        root: PathBuf,
+        /// Directory for sockets and runtime state; defaults to <root>/run.
+        #[arg(long)]
+        exec_root: Option<PathBuf>,
+        /// Where to listen, as unix:///path.
+        #[arg(
+            long = "host",
+            short = 'H',
+            default_value = "unix:///run/vmctl/docker.sock"
+        )]
+        host: String,
+        /// Cgroup that containers are put under.
+        #[arg(long, default_value = "vmctl")]
+        cgroup_parent: String,
+        /// Directory of built-in image tarballs, loaded at start when missing.
+        #[arg(long)]
+        builtin_images: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            root,
+            exec_root,
+            host,
+            cgroup_parent,
+            builtin_images,
+        } => {
+            let socket = vmctl_guest::api::unix_path(&host)?;
+            let options = EngineOptions {
+                exec_root: exec_root.unwrap_or_else(|| root.join("run")),
+                root,
+                cgroup_parent,
+                builtin_images,
+                self_exe: std::env::current_exe().context("cannot find own executable")?,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
+            runtime.block_on(async move {
+                let engine = Engine::open(options).await?;
+                vmctl_guest::api::serve(engine, &socket).await?;
+                anyhow::Ok(())
+            })
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! The low-level isolation of a container: the OCI spec the engine builds,
+//! and the per-container monitor process that runs it with libcontainer.

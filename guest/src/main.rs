@@ -39,6 +39,12 @@ enum Command {
         #[arg(long)]
         builtin_images: Option<PathBuf>,
     },
+    /// Run one container (started by the engine; not for users).
+    #[command(hide = true)]
+    Monitor {
+        /// The monitor.json the engine wrote.
+        config: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +57,9 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Monitor { config } => {
+            std::process::exit(vmctl_guest::runtime::monitor::main(&config));
+        }
         Command::Serve {
             root,
             exec_root,

@@ -1,11 +1,324 @@
-//! `/containers` endpoints.
+//! `/containers` endpoints: thin wrappers over the engine's verbs.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 
+use super::error::{ApiError, ApiResult};
+use crate::engine::attach::{AttachOptions, Attached};
+use crate::engine::logs::{parse_time, LogOptions};
 use crate::engine::Engine;
+use crate::model::CreateRequest;
+
+type Params = Query<HashMap<String, String>>;
 
 pub fn routes() -> Router<Arc<Engine>> {
     Router::new()
+        .route("/containers/create", post(create))
+        .route("/containers/json", get(list))
+        .route("/containers/prune", post(prune))
+        .route("/containers/{id}/json", get(inspect))
+        .route("/containers/{id}/start", post(start))
+        .route("/containers/{id}/stop", post(stop))
+        .route("/containers/{id}/restart", post(restart))
+        .route("/containers/{id}/kill", post(kill))
+        .route("/containers/{id}/wait", post(wait))
+        .route("/containers/{id}", delete(remove))
+        .route("/containers/{id}/logs", get(logs))
+        .route("/containers/{id}/attach", post(attach))
+        .route("/containers/{id}/resize", post(resize))
+        .route("/containers/{id}/pause", post(pause))
+        .route("/containers/{id}/unpause", post(unpause))
+        .route("/containers/{id}/rename", post(rename))
+        .route("/containers/{id}/top", get(top))
+        .route("/events", get(events))
+}
+
+/// Docker's query booleans: `1`, `true`, `True`.
+pub fn flag(params: &HashMap<String, String>, name: &str) -> bool {
+    params
+        .get(name)
+        .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE"))
+}
+
+fn number<T: std::str::FromStr>(params: &HashMap<String, String>, name: &str) -> ApiResult<Option<T>> {
+    match params.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid value for {name}: {v}"))),
+    }
+}
+
+async fn create(
+    State(engine): State<Arc<Engine>>,
+    Query(params): Params,
+    body: Result<Json<CreateRequest>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(request) = body?;
+    let created = engine
+        .create(params.get("name").map(String::as_str), request)
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn list(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiResult<Json<Vec<Value>>> {
+    let filters = crate::engine::list::parse_filters(params.get("filters").map(String::as_str))?;
+    let limit = number::<i64>(&params, "limit")?.and_then(|l| usize::try_from(l).ok());
+    Ok(Json(engine.list(flag(&params, "all"), &filters, limit).await?))
+}
+
+async fn prune(State(engine): State<Arc<Engine>>) -> ApiResult<Json<Value>> {
+    let mut deleted = Vec::new();
+    let handles: Vec<_> = engine.containers.read().await.by_id.values().cloned().collect();
+    for handle in handles {
+        let (id, running) = {
+            let record = handle.record.lock().await;
+            (record.id.clone(), record.state.running)
+        };
+        if !running && engine.remove(&id, false, false).await.is_ok() {
+            deleted.push(id);
+        }
+    }
+    Ok(Json(json!({ "ContainersDeleted": deleted, "SpaceReclaimed": 0 })))
+}
+
+async fn inspect(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(engine.inspect(&id).await?))
+}
+
+async fn start(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    engine.start(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn stop(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<StatusCode> {
+    let timeout = number::<i64>(&params, "t")?;
+    engine
+        .stop(&id, timeout, params.get("signal").map(String::as_str))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restart(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<StatusCode> {
+    let timeout = number::<i64>(&params, "t")?;
+    engine
+        .restart(&id, timeout, params.get("signal").map(String::as_str))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn kill(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<StatusCode> {
+    engine.kill(&id, params.get("signal").map(String::as_str)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<StatusCode> {
+    engine
+        .remove(&id, flag(&params, "force"), flag(&params, "v"))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn pause(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    engine.pause(&id, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unpause(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    engine.pause(&id, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rename(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<StatusCode> {
+    let name = params
+        .get("name")
+        .ok_or_else(|| ApiError::bad_request("name is required"))?;
+    engine.rename(&id, name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn top(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(engine.top(&id).await?))
+}
+
+async fn resize(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<StatusCode> {
+    let height = number::<u16>(&params, "h")?.unwrap_or(0);
+    let width = number::<u16>(&params, "w")?.unwrap_or(0);
+    engine.resize(&id, height, width).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `POST /containers/{id}/wait`: headers at once (the CLI blocks on them
+/// before it starts the container), the status when the condition is met.
+async fn wait(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<Response> {
+    let condition = params
+        .get("condition")
+        .map(String::as_str)
+        .unwrap_or("not-running")
+        .to_owned();
+    if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed" | "") {
+        return Err(ApiError::bad_request(format!(
+            "invalid condition: \"{condition}\""
+        )));
+    }
+    let handle = engine.container(&id).await?;
+    let mut changes = handle.changed.subscribe();
+    let initial_finish = handle.record.lock().await.state.finished_at.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    tokio::spawn(async move {
+        loop {
+            let done = {
+                let record = handle.record.lock().await;
+                let stopped = !record.state.running && record.state.status != "restarting";
+                let code = record.state.exit_code;
+                let finished_changed = record.state.finished_at != initial_finish;
+                let removed = record.state.status == "removed";
+                match condition.as_str() {
+                    "removed" => removed.then_some(code),
+                    "next-exit" => (stopped && finished_changed || removed).then_some(code),
+                    _ => (stopped || removed).then_some(code),
+                }
+            };
+            if let Some(code) = done {
+                let body = json!({ "StatusCode": code, "Error": null }).to_string();
+                let _ = tx.send(Ok(Bytes::from(body + "\n"))).await;
+                return;
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(ReceiverStream::new(rx)))
+        .unwrap_or_default())
+}
+
+async fn logs(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<Response> {
+    let tail = match params.get("tail").map(String::as_str) {
+        None | Some("all") | Some("") => None,
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid value for tail: {n}")))?,
+        ),
+    };
+    let options = LogOptions {
+        stdout: flag(&params, "stdout"),
+        stderr: flag(&params, "stderr"),
+        follow: flag(&params, "follow"),
+        timestamps: flag(&params, "timestamps"),
+        tail,
+        since: params.get("since").and_then(|t| parse_time(t)).filter(|t| *t > 0),
+        until: params.get("until").and_then(|t| parse_time(t)).filter(|t| *t > 0),
+    };
+    let (tty, chunks) = engine.logs(&id, options).await?;
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let stream = ReceiverStream::new(chunks).map(Ok::<_, std::io::Error>);
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from_stream(stream))
+        .unwrap_or_default())
+}
+
+async fn attach(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    Query(params): Params,
+    mut request: Request,
+) -> ApiResult<Response> {
+    let options = AttachOptions {
+        stdin: flag(&params, "stdin"),
+        stdout: flag(&params, "stdout"),
+        stderr: flag(&params, "stderr"),
+    };
+    let (tty, attached) = engine.attach(&id, options).await?;
+    let (response, on_upgrade) = super::hijack::upgrade(&mut request, tty);
+    tokio::spawn(async move {
+        let session = match attached {
+            Attached::Now(session) => session,
+            Attached::Later(receiver) => match receiver.await {
+                Ok(Ok(session)) => session,
+                _ => return,
+            },
+        };
+        super::hijack::bridge(on_upgrade, session, tty, options.stdin).await;
+    });
+    Ok(response)
+}
+
+/// `GET /events`: past nothing, then live events until `until` or the client leaves.
+async fn events(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiResult<Response> {
+    let filters = crate::engine::list::parse_filters(params.get("filters").map(String::as_str))?;
+    let until = params.get("until").and_then(|t| parse_time(t));
+    let mut receiver = engine.events.subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let deadline = until.map(|u| {
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as i128;
+            std::time::Duration::from_nanos(u64::try_from((u - now).max(0)).unwrap_or(0))
+        });
+        let sleep = tokio::time::sleep(deadline.unwrap_or(std::time::Duration::from_secs(u64::MAX / 4)));
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return,
+                _ = tx.closed() => return,
+                event = receiver.recv() => {
+                    let Ok(event) = event else { continue };
+                    if !event_matches(&event, &filters) {
+                        continue;
+                    }
+                    let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                    line.push(b'\n');
+                    if tx.send(Ok(Bytes::from(line))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(ReceiverStream::new(rx)))
+        .unwrap_or_default())
+}
+
+fn event_matches(event: &crate::engine::events::Event, filters: &crate::engine::list::Filters) -> bool {
+    filters.iter().all(|(key, values)| match key.as_str() {
+        "type" => values.iter().any(|v| v == event.kind),
+        "event" => values.iter().any(|v| *v == event.action || event.action.starts_with(&format!("{v}:"))),
+        "container" => event.kind == "container"
+            && values.iter().any(|v| {
+                event.actor.id.starts_with(v.as_str())
+                    || event.actor.attributes.get("name").is_some_and(|n| n == v)
+            }),
+        "image" => values.iter().any(|v| event.actor.attributes.get("image").is_some_and(|i| i == v)),
+        "label" => values.iter().all(|v| match v.split_once('=') {
+            Some((k, val)) => event.actor.attributes.get(k).is_some_and(|x| x == val),
+            None => event.actor.attributes.contains_key(v),
+        }),
+        _ => true,
+    })
 }

@@ -1,5 +1,14 @@
-//! Hijacked streams (`attach`, `exec start`): the `101 UPGRADED` answer and
-//! Docker's multiplexed framing.
+//! Hijacked streams (`attach`, `exec start`): the `101 UPGRADED` answer,
+//! Docker's multiplexed framing, and the bridge between the client's
+//! connection and a monitor session, with half-close carried both ways.
+
+use axum::body::Body;
+use axum::http::{header, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::runtime::monitor::client::Session;
+use crate::runtime::monitor::protocol::{ExitInfo, FRAME_EXIT};
 
 /// Stream ids of Docker's multiplexed framing.
 pub const STDIN: u8 = 0;
@@ -16,15 +25,103 @@ pub fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Reads one frame; `None` at end of stream.
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    let mut header = [0u8; 8];
+    match reader.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload).await?;
+    Ok(Some((header[0], payload)))
+}
+
+/// The `101 UPGRADED` answer, and the future of the upgraded connection.
+pub fn upgrade(request: &mut Request<Body>, tty: bool) -> (Response<Body>, hyper::upgrade::OnUpgrade) {
+    let on_upgrade = hyper::upgrade::on(request);
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "tcp")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::empty())
+        .unwrap_or_default();
+    (response, on_upgrade)
+}
+
+/// Pumps a monitor session to and from the client until the output ends.
+/// Answers the exit code when the session carried one (exec).
+pub async fn bridge(on_upgrade: hyper::upgrade::OnUpgrade, session: Session, tty: bool, stdin: bool) -> Option<i64> {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return None;
+        }
+    };
+    let io = TokioIo::new(upgraded);
+    let (mut client_read, mut client_write) = tokio::io::split(io);
+    let Session {
+        mut reader,
+        mut writer,
+        ..
+    } = session;
+    let input = tokio::spawn(async move {
+        if stdin {
+            let _ = tokio::io::copy(&mut client_read, &mut writer).await;
+        }
+        // Client half-closed (or sends nothing): stdin EOF for the process.
+        let _ = writer.shutdown().await;
+        // Keep the read half alive until the output is done.
+        client_read
+    });
+    let mut exit_code = None;
+    while let Ok(Some((kind, payload))) = read_frame(&mut reader).await {
+        if kind == FRAME_EXIT {
+            exit_code = serde_json::from_slice::<ExitInfo>(&payload)
+                .ok()
+                .map(|e| e.exit_code);
+            continue;
+        }
+        let result = if tty {
+            client_write.write_all(&payload).await
+        } else {
+            client_write.write_all(&frame(kind, &payload)).await
+        };
+        if result.is_err() {
+            break;
+        }
+    }
+    let _ = client_write.flush().await;
+    let _ = client_write.shutdown().await;
+    input.abort();
+    exit_code
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn frame_header_is_big_endian_length() {
-        assert_eq!(
-            frame(STDERR, b"hi"),
-            vec![2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']
-        );
+        assert_eq!(frame(STDERR, b"hi"), vec![2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']);
+    }
+
+    #[tokio::test]
+    async fn frames_read_back() {
+        let mut data = frame(STDOUT, b"abc");
+        data.extend(frame(STDIN, b""));
+        let mut reader = &data[..];
+        assert_eq!(read_frame(&mut reader).await.unwrap(), Some((1, b"abc".to_vec())));
+        assert_eq!(read_frame(&mut reader).await.unwrap(), Some((0, Vec::new())));
+        assert_eq!(read_frame(&mut reader).await.unwrap(), None);
     }
 }

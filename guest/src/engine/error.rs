@@ -28,6 +28,8 @@ pub enum EngineError {
     NameInUse { name: String, id: String },
     #[error("{0}")]
     InvalidParameter(String),
+    #[error("network {0} not found")]
+    NotFoundNetwork(String),
     #[error("{0}")]
     Conflict(String),
     #[error("Container {0} is not running")]
@@ -51,7 +53,9 @@ impl EngineError {
         match self {
             Self::Image(e) => e.kind(),
             Self::Volume(e) => e.kind(),
-            Self::NoSuchContainer(_) | Self::NoSuchExec(_) => ErrorKind::NotFound,
+            Self::NoSuchContainer(_) | Self::NoSuchExec(_) | Self::NotFoundNetwork(_) => {
+                ErrorKind::NotFound
+            }
             Self::NameInUse { .. } | Self::Conflict(_) | Self::NotRunning(_) => ErrorKind::Conflict,
             Self::InvalidParameter(_) => ErrorKind::InvalidParameter,
             Self::NotModified(_) => ErrorKind::NotModified,

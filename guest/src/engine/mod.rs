@@ -4,10 +4,23 @@
 //! State is on disk under [`Layout`]; the in-memory registry is rebuilt from it
 //! at start (live restore: containers whose monitor still runs are adopted).
 
+pub mod attach;
+pub mod create;
 pub mod error;
+pub mod etc;
 pub mod events;
+pub mod exec;
+pub mod inspect;
 pub mod layout;
+pub mod list;
+pub mod logs;
+pub mod names;
+pub mod pause;
 pub mod record;
+pub mod remove;
+pub mod restore;
+pub mod start;
+pub mod stop;
 
 pub use error::{EngineError, ErrorKind};
 pub use layout::Layout;
@@ -38,10 +51,11 @@ pub struct EngineOptions {
 
 /// One container: its record behind a lock, and a signal fired on each change
 /// of state so waiters wake up.
-#[derive(Debug)]
 pub struct ContainerHandle {
     pub record: Mutex<ContainerRecord>,
     pub changed: tokio::sync::watch::Sender<u64>,
+    /// Attach clients waiting for the next start.
+    pub pending_attaches: std::sync::Mutex<Vec<attach::PendingAttach>>,
 }
 
 impl ContainerHandle {
@@ -49,6 +63,7 @@ impl ContainerHandle {
         Arc::new(Self {
             record: Mutex::new(record),
             changed: tokio::sync::watch::channel(0).0,
+            pending_attaches: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -59,7 +74,7 @@ impl ContainerHandle {
 }
 
 /// Containers by id, and names to ids.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Registry {
     pub by_id: HashMap<String, Arc<ContainerHandle>>,
     pub names: HashMap<String, String>,
@@ -93,7 +108,6 @@ impl Registry {
 }
 
 /// The engine.
-#[derive(Debug)]
 pub struct Engine {
     pub options: EngineOptions,
     pub layout: Layout,
@@ -102,6 +116,9 @@ pub struct Engine {
     pub containers: RwLock<Registry>,
     pub events: EventBus,
     pub started: chrono::DateTime<chrono::Utc>,
+    /// The static init bind-mounted for `--init`.
+    pub init_binary: Option<PathBuf>,
+    pub execs: exec::ExecRegistry,
 }
 
 impl Engine {
@@ -125,7 +142,10 @@ impl Engine {
             containers: RwLock::new(Registry::default()),
             events: EventBus::default(),
             started: chrono::Utc::now(),
+            init_binary: None,
+            execs: exec::ExecRegistry::default(),
         });
+        engine.restore().await?;
         Ok(engine)
     }
 

@@ -1,2 +1,7 @@
 //! The low-level isolation of a container: the OCI spec the engine builds,
 //! and the per-container monitor process that runs it with libcontainer.
+
+pub mod monitor;
+pub mod rootfs;
+pub mod spec;
+pub mod user;

@@ -1,0 +1,247 @@
+//! `create`: validate the request, merge it with the image's config, resolve
+//! mounts, and write the record. Nothing is left behind on failure.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::record::{now_rfc3339, ContainerRecord, ZERO_TIME};
+use super::{names, ContainerHandle, Engine, EngineError};
+use crate::image::ImageConfig;
+use crate::model::{Config, CreateRequest, HostConfig};
+
+/// What `create` answers.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Created {
+    pub id: String,
+    pub warnings: Vec<String>,
+}
+
+/// Docker's rules for the environment: image first, the request overriding by key.
+fn merge_env(image: &[String], request: &[String]) -> Vec<String> {
+    let mut merged: Vec<String> = image.to_vec();
+    for entry in request {
+        let key = entry.split('=').next().unwrap_or(entry);
+        merged.retain(|e| e.split('=').next().unwrap_or(e) != key);
+        merged.push(entry.clone());
+    }
+    merged
+}
+
+/// Fills what the request left empty from the image's config.
+pub fn merge_config(config: &mut Config, image: &ImageConfig) {
+    config.env = merge_env(image.env.as_deref().unwrap_or_default(), &config.env);
+    if config.entrypoint.is_none() {
+        config.entrypoint = image.entrypoint.clone();
+        if config.cmd.is_none() {
+            config.cmd = image.cmd.clone();
+        }
+    }
+    if config.working_dir.is_empty() {
+        config.working_dir = image.working_dir.clone();
+    }
+    if config.user.is_empty() {
+        config.user = image.user.clone();
+    }
+    if config.stop_signal.is_empty() {
+        config.stop_signal = image.stop_signal.clone();
+    }
+    if let Some(ports) = &image.exposed_ports {
+        let exposed = config.exposed_ports.get_or_insert_with(BTreeMap::new);
+        for (port, value) in ports {
+            exposed.entry(port.clone()).or_insert_with(|| value.clone());
+        }
+    }
+    if let Some(volumes) = &image.volumes {
+        for (path, value) in volumes {
+            config
+                .volumes
+                .entry(path.clone())
+                .or_insert_with(|| value.clone());
+        }
+    }
+    if let Some(labels) = &image.labels {
+        for (key, value) in labels {
+            config
+                .labels
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
+    }
+}
+
+/// Checks what the runtime cannot know: restart policy, network mode.
+fn validate_host_config(host_config: &HostConfig) -> Result<(), EngineError> {
+    let policy = host_config.restart_policy.name.as_str();
+    if !matches!(
+        policy,
+        "" | "no" | "always" | "unless-stopped" | "on-failure"
+    ) {
+        return Err(EngineError::InvalidParameter(format!(
+            "invalid restart policy '{policy}'"
+        )));
+    }
+    if policy != "on-failure" && host_config.restart_policy.maximum_retry_count != 0 {
+        return Err(EngineError::InvalidParameter(format!(
+            "invalid restart policy: maximum retry count can only be used with 'on-failure'"
+        )));
+    }
+    if host_config.restart_policy.maximum_retry_count < 0 {
+        return Err(EngineError::InvalidParameter(
+            "invalid restart policy: maximum retry count cannot be negative".to_owned(),
+        ));
+    }
+    if host_config.auto_remove && !matches!(policy, "" | "no") {
+        return Err(EngineError::InvalidParameter(
+            "can't create 'AutoRemove' container with restart policy".to_owned(),
+        ));
+    }
+    let mode = host_config.network_mode.as_str();
+    let known = matches!(mode, "" | "default" | "bridge" | "none" | "host")
+        || mode
+            .strip_prefix("container:")
+            .is_some_and(|c| !c.is_empty());
+    if !known {
+        return Err(EngineError::NotFoundNetwork(mode.to_owned()));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Creates a container from `request`, named `name` (random when `None`).
+    pub async fn create(
+        self: &Arc<Self>,
+        name: Option<&str>,
+        request: CreateRequest,
+    ) -> Result<Created, EngineError> {
+        let CreateRequest {
+            mut config,
+            mut host_config,
+            ..
+        } = request;
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(name) => names::validate(name)
+                .map_err(EngineError::InvalidParameter)?
+                .to_owned(),
+            None => names::random_name(),
+        };
+        if config.image.is_empty() {
+            return Err(EngineError::InvalidParameter(
+                "config cannot be empty in order to create a container".to_owned(),
+            ));
+        }
+        validate_host_config(&host_config)?;
+        crate::runtime::spec::validate(&host_config)
+            .map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
+        let image = self.images.resolve(&config.image)?;
+        merge_config(&mut config, &image.config);
+        let mut command: Vec<String> = config.entrypoint.clone().unwrap_or_default();
+        command.extend(config.cmd.clone().unwrap_or_default());
+        if command.is_empty() {
+            return Err(EngineError::InvalidParameter(
+                "no command specified".to_owned(),
+            ));
+        }
+        if host_config.network_mode.is_empty() {
+            host_config.network_mode = "default".to_owned();
+        }
+        let mut warnings = Vec::new();
+        if host_config.port_bindings.values().any(|b| b.is_some()) || host_config.publish_all_ports
+        {
+            warnings.push(
+                "Published ports are recorded but not forwarded yet: this engine has no bridge network"
+                    .to_owned(),
+            );
+        }
+        let id = names::new_id();
+        if config.hostname.is_empty() && host_config.network_mode != "host" {
+            config.hostname = id[..12].to_owned();
+        }
+
+        let mut registry = self.containers.write().await;
+        if let Some(existing) = registry.names.get(&name) {
+            return Err(EngineError::NameInUse {
+                name,
+                id: existing.clone(),
+            });
+        }
+        let record = ContainerRecord {
+            id: id.clone(),
+            name: name.clone(),
+            created: now_rfc3339(),
+            path: command[0].clone(),
+            args: command[1..].to_vec(),
+            config,
+            host_config,
+            state: crate::model::State {
+                status: "created".to_owned(),
+                started_at: ZERO_TIME.to_owned(),
+                finished_at: ZERO_TIME.to_owned(),
+                ..Default::default()
+            },
+            image: image.id.clone(),
+            layers: image.layers.clone(),
+            ..Default::default()
+        };
+        let dir = self.layout.container(&id);
+        std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("create", &dir, e))?;
+        if let Err(e) = self.save(&record) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        let image_name = record.config.image.clone();
+        registry.names.insert(name.clone(), id.clone());
+        registry
+            .by_id
+            .insert(id.clone(), ContainerHandle::new(record));
+        drop(registry);
+        self.events.publish(
+            "container",
+            "create",
+            &id,
+            BTreeMap::from([("image".to_owned(), image_name), ("name".to_owned(), name)]),
+        );
+        Ok(Created { id, warnings })
+    }
+
+    /// Writes a container's record atomically.
+    pub fn save(&self, record: &ContainerRecord) -> Result<(), EngineError> {
+        let path = self.layout.container(&record.id).join("container.json");
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| EngineError::Runtime(format!("cannot encode record: {e}")))?;
+        super::layout::write_atomic(&path, &bytes).map_err(|e| EngineError::io("write", &path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_from_request_overrides_the_image() {
+        let merged = merge_env(
+            &["PATH=/bin".into(), "A=1".into()],
+            &["A=2".into(), "B=3".into()],
+        );
+        assert_eq!(merged, vec!["PATH=/bin", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn entrypoint_from_request_drops_the_image_cmd() {
+        let image = ImageConfig {
+            entrypoint: Some(vec!["/entry".into()]),
+            cmd: Some(vec!["serve".into()]),
+            ..Default::default()
+        };
+        let mut config = Config {
+            entrypoint: Some(vec!["sh".into()]),
+            ..Default::default()
+        };
+        merge_config(&mut config, &image);
+        assert_eq!(config.cmd, None);
+        let mut config = Config::default();
+        merge_config(&mut config, &image);
+        assert_eq!(config.entrypoint.unwrap(), vec!["/entry"]);
+        assert_eq!(config.cmd.unwrap(), vec!["serve"]);
+    }
+}

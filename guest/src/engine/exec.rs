@@ -1,0 +1,298 @@
+//! `exec`: processes run inside a running container by its monitor. Exec
+//! instances live in memory, like Docker's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use super::{Engine, EngineError};
+use crate::model::{null_default, string_or_vec};
+use crate::runtime::monitor::client::{self, Session};
+use crate::runtime::monitor::protocol::{ExecSpec, Request};
+
+/// The body of `POST /containers/{id}/exec`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ExecConfig {
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    pub tty: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub env: Vec<String>,
+    #[serde(deserialize_with = "string_or_vec")]
+    pub cmd: Option<Vec<String>>,
+    pub user: String,
+    pub working_dir: String,
+    pub privileged: bool,
+    pub detach_keys: String,
+    pub console_size: Option<[u16; 2]>,
+}
+
+/// One exec instance.
+#[derive(Debug, Clone)]
+pub struct ExecRecord {
+    pub id: String,
+    pub container_id: String,
+    pub config: ExecConfig,
+    pub running: bool,
+    pub started: bool,
+    pub exit_code: Option<i64>,
+    pub pid: i32,
+}
+
+/// Exec instances by id.
+#[derive(Debug, Default)]
+pub struct ExecRegistry {
+    pub by_id: Mutex<HashMap<String, ExecRecord>>,
+}
+
+impl Engine {
+    /// Creates an exec instance in a running container.
+    pub async fn exec_create(&self, key: &str, config: ExecConfig) -> Result<String, EngineError> {
+        let handle = self.container(key).await?;
+        let record = handle.record.lock().await;
+        if !record.state.running || record.state.status == "restarting" {
+            return Err(EngineError::Conflict(format!(
+                "container {} is not running",
+                record.id
+            )));
+        }
+        if record.state.paused {
+            return Err(EngineError::Conflict(format!(
+                "container {} is paused, unpause the container before exec",
+                record.id
+            )));
+        }
+        if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
+            return Err(EngineError::InvalidParameter(
+                "No exec command specified".to_owned(),
+            ));
+        }
+        let id = super::names::new_id();
+        self.execs.by_id.lock().await.insert(
+            id.clone(),
+            ExecRecord {
+                id: id.clone(),
+                container_id: record.id.clone(),
+                config,
+                running: false,
+                started: false,
+                exit_code: None,
+                pid: 0,
+            },
+        );
+        self.publish_container(
+            &record,
+            "exec_create",
+            std::collections::BTreeMap::from([("execID".to_owned(), id.clone())]),
+        );
+        Ok(id)
+    }
+
+    /// Starts an exec instance; the session carries its stream.
+    pub async fn exec_start(&self, exec_id: &str) -> Result<(ExecRecord, Session), EngineError> {
+        let mut execs = self.execs.by_id.lock().await;
+        let exec = execs
+            .get_mut(exec_id)
+            .ok_or_else(|| EngineError::NoSuchExec(exec_id.to_owned()))?;
+        if exec.started {
+            return Err(EngineError::Conflict(format!(
+                "Error: Exec command {exec_id} has already run"
+            )));
+        }
+        exec.started = true;
+        let snapshot = exec.clone();
+        drop(execs);
+        let handle = self.container(&snapshot.container_id).await?;
+        let (spec, socket) = {
+            let record = handle.record.lock().await;
+            if !record.state.running {
+                return Err(EngineError::Conflict(format!(
+                    "container {} is not running",
+                    record.id
+                )));
+            }
+            let user = if snapshot.config.user.is_empty() {
+                record.config.user.clone()
+            } else {
+                snapshot.config.user.clone()
+            };
+            let rootfs = self.layout.container(&record.id).join("rootfs");
+            let (uid, gid) = crate::runtime::user::resolve(&rootfs, &user)
+                .map(|u| (Some(u.uid), Some(u.gid)))
+                .map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
+            let mut env = record.config.env.clone();
+            env.extend(snapshot.config.env.iter().cloned());
+            if snapshot.config.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+                env.push("TERM=xterm".to_owned());
+            }
+            let cwd = if snapshot.config.working_dir.is_empty() {
+                record.config.working_dir.clone()
+            } else {
+                snapshot.config.working_dir.clone()
+            };
+            let spec = ExecSpec {
+                args: snapshot.config.cmd.clone().unwrap_or_default(),
+                env,
+                cwd,
+                uid,
+                gid,
+                tty: snapshot.config.tty,
+                stdin: snapshot.config.attach_stdin,
+                privileged: snapshot.config.privileged,
+            };
+            self.publish_container(
+                &record,
+                "exec_start",
+                std::collections::BTreeMap::from([("execID".to_owned(), snapshot.id.clone())]),
+            );
+            (spec, self.layout.monitor_socket(&record.id))
+        };
+        let session = client::open(
+            &socket,
+            &Request::Exec {
+                exec_id: snapshot.id.clone(),
+                spec,
+            },
+        )
+        .await;
+        let mut execs = self.execs.by_id.lock().await;
+        let exec = execs
+            .get_mut(exec_id)
+            .ok_or_else(|| EngineError::NoSuchExec(exec_id.to_owned()))?;
+        match session {
+            Ok(session) => {
+                exec.running = true;
+                exec.pid = session.reply.pid;
+                Ok((exec.clone(), session))
+            }
+            Err(e) => {
+                let message = e.to_string();
+                exec.exit_code = Some(if message.contains("not found") {
+                    127
+                } else {
+                    126
+                });
+                Err(EngineError::Runtime(message))
+            }
+        }
+    }
+
+    /// Records the end of an exec.
+    pub async fn exec_finished(&self, exec_id: &str, code: i64) {
+        let mut execs = self.execs.by_id.lock().await;
+        if let Some(exec) = execs.get_mut(exec_id) {
+            exec.running = false;
+            exec.exit_code = Some(code);
+            let container_id = exec.container_id.clone();
+            drop(execs);
+            if let Ok(handle) = self.container(&container_id).await {
+                let record = handle.record.lock().await;
+                self.publish_container(
+                    &record,
+                    "exec_die",
+                    std::collections::BTreeMap::from([
+                        ("execID".to_owned(), exec_id.to_owned()),
+                        ("exitCode".to_owned(), code.to_string()),
+                    ]),
+                );
+            }
+        }
+    }
+
+    /// `GET /exec/{id}/json`.
+    pub async fn exec_inspect(&self, exec_id: &str) -> Result<Value, EngineError> {
+        let execs = self.execs.by_id.lock().await;
+        let exec = execs
+            .get(exec_id)
+            .ok_or_else(|| EngineError::NoSuchExec(exec_id.to_owned()))?;
+        let cmd = exec.config.cmd.clone().unwrap_or_default();
+        Ok(json!({
+            "ID": exec.id,
+            "Running": exec.running,
+            "ExitCode": exec.exit_code,
+            "ProcessConfig": {
+                "tty": exec.config.tty,
+                "entrypoint": cmd.first().cloned().unwrap_or_default(),
+                "arguments": cmd.get(1..).unwrap_or_default(),
+                "privileged": exec.config.privileged,
+                "user": exec.config.user,
+            },
+            "OpenStdin": exec.config.attach_stdin,
+            "OpenStderr": exec.config.attach_stderr,
+            "OpenStdout": exec.config.attach_stdout,
+            "CanRemove": false,
+            "ContainerID": exec.container_id,
+            "DetachKeys": exec.config.detach_keys,
+            "Pid": exec.pid,
+        }))
+    }
+
+    /// Resizes the terminal of an exec.
+    pub async fn exec_resize(
+        &self,
+        exec_id: &str,
+        height: u16,
+        width: u16,
+    ) -> Result<(), EngineError> {
+        let container_id = {
+            let execs = self.execs.by_id.lock().await;
+            let exec = execs
+                .get(exec_id)
+                .ok_or_else(|| EngineError::NoSuchExec(exec_id.to_owned()))?;
+            exec.container_id.clone()
+        };
+        let socket = self.layout.monitor_socket(&container_id);
+        client::call(
+            &socket,
+            &Request::Resize {
+                exec_id: Some(exec_id.to_owned()),
+                height,
+                width,
+            },
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| EngineError::Conflict(e.to_string()))
+    }
+
+    /// Resizes the container's own terminal.
+    pub async fn resize(&self, key: &str, height: u16, width: u16) -> Result<(), EngineError> {
+        let handle = self.container(key).await?;
+        let record = handle.record.lock().await;
+        if !record.state.running {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                record.id
+            )));
+        }
+        let socket = self.layout.monitor_socket(&record.id);
+        drop(record);
+        client::call(
+            &socket,
+            &Request::Resize {
+                exec_id: None,
+                height,
+                width,
+            },
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| EngineError::Conflict(e.to_string()))
+    }
+}
+
+/// Keeps the registry from growing without bound: forget finished execs of
+/// removed containers.
+pub async fn forget_container(engine: &Arc<Engine>, container_id: &str) {
+    engine
+        .execs
+        .by_id
+        .lock()
+        .await
+        .retain(|_, exec| exec.container_id != container_id);
+}

@@ -1,0 +1,553 @@
+//! The monitor's event loop: a single-threaded tokio runtime that pumps the
+//! container's output, reaps its processes, and answers the engine.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::{spawn_local, JoinHandle, LocalSet};
+
+use super::fdio::AsyncFdIo;
+use super::output::{Output, SharedOutput, Subscriber};
+use super::protocol::{ExecSpec, ExitInfo, MonitorConfig, Reply, Request, FRAME_EXIT};
+use super::stdio::{self, ChildStdio, Stdio};
+use super::{Created, MonitorError};
+
+/// A running exec session, waiting for its process to end.
+struct ExecWaiter {
+    done: oneshot::Sender<i64>,
+}
+
+/// Everything the loop shares between its tasks (one thread, so `Rc`/`RefCell`).
+struct Monitor {
+    config: MonitorConfig,
+    container: RefCell<Option<Container>>,
+    init_pid: Cell<i32>,
+    exit: RefCell<Option<ExitInfo>>,
+    exited: Notify,
+    waiters: RefCell<Vec<oneshot::Sender<ExitInfo>>>,
+    output: SharedOutput,
+    /// Where stdin goes: the stdin pipe, or the pty master.
+    stdin: RefCell<Option<Rc<AsyncFdIo>>>,
+    tty_master: Option<Rc<AsyncFdIo>>,
+    execs: RefCell<HashMap<i32, ExecWaiter>>,
+    exec_ttys: RefCell<HashMap<String, Rc<AsyncFdIo>>>,
+    /// Exit statuses reaped before their exec was registered.
+    early_exits: RefCell<HashMap<i32, i64>>,
+}
+
+fn exit_code(status: WaitStatus) -> Option<(i32, i64)> {
+    match status {
+        WaitStatus::Exited(pid, code) => Some((pid.as_raw(), i64::from(code))),
+        WaitStatus::Signaled(pid, signal, _) => Some((pid.as_raw(), 128 + signal as i64)),
+        _ => None,
+    }
+}
+
+/// Runs the loop until the init has exited and everybody was told.
+pub fn run(created: Created) -> Result<(), MonitorError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(MonitorError::Runtime)?;
+    LocalSet::new().block_on(&runtime, main_loop(created))
+}
+
+async fn main_loop(created: Created) -> Result<(), MonitorError> {
+    let Created {
+        config,
+        container,
+        stdio,
+        listener,
+    } = created;
+    let output = Output::new(Some(&config.log_path)).map_err(|source| MonitorError::Listen {
+        path: config.log_path.clone(),
+        source,
+    })?;
+    let mut readers = Vec::new();
+    let (stdin, tty_master) = match stdio {
+        Stdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            readers.push(pump(stdout, 1, output.clone())?);
+            readers.push(pump(stderr, 2, output.clone())?);
+            let stdin = stdin
+                .map(AsyncFdIo::new)
+                .transpose()
+                .map_err(MonitorError::Runtime)?;
+            (stdin.map(Rc::new), None)
+        }
+        Stdio::Tty { master } => {
+            let master = Rc::new(AsyncFdIo::new(master).map_err(MonitorError::Runtime)?);
+            readers.push(pump_shared(master.clone(), 1, output.clone()));
+            (Some(master.clone()), Some(master))
+        }
+    };
+    let monitor = Rc::new(Monitor {
+        config,
+        container: RefCell::new(Some(container)),
+        init_pid: Cell::new(0),
+        exit: RefCell::new(None),
+        exited: Notify::new(),
+        waiters: RefCell::new(Vec::new()),
+        output,
+        stdin: RefCell::new(stdin),
+        tty_master,
+        execs: RefCell::new(HashMap::new()),
+        exec_ttys: RefCell::new(HashMap::new()),
+        early_exits: RefCell::new(HashMap::new()),
+    });
+    if let Some(pid) = monitor.container.borrow().as_ref().and_then(|c| c.pid()) {
+        monitor.init_pid.set(pid.as_raw());
+    }
+
+    let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+        .map_err(MonitorError::Runtime)?;
+    {
+        let monitor = monitor.clone();
+        spawn_local(async move {
+            loop {
+                reap(&monitor);
+                if sigchld.recv().await.is_none() {
+                    break;
+                }
+            }
+        });
+    }
+
+    listener
+        .set_nonblocking(true)
+        .map_err(MonitorError::Runtime)?;
+    let listener = tokio::net::UnixListener::from_std(listener).map_err(MonitorError::Runtime)?;
+    let connections: Rc<RefCell<Vec<JoinHandle<()>>>> = Rc::default();
+    {
+        let monitor = monitor.clone();
+        let connections = connections.clone();
+        spawn_local(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let task = spawn_local(handle(monitor.clone(), stream));
+                connections.borrow_mut().push(task);
+            }
+        });
+    }
+
+    // Wait for the init to end.
+    let notified = monitor.exited.notified();
+    if monitor.exit.borrow().is_none() {
+        notified.await;
+    }
+    // The kernel kills the rest of the pid namespace; the pipes close then.
+    for reader in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(3), reader).await;
+    }
+    monitor.output.borrow_mut().finish();
+    let mut exit = monitor.exit.borrow().clone().unwrap_or_default();
+    exit.oom_killed = super::oom_killed(&monitor.config.cgroups_path);
+    super::release(&monitor.config, monitor.container.borrow_mut().take());
+    super::write_exit(&monitor.config, &exit);
+    tracing::info!(id = %monitor.config.id, code = exit.exit_code, "container exited");
+    for waiter in monitor.waiters.borrow_mut().drain(..) {
+        let _ = waiter.send(exit.clone());
+    }
+    monitor.output.borrow_mut().subscribers.clear();
+    // Let every connection say its last word.
+    let tasks: Vec<_> = connections.borrow_mut().drain(..).collect();
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+    Ok(())
+}
+
+/// Reaps every exited child: the init ends the run, an exec ends its session.
+fn reap(monitor: &Monitor) {
+    loop {
+        let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(status) => status,
+        };
+        let Some((pid, code)) = exit_code(status) else {
+            continue;
+        };
+        if pid == monitor.init_pid.get() && monitor.exit.borrow().is_none() {
+            *monitor.exit.borrow_mut() = Some(ExitInfo {
+                exit_code: code,
+                oom_killed: false,
+                finished_at: crate::engine::record::now_rfc3339(),
+                error: String::new(),
+            });
+            monitor.exited.notify_waiters();
+        } else if let Some(waiter) = monitor.execs.borrow_mut().remove(&pid) {
+            let _ = waiter.done.send(code);
+        } else {
+            monitor.early_exits.borrow_mut().insert(pid, code);
+        }
+    }
+}
+
+/// Copies a pipe into `output` as `stream` until end of file.
+fn pump(fd: OwnedFd, stream: u8, output: SharedOutput) -> Result<JoinHandle<()>, MonitorError> {
+    let io = Rc::new(AsyncFdIo::new(fd).map_err(MonitorError::Runtime)?);
+    Ok(pump_shared(io, stream, output))
+}
+
+fn pump_shared(io: Rc<AsyncFdIo>, stream: u8, output: SharedOutput) -> JoinHandle<()> {
+    spawn_local(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => output.borrow_mut().push(stream, &buf[..n]),
+            }
+        }
+    })
+}
+
+async fn reply(writer: &mut OwnedWriteHalf, reply: &Reply) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    writer.write_all(&line).await
+}
+
+/// Serves one connection from the engine.
+async fn handle(monitor: Rc<Monitor>, stream: UnixStream) {
+    let (read, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = String::new();
+    if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+        return;
+    }
+    let request: Request = match serde_json::from_str(&line) {
+        Ok(request) => request,
+        Err(e) => {
+            let _ = reply(&mut writer, &Reply::error(format!("bad request: {e}"))).await;
+            return;
+        }
+    };
+    let result = match request {
+        Request::Start => reply(&mut writer, &start(&monitor)).await,
+        Request::Wait => wait(&monitor, &mut writer).await,
+        Request::Attach {
+            stdin,
+            stdout,
+            stderr,
+        } => attach(&monitor, stdin, stdout, stderr, reader, writer).await,
+        Request::Kill { signal } => reply(&mut writer, &kill(&monitor, signal)).await,
+        Request::Resize {
+            exec_id,
+            height,
+            width,
+        } => reply(&mut writer, &resize(&monitor, exec_id, height, width)).await,
+        Request::Pause => reply(&mut writer, &pause(&monitor, true)).await,
+        Request::Resume => reply(&mut writer, &pause(&monitor, false)).await,
+        Request::Exec { exec_id, spec } => exec(&monitor, exec_id, spec, reader, writer).await,
+        Request::Status => {
+            let mut answer = Reply::ok();
+            answer.pid = monitor.init_pid.get();
+            answer.paused = monitor
+                .container
+                .borrow()
+                .as_ref()
+                .is_some_and(|c| c.can_resume());
+            reply(&mut writer, &answer).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(id = %monitor.config.id, error = %e, "connection ended");
+    }
+}
+
+fn start(monitor: &Monitor) -> Reply {
+    let mut container = monitor.container.borrow_mut();
+    let Some(container) = container.as_mut() else {
+        return Reply::error("the container has already exited");
+    };
+    match container.start() {
+        Ok(()) => {
+            let mut answer = Reply::ok();
+            answer.pid = container.pid().map_or(0, |p| p.as_raw());
+            monitor.init_pid.set(answer.pid);
+            answer
+        }
+        Err(e) => Reply::error(format!("cannot start container: {e}")),
+    }
+}
+
+async fn wait(monitor: &Monitor, writer: &mut OwnedWriteHalf) -> std::io::Result<()> {
+    reply(writer, &Reply::ok()).await?;
+    // Answered once the run is over and released (after the init's exit);
+    // the engine falls back to exit.json if this connection just closes.
+    let (tx, rx) = oneshot::channel();
+    monitor.waiters.borrow_mut().push(tx);
+    let Ok(exit) = rx.await else {
+        return Ok(());
+    };
+    let mut line = serde_json::to_vec(&exit).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    writer.write_all(&line).await
+}
+
+/// Feeds stdin from the connection until it is half-closed.
+async fn feed_stdin(
+    mut reader: BufReader<OwnedReadHalf>,
+    target: Rc<AsyncFdIo>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        target.write_all(&buf[..n]).await?;
+    }
+}
+
+/// Forwards frames to the connection until the sender side is dropped.
+async fn forward_frames(
+    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    writer: &mut OwnedWriteHalf,
+) -> std::io::Result<()> {
+    while let Some(frame) = frames.recv().await {
+        writer.write_all(&frame).await?;
+    }
+    Ok(())
+}
+
+async fn attach(
+    monitor: &Rc<Monitor>,
+    want_stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    reader: BufReader<OwnedReadHalf>,
+    mut writer: OwnedWriteHalf,
+) -> std::io::Result<()> {
+    if monitor.exit.borrow().is_some() {
+        return reply(&mut writer, &Reply::error("the container has exited")).await;
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    monitor.output.borrow_mut().subscribers.push(Subscriber {
+        stdout,
+        stderr,
+        frames: tx,
+    });
+    reply(&mut writer, &Reply::ok()).await?;
+    let target = if want_stdin {
+        monitor.stdin.borrow().clone()
+    } else {
+        None
+    };
+    if let Some(target) = target {
+        let monitor = monitor.clone();
+        spawn_local(async move {
+            let _ = feed_stdin(reader, target).await;
+            // Stdin closed by the client: with StdinOnce the container sees EOF.
+            if monitor.config.stdin_once && monitor.tty_master.is_none() {
+                monitor.stdin.borrow_mut().take();
+            }
+        });
+    }
+    forward_frames(rx, &mut writer).await?;
+    writer.shutdown().await
+}
+
+fn kill(monitor: &Monitor, signal: i32) -> Reply {
+    if monitor.exit.borrow().is_some() || monitor.init_pid.get() == 0 {
+        return Reply::error("container is not running");
+    }
+    let signal = match Signal::try_from(signal) {
+        Ok(signal) => signal,
+        Err(_) => return Reply::error(format!("invalid signal: {signal}")),
+    };
+    match nix::sys::signal::kill(Pid::from_raw(monitor.init_pid.get()), signal) {
+        Ok(()) => Reply::ok(),
+        Err(e) => Reply::error(format!("cannot kill: {e}")),
+    }
+}
+
+fn resize(monitor: &Monitor, exec_id: Option<String>, height: u16, width: u16) -> Reply {
+    let master = match exec_id {
+        None => monitor.tty_master.clone(),
+        Some(id) => monitor.exec_ttys.borrow().get(&id).cloned(),
+    };
+    let Some(master) = master else {
+        return Reply::error("no terminal to resize");
+    };
+    match stdio::resize(master.raw(), height, width) {
+        Ok(()) => Reply::ok(),
+        Err(e) => Reply::error(format!("cannot resize: {e}")),
+    }
+}
+
+fn pause(monitor: &Monitor, pause: bool) -> Reply {
+    let mut container = monitor.container.borrow_mut();
+    let Some(container) = container.as_mut() else {
+        return Reply::error("container is not running");
+    };
+    let result = if pause {
+        container.pause()
+    } else {
+        container.resume()
+    };
+    match result {
+        Ok(()) => Reply::ok(),
+        Err(e) => Reply::error(e.to_string()),
+    }
+}
+
+/// Creates an exec process with libcontainer's tenant builder.
+fn spawn_exec(monitor: &Monitor, exec_id: &str, spec: &ExecSpec) -> Result<(i32, Stdio), String> {
+    let console = monitor
+        .config
+        .run_dir
+        .join(format!("exec-{}.sock", &exec_id[..exec_id.len().min(12)]));
+    let child = stdio::prepare(spec.tty, spec.stdin, &console).map_err(|e| e.to_string())?;
+    let mut builder = ContainerBuilder::new(monitor.config.id.clone(), SyscallType::default())
+        .with_root_path(&monitor.config.runtime_root)
+        .map_err(|e| e.to_string())?;
+    let (keep, listener) = match child {
+        ChildStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+            keep,
+        } => {
+            builder = builder
+                .with_stdin(stdin)
+                .with_stdout(stdout)
+                .with_stderr(stderr);
+            (Some(keep), None)
+        }
+        ChildStdio::Console { listener, path } => {
+            builder = builder.with_console_socket(Some(&path));
+            (None, Some(listener))
+        }
+    };
+    let env: HashMap<String, String> = spec
+        .env
+        .iter()
+        .filter_map(|e| e.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let cwd = (!spec.cwd.is_empty()).then(|| spec.cwd.clone());
+    let pid = builder
+        .as_tenant()
+        .with_container_args(spec.args.clone())
+        .with_env(env)
+        .with_cwd(cwd)
+        .with_user(spec.uid)
+        .with_group(spec.gid)
+        .with_detach(true)
+        .build()
+        .map_err(|e| format!("exec failed: {e}"))?;
+    let stdio = match (keep, listener) {
+        (Some(keep), _) => keep,
+        (None, Some(listener)) => Stdio::Tty {
+            master: stdio::receive_master(&listener).map_err(|e| e.to_string())?,
+        },
+        (None, None) => return Err("exec stdio missing".to_owned()),
+    };
+    let _ = std::fs::remove_file(&console);
+    Ok((pid.as_raw(), stdio))
+}
+
+async fn exec(
+    monitor: &Rc<Monitor>,
+    exec_id: String,
+    spec: ExecSpec,
+    reader: BufReader<OwnedReadHalf>,
+    mut writer: OwnedWriteHalf,
+) -> std::io::Result<()> {
+    if monitor.exit.borrow().is_some() || monitor.init_pid.get() == 0 {
+        return reply(&mut writer, &Reply::error("container is not running")).await;
+    }
+    let (pid, stdio) = match spawn_exec(monitor, &exec_id, &spec) {
+        Ok(spawned) => spawned,
+        Err(e) => return reply(&mut writer, &Reply::error(e)).await,
+    };
+    let (done_tx, done_rx) = oneshot::channel();
+    match monitor.early_exits.borrow_mut().remove(&pid) {
+        Some(code) => {
+            let _ = done_tx.send(code);
+        }
+        None => {
+            monitor
+                .execs
+                .borrow_mut()
+                .insert(pid, ExecWaiter { done: done_tx });
+        }
+    }
+    let output = Output::new(None).map_err(std::io::Error::other)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    output.borrow_mut().subscribers.push(Subscriber {
+        stdout: true,
+        stderr: true,
+        frames: tx,
+    });
+    let mut readers = Vec::new();
+    let stdin_target = match stdio {
+        Stdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            readers.push(pump(stdout, 1, output.clone()).map_err(std::io::Error::other)?);
+            readers.push(pump(stderr, 2, output.clone()).map_err(std::io::Error::other)?);
+            stdin.map(AsyncFdIo::new).transpose()?.map(Rc::new)
+        }
+        Stdio::Tty { master } => {
+            let master = Rc::new(AsyncFdIo::new(master)?);
+            monitor
+                .exec_ttys
+                .borrow_mut()
+                .insert(exec_id.clone(), master.clone());
+            readers.push(pump_shared(master.clone(), 1, output.clone()));
+            Some(master)
+        }
+    };
+    let mut answer = Reply::ok();
+    answer.pid = pid;
+    reply(&mut writer, &answer).await?;
+    if let Some(target) = stdin_target.filter(|_| spec.stdin) {
+        spawn_local(async move {
+            let _ = feed_stdin(reader, target).await;
+        });
+    }
+    let forwarder = spawn_local(async move {
+        let result = forward_frames(rx, &mut writer).await;
+        (writer, result)
+    });
+    let code = done_rx.await.unwrap_or(-1);
+    for reader in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+    }
+    monitor.exec_ttys.borrow_mut().remove(&exec_id);
+    output.borrow_mut().subscribers.clear();
+    let Ok((mut writer, result)) = forwarder.await else {
+        return Ok(());
+    };
+    result?;
+    let exit = ExitInfo {
+        exit_code: code,
+        oom_killed: false,
+        finished_at: crate::engine::record::now_rfc3339(),
+        error: String::new(),
+    };
+    let payload = serde_json::to_vec(&exit).map_err(std::io::Error::other)?;
+    writer
+        .write_all(&crate::api::hijack::frame(FRAME_EXIT, &payload))
+        .await?;
+    writer.shutdown().await
+}

@@ -1,2 +1,4 @@
 //! The low-level isolation of a container: the OCI spec the engine builds,
 //! and the per-container monitor process that runs it with libcontainer.
+
+pub mod caps;

@@ -2,3 +2,4 @@
 //! and the per-container monitor process that runs it with libcontainer.
 
 pub mod caps;
+pub mod seccomp;

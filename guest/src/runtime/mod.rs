@@ -3,3 +3,4 @@
 
 pub mod caps;
 pub mod seccomp;
+pub mod user;

@@ -2,5 +2,6 @@
 //! and the per-container monitor process that runs it with libcontainer.
 
 pub mod caps;
+pub mod init;
 pub mod seccomp;
 pub mod user;

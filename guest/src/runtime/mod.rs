@@ -4,4 +4,5 @@
 pub mod caps;
 pub mod init;
 pub mod seccomp;
+pub mod spec;
 pub mod user;

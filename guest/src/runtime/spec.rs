@@ -996,9 +996,11 @@ mod tests {
 
     #[test]
     fn default_container() {
-        let mut config = Config::default();
-        config.hostname = "abc123".into();
-        config.tty = true;
+        let config = Config {
+            hostname: "abc123".into(),
+            tty: true,
+            ..Default::default()
+        };
         let spec = spec_with(&config, &HostConfig::default(), &[]);
         assert_eq!(spec.hostname().as_deref(), Some("abc123"));
         let p = process(&spec);
@@ -1273,9 +1275,11 @@ mod tests {
 
     #[test]
     fn readonly_rootfs_user_workdir_and_init() {
-        let mut config = Config::default();
-        config.user = "1000:1000".into();
-        config.working_dir = "/app".into();
+        let mut config = Config {
+            user: "1000:1000".into(),
+            working_dir: "/app".into(),
+            ..Default::default()
+        };
         let hc = HostConfig {
             readonly_rootfs: true,
             init: Some(true),

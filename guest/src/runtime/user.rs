@@ -182,7 +182,7 @@ fn resolve_with(
         // Memberships count only when the group is implicit, as in Docker.
         out.additional_gids = groups
             .iter()
-            .filter(|g| g.members.iter().any(|m| *m == entry.name))
+            .filter(|g| g.members.contains(&entry.name))
             .map(|g| g.gid)
             .collect();
     }

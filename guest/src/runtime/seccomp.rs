@@ -429,6 +429,136 @@ mod tests {
         assert!(rules(&profile(&no_chroot), "chroot").is_empty());
     }
 
+    /// Loads `caps`' profile with libcontainer's loader in a forked child and
+    /// returns the errno of each probe run under it (0 for success).
+    fn errnos_under_filter(caps: &[Capability], probes: &[fn() -> i64]) -> Vec<i32> {
+        let profile = profile(caps);
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid two-int array for pipe(2).
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only loads the filter, runs the probes and
+        // writes to the pipe before _exit; glibc makes malloc usable after
+        // fork.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut out = Vec::new();
+            let code = match libcontainer::seccomp::initialize_seccomp(&profile) {
+                Ok(_) => {
+                    for probe in probes {
+                        let ret = probe();
+                        let errno = if ret < 0 {
+                            std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+                        } else {
+                            0
+                        };
+                        out.extend_from_slice(&errno.to_le_bytes());
+                    }
+                    0
+                }
+                Err(_) => 1,
+            };
+            // SAFETY: writes our own buffer to our pipe, then leaves at once.
+            unsafe {
+                libc::write(fds[1], out.as_ptr().cast(), out.len());
+                libc::_exit(code);
+            }
+        }
+        // SAFETY: closing our copy of the write end.
+        unsafe { libc::close(fds[1]) };
+        let mut file = unsafe_file(fds[0]);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(status, 0, "the child could not load the filter");
+        bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    fn unsafe_file(fd: i32) -> std::fs::File {
+        use std::os::fd::FromRawFd;
+        // SAFETY: `fd` is the read end of a pipe we own and nobody else uses.
+        unsafe { std::fs::File::from_raw_fd(fd) }
+    }
+
+    fn vsock_socket() -> i64 {
+        // SAFETY: socket(2) with integer arguments; the fd is left to _exit.
+        unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) as i64 }
+    }
+
+    fn unix_socket() -> i64 {
+        // SAFETY: as above.
+        unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) as i64 }
+    }
+
+    fn unshare_mount() -> i64 {
+        // SAFETY: unshare(2) of the child's own mount namespace.
+        unsafe { libc::unshare(libc::CLONE_NEWNS) as i64 }
+    }
+
+    fn plain_fork() -> i64 {
+        // SAFETY: the grandchild exits at once; we reap it.
+        unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                libc::_exit(0);
+            }
+            if pid > 0 {
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            pid as i64
+        }
+    }
+
+    fn clone_newuser() -> i64 {
+        // SAFETY: raw clone with CLONE_NEWUSER|SIGCHLD and no new stack:
+        // the child (if any) exits at once.
+        unsafe {
+            let pid = libc::syscall(
+                libc::SYS_clone,
+                libc::CLONE_NEWUSER | libc::SIGCHLD,
+                0,
+                0,
+                0,
+                0,
+            );
+            if pid == 0 {
+                libc::_exit(0);
+            }
+            if pid > 0 {
+                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+            }
+            pid
+        }
+    }
+
+    #[test]
+    fn the_kernel_enforces_the_profile() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED the_kernel_enforces_the_profile: needs root to load a filter");
+            return;
+        }
+        let probes: [fn() -> i64; 5] = [
+            vsock_socket,
+            unix_socket,
+            unshare_mount,
+            plain_fork,
+            clone_newuser,
+        ];
+        let got = errnos_under_filter(&caps::DEFAULT, &probes);
+        assert_eq!(got, vec![libc::EPERM, 0, libc::EPERM, 0, libc::EPERM]);
+        let got = errnos_under_filter(&with(Capability::SysAdmin), &probes);
+        assert_eq!(
+            got[0],
+            libc::EPERM,
+            "AF_VSOCK stays refused with CAP_SYS_ADMIN"
+        );
+        assert_eq!(got[2], 0, "unshare is allowed with CAP_SYS_ADMIN");
+    }
+
     #[test]
     fn personality_values() {
         let p = profile(&caps::DEFAULT);

@@ -18,8 +18,10 @@
 //!
 //! [`MountPoint`]: crate::model::MountPoint
 
+pub mod resolve;
 pub mod store;
 
+pub use resolve::{parse_volumes_from, resolve, Resolved, Seed};
 pub use store::{Filters, PruneReport, Volume, VolumeStore};
 
 use std::collections::BTreeMap;

@@ -19,6 +19,7 @@
 //! [`MountPoint`]: crate::model::MountPoint
 
 pub mod resolve;
+pub mod seed;
 pub mod store;
 
 pub use resolve::{parse_volumes_from, resolve, Resolved, Seed};

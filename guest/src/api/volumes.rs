@@ -174,14 +174,18 @@ async fn create(
     body: Result<Json<CreateBody>, JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let Json(body) = body?;
+    // Unlike a container's anonymous volumes, `docker volume create` without
+    // a name gets a random name but no anonymous label (prune keeps it).
+    let name = if body.name.is_empty() {
+        volume::store::random_name()
+    } else {
+        body.name
+    };
     let store = engine.clone();
     let (volume, new) = blocking(move || {
-        store.volumes.get_or_create(
-            Some(&body.name),
-            &body.driver,
-            &body.driver_opts,
-            &body.labels,
-        )
+        store
+            .volumes
+            .get_or_create(Some(&name), &body.driver, &body.driver_opts, &body.labels)
     })
     .await?;
     if new {
@@ -363,9 +367,15 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["message"], "get nope: no such volume");
 
-        let (status, anon) = call(&engine, "POST", "/volumes/create", "{}").await;
+        let (status, unnamed) = call(&engine, "POST", "/volumes/create", "{}").await;
         assert_eq!(status, StatusCode::CREATED);
-        let anon = anon["Name"].as_str().unwrap().to_owned();
+        let unnamed = unnamed["Name"].as_str().unwrap().to_owned();
+        assert_eq!(unnamed.len(), 64);
+        let anon = engine
+            .volumes
+            .create(None, "", &BTreeMap::new(), &BTreeMap::new())
+            .unwrap()
+            .name;
 
         // A container mounting `data`.
         let record = ContainerRecord {
@@ -386,12 +396,20 @@ mod tests {
 
         let (status, body) = call(&engine, "GET", "/volumes", "").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(body["Volumes"].as_array().unwrap().len(), 2);
+        assert_eq!(body["Volumes"].as_array().unwrap().len(), 3);
         assert_eq!(body["Warnings"], serde_json::json!([]));
         let filter = "/volumes?filters=%7B%22dangling%22%3A%5B%22true%22%5D%7D";
         let (_, body) = call(&engine, "GET", filter, "").await;
-        assert_eq!(body["Volumes"][0]["Name"], anon.as_str());
-        assert_eq!(body["Volumes"].as_array().unwrap().len(), 1);
+        let mut dangling: Vec<&str> = body["Volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["Name"].as_str().unwrap())
+            .collect();
+        dangling.sort();
+        let mut expected = vec![anon.as_str(), unnamed.as_str()];
+        expected.sort();
+        assert_eq!(dangling, expected);
 
         let (status, body) = call(&engine, "DELETE", "/volumes/data", "").await;
         assert_eq!(status, StatusCode::CONFLICT);
@@ -403,7 +421,11 @@ mod tests {
 
         let (status, body) = call(&engine, "POST", "/volumes/prune", "").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(body["VolumesDeleted"], serde_json::json!([anon]));
+        assert_eq!(
+            body["VolumesDeleted"],
+            serde_json::json!([anon]),
+            "unnamed is kept"
+        );
         assert_eq!(body["SpaceReclaimed"], 0);
         let (status, _) = call(
             &engine,
@@ -418,6 +440,7 @@ mod tests {
         let (status, _) = call(&engine, "DELETE", "/volumes/data", "").await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         let (_, body) = call(&engine, "GET", "/volumes", "").await;
-        assert_eq!(body["Volumes"], serde_json::json!([]));
+        assert_eq!(body["Volumes"][0]["Name"], unnamed.as_str());
+        assert_eq!(body["Volumes"].as_array().unwrap().len(), 1);
     }
 }

@@ -324,6 +324,9 @@ fn parse_bind(raw: &str, volume_driver: &str) -> Result<Plan, VolumeError> {
         ..Default::default()
     };
     if bind {
+        if options.contains(&"nocopy") {
+            return Err(config_error(VolumeError::ExtraField("VolumeOptions")));
+        }
         point.source = clean(source);
         point.propagation = propagation.unwrap_or(&DEFAULT_PROPAGATION).to_string();
         return Ok(Plan {
@@ -682,6 +685,7 @@ mod tests {
             ("a:/b:ro,rw", "invalid mode: ro,rw"),
             ("/h:/", "invalid volume specification: '/h:/': invalid mount config for type \"bind\": invalid specification: destination can't be '/'"),
             ("vol:/x:rshared", "invalid volume specification: 'vol:/x:rshared': invalid mount config for type \"volume\": field BindOptions must not be specified"),
+            ("/h:/x:nocopy", "invalid volume specification: '/h:/x:nocopy': invalid mount config for type \"bind\": field VolumeOptions must not be specified"),
             ("./rel:/x", "create ./rel: \"./rel\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"),
         ];
         for (spec, expected) in cases {

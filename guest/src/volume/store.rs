@@ -177,7 +177,7 @@ impl VolumeStore {
             Some(name) => name.to_owned(),
             None => {
                 labels.insert(ANONYMOUS_LABEL.to_owned(), String::new());
-                hex::encode(rand::random::<[u8; 32]>())
+                random_name()
             }
         };
         if !driver.is_empty() && driver != LOCAL_DRIVER {
@@ -311,6 +311,11 @@ impl VolumeStore {
         }
         report
     }
+}
+
+/// A random volume name: 64 hex digits, like Docker's.
+pub fn random_name() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 /// Checks a volume name against `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.

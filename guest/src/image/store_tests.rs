@@ -40,7 +40,10 @@ fn add(tar: &mut tar::Builder<Vec<u8>>, path: &str, bytes: &[u8]) {
 }
 
 /// A legacy docker-archive: `<n>/layer.tar`, `<id>.json`, `manifest.json`.
-fn docker_archive(images: &[(&[&str], Vec<u8>, Vec<Vec<u8>>)]) -> Vec<u8> {
+/// Tags, config and layers of one image of a test archive.
+type TestImage<'a> = (&'a [&'a str], Vec<u8>, Vec<Vec<u8>>);
+
+fn docker_archive(images: &[TestImage<'_>]) -> Vec<u8> {
     let mut tar = tar::Builder::new(Vec::new());
     let mut manifest = Vec::new();
     for (tags, config, layers) in images {

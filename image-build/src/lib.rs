@@ -1,1 +1,11 @@
-//! placeholder
+//! `vmctl-image`: builds vmctl's images.
+//!
+//! Today this is the built-in container image `hello:latest` ([`hello`]) and the
+//! writer of image tarballs it uses ([`archive`]), which the guest engine also
+//! uses for `docker save`. The OCI and docker-archive JSON documents both sides
+//! read and write live in [`oci`], so the writer and the guest's loader cannot
+//! drift. The VM image recipe will join later.
+
+pub mod archive;
+pub mod hello;
+pub mod oci;

@@ -1,11 +1,507 @@
-//! `/images` endpoints.
+//! `/images` endpoints: list, inspect, history, tag, remove, load and save.
+//!
+//! Image names hold `/` and `:`, and axum cannot match a wildcard in the
+//! middle of a path, so `/images/{*rest}` takes every per-image route and the
+//! suffix (`/json`, `/history`, `/tag`, `/get`) is split off here. The store
+//! does blocking file work, so every call into it runs in `spawn_blocking`.
 
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
 
-use crate::engine::Engine;
+use super::error::{ApiError, ApiResult};
+use crate::engine::record::ZERO_TIME;
+use crate::engine::{Engine, EngineError};
+use crate::image::{ImageError, ImageInfo, ImageStore, Removed};
 
 pub fn routes() -> Router<Arc<Engine>> {
     Router::new()
+        .route("/images/json", get(list))
+        .route("/images/load", post(load))
+        .route("/images/get", get(save_many))
+        .route(
+            "/images/{*rest}",
+            get(get_image).post(post_image).delete(delete_image),
+        )
+}
+
+/// Query parameters, keeping repeated keys (`names=a&names=b`).
+type Params = Query<Vec<(String, String)>>;
+
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn flag(params: &[(String, String)], key: &str) -> bool {
+    matches!(param(params, key), Some("1" | "true" | "True" | "TRUE"))
+}
+
+/// Runs a store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    engine: &Arc<Engine>,
+    f: impl FnOnce(&ImageStore) -> Result<T, ImageError> + Send + 'static,
+) -> ApiResult<T> {
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || f(&engine.images))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::from(EngineError::Image(e)))
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("page not found")
+}
+
+fn unix_secs(created: &Option<String>) -> i64 {
+    created
+        .as_deref()
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .map_or(0, |t| t.timestamp())
+}
+
+fn publish(engine: &Engine, action: &str, id: &str, name: &str) {
+    let attributes = [("name".to_owned(), name.to_owned())].into();
+    engine.events.publish("image", action, id, attributes);
+}
+
+async fn get_image(
+    State(engine): State<Arc<Engine>>,
+    Path(rest): Path<String>,
+    Query(params): Params,
+) -> ApiResult<Response> {
+    if let Some(name) = rest.strip_suffix("/json") {
+        let name = name.to_owned();
+        let info = blocking(&engine, move |s| s.inspect(&name)).await?;
+        return Ok(Json(inspect_json(&info)).into_response());
+    }
+    if let Some(name) = rest.strip_suffix("/history") {
+        let name = name.to_owned();
+        let history = blocking(&engine, move |s| s.history(&name)).await?;
+        let body: Vec<Value> = history
+            .into_iter()
+            .map(|h| {
+                json!({
+                    "Id": h.id,
+                    "Created": h.created,
+                    "CreatedBy": h.created_by,
+                    "Tags": if h.tags.is_empty() { Value::Null } else { json!(h.tags) },
+                    "Size": h.size,
+                    "Comment": h.comment,
+                })
+            })
+            .collect();
+        return Ok(Json(body).into_response());
+    }
+    if let Some(name) = rest.strip_suffix("/get") {
+        return save(engine, vec![name.to_owned()]).await;
+    }
+    let _ = params;
+    Err(not_found())
+}
+
+async fn post_image(
+    State(engine): State<Arc<Engine>>,
+    Path(rest): Path<String>,
+    Query(params): Params,
+) -> ApiResult<Response> {
+    let Some(name) = rest.strip_suffix("/tag") else {
+        return Err(not_found());
+    };
+    let name = name.to_owned();
+    let repo = param(&params, "repo").unwrap_or_default().to_owned();
+    let tag = param(&params, "tag").unwrap_or_default().to_owned();
+    let (id, tagged) = blocking(&engine, move |s| s.tag(&name, &repo, &tag)).await?;
+    publish(&engine, "tag", &id, &tagged);
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn delete_image(
+    State(engine): State<Arc<Engine>>,
+    Path(name): Path<String>,
+    Query(params): Params,
+) -> ApiResult<Json<Vec<Value>>> {
+    let force = flag(&params, "force");
+    let mut in_use = HashMap::new();
+    for (id, handle) in engine.containers.read().await.by_id.iter() {
+        let image = handle.record.lock().await.image.clone();
+        in_use.entry(image).or_insert_with(|| id.clone());
+    }
+    let (id, removed) = blocking(&engine, move |s| {
+        let id = s.inspect(&name)?.id;
+        Ok((id, s.remove(&name, force, &in_use)?))
+    })
+    .await?;
+    let body = removed
+        .into_iter()
+        .map(|step| match step {
+            Removed::Untagged(name) => {
+                publish(&engine, "untag", &id, &name);
+                json!({ "Untagged": name })
+            }
+            Removed::Deleted(deleted) => {
+                publish(&engine, "delete", &deleted, &deleted);
+                json!({ "Deleted": deleted })
+            }
+        })
+        .collect();
+    Ok(Json(body))
+}
+
+async fn list(
+    State(engine): State<Arc<Engine>>,
+    Query(params): Params,
+) -> ApiResult<Json<Vec<Value>>> {
+    let filters = Filters::parse(param(&params, "filters"))?;
+    let images = blocking(&engine, |s| Ok(s.list())).await?;
+    let body = images
+        .iter()
+        .filter(|i| filters.matches(i))
+        .map(|i| {
+            json!({
+                "Id": i.id,
+                "ParentId": "",
+                "RepoTags": i.repo_tags,
+                "RepoDigests": i.repo_digests,
+                "Created": unix_secs(&i.config.created),
+                "Size": i.size,
+                "SharedSize": -1,
+                "VirtualSize": i.size,
+                "Labels": labels(i),
+                "Containers": -1,
+            })
+        })
+        .collect();
+    Ok(Json(body))
+}
+
+fn labels(info: &ImageInfo) -> Value {
+    info.config
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .map_or(Value::Null, |l| json!(l))
+}
+
+/// The `filters` of `GET /images/json`: `reference`, `dangling`, `label`.
+#[derive(Debug, Default)]
+struct Filters {
+    reference: Vec<String>,
+    dangling: Option<bool>,
+    label: Vec<String>,
+}
+
+impl Filters {
+    fn parse(raw: Option<&str>) -> ApiResult<Self> {
+        let mut filters = Self::default();
+        let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+            return Ok(filters);
+        };
+        let value: Map<String, Value> = serde_json::from_str(raw)
+            .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
+        for (key, values) in value {
+            // `{"k": ["v"]}`, or the old `{"k": {"v": true}}`.
+            let values: Vec<String> = match values {
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                Value::Object(o) => o.keys().cloned().collect(),
+                _ => Vec::new(),
+            };
+            match key.as_str() {
+                "reference" => filters.reference = values,
+                "label" => filters.label = values,
+                "dangling" => {
+                    filters.dangling = match values.first().map(String::as_str) {
+                        Some("true" | "1") => Some(true),
+                        Some("false" | "0") => Some(false),
+                        other => {
+                            return Err(ApiError::bad_request(format!(
+                                "invalid filter 'dangling={}'",
+                                other.unwrap_or_default()
+                            )))
+                        }
+                    }
+                }
+                other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
+            }
+        }
+        Ok(filters)
+    }
+
+    fn matches(&self, info: &ImageInfo) -> bool {
+        if let Some(dangling) = self.dangling {
+            if dangling != info.repo_tags.is_empty() {
+                return false;
+            }
+        }
+        if !self.reference.is_empty() {
+            let hit = info.repo_tags.iter().any(|tag| {
+                let repo = crate::image::reference::repository(tag);
+                self.reference.iter().any(|p| {
+                    glob(p.as_bytes(), tag.as_bytes()) || glob(p.as_bytes(), repo.as_bytes())
+                })
+            });
+            if !hit {
+                return false;
+            }
+        }
+        let labels = info
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        self.label
+            .iter()
+            .all(|wanted| match wanted.split_once('=') {
+                Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
+                None => labels.contains_key(wanted),
+            })
+    }
+}
+
+/// Go's `path.Match` for `*` and `?`: neither crosses a `/`.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob(&pattern[1..], text)
+                || (text.first().is_some_and(|c| *c != b'/') && glob(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(c)) if *c != b'/' => glob(&pattern[1..], &text[1..]),
+        (Some(p), Some(c)) if p == c => glob(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+/// Docker's image inspect document.
+fn inspect_json(info: &ImageInfo) -> Value {
+    let config = &info.config;
+    let mut runtime = runtime_defaults();
+    if let (Some(image_config), Some(base)) = (&config.config, runtime.as_object_mut()) {
+        if let Ok(Value::Object(fields)) = serde_json::to_value(image_config) {
+            for (key, value) in fields {
+                let empty = value.is_null() || value.as_str() == Some("");
+                if !empty || !base.contains_key(&key) {
+                    base.insert(key, value);
+                }
+            }
+        }
+    }
+    let mut graph = Map::new();
+    if let Some((top, lower)) = info.layer_dirs.split_last() {
+        let lower: Vec<String> = lower
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
+        if !lower.is_empty() {
+            graph.insert("LowerDir".into(), json!(lower.join(":")));
+        }
+        graph.insert("UpperDir".into(), json!(top.display().to_string()));
+    }
+    let mut body = json!({
+        "Id": info.id,
+        "RepoTags": info.repo_tags,
+        "RepoDigests": info.repo_digests,
+        "Parent": "",
+        "Comment": config.comment,
+        "Created": config.created.clone().unwrap_or_else(|| ZERO_TIME.to_owned()),
+        "Container": config.container,
+        "ContainerConfig": config.container_config.clone().unwrap_or_else(runtime_defaults),
+        "DockerVersion": config.docker_version,
+        "Author": config.author,
+        "Config": runtime,
+        "Architecture": config.architecture,
+        "Os": config.os,
+        "Size": info.size,
+        "VirtualSize": info.size,
+        "GraphDriver": { "Name": "overlay2", "Data": graph },
+        "RootFS": { "Type": "layers", "Layers": config.rootfs.diff_ids },
+        "Metadata": { "LastTagTime": info.last_tag_time.clone().unwrap_or_else(|| ZERO_TIME.to_owned()) },
+    });
+    if let (Some(variant), Some(map)) = (&config.variant, body.as_object_mut()) {
+        map.insert("Variant".into(), json!(variant));
+    }
+    body
+}
+
+/// Docker's `Config` with every field at its empty value.
+fn runtime_defaults() -> Value {
+    json!({
+        "Hostname": "", "Domainname": "", "User": "",
+        "AttachStdin": false, "AttachStdout": false, "AttachStderr": false,
+        "Tty": false, "OpenStdin": false, "StdinOnce": false,
+        "Env": null, "Cmd": null, "Image": "", "Volumes": null, "WorkingDir": "",
+        "Entrypoint": null, "OnBuild": null, "Labels": null,
+    })
+}
+
+/// The request body as a blocking reader, for `spawn_blocking`.
+struct BodyReader {
+    stream: axum::body::BodyDataStream,
+    runtime: tokio::runtime::Handle,
+    chunk: Bytes,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.runtime.block_on(self.stream.next()) {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len());
+        out[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+async fn load(
+    State(engine): State<Arc<Engine>>,
+    Query(_params): Params,
+    body: Body,
+) -> ApiResult<Response> {
+    let reader = BodyReader {
+        stream: body.into_data_stream(),
+        runtime: tokio::runtime::Handle::current(),
+        chunk: Bytes::new(),
+    };
+    let loaded = blocking(&engine, move |s| s.load(reader)).await?;
+    let mut lines = String::new();
+    for image in &loaded {
+        let names: Vec<String> = if image.tags.is_empty() {
+            vec![format!("Loaded image ID: {}", image.id)]
+        } else {
+            image
+                .tags
+                .iter()
+                .map(|t| format!("Loaded image: {t}"))
+                .collect()
+        };
+        for line in names {
+            lines.push_str(&json!({ "stream": format!("{line}\n") }).to_string());
+            lines.push('\n');
+        }
+        let name = image.tags.first().unwrap_or(&image.id);
+        publish(&engine, "load", &image.id, name);
+    }
+    Ok(([(header::CONTENT_TYPE, "application/json")], lines).into_response())
+}
+
+async fn save_many(
+    State(engine): State<Arc<Engine>>,
+    Query(params): Params,
+) -> ApiResult<Response> {
+    let names: Vec<String> = params
+        .into_iter()
+        .filter(|(k, _)| k == "names")
+        .map(|(_, v)| v)
+        .collect();
+    save(engine, names).await
+}
+
+/// Sends what the blocking writer produces into the response body.
+struct ChannelWriter {
+    sender: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    buffer: Vec<u8>,
+}
+
+impl ChannelWriter {
+    const CHUNK: usize = 64 * 1024;
+
+    fn send(&mut self) -> io::Result<()> {
+        let chunk = Bytes::from(std::mem::take(&mut self.buffer));
+        self.sender
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= Self::CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            Ok(())
+        } else {
+            self.send()
+        }
+    }
+}
+
+/// Streams a tarball of `names`; unknown names fail before anything is sent.
+async fn save(engine: Arc<Engine>, names: Vec<String>) -> ApiResult<Response> {
+    if names.is_empty() {
+        return Err(ApiError::bad_request("no images to save"));
+    }
+    let check = names.clone();
+    blocking(&engine, move |s| {
+        check.iter().try_for_each(|n| s.inspect(n).map(|_| ()))
+    })
+    .await?;
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut writer = ChannelWriter {
+            sender: sender.clone(),
+            buffer: Vec::new(),
+        };
+        let result = engine
+            .images
+            .save(&names, &mut writer)
+            .map_err(|e| io::Error::other(super::error::error_chain(&e)))
+            .and_then(|()| writer.flush());
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "image save failed");
+            let _ = sender.blocking_send(Err(e));
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_does_not_cross_slashes() {
+        assert!(glob(b"hello*", b"hello:latest"));
+        assert!(glob(b"*", b"hello"));
+        assert!(!glob(b"*", b"me/app"));
+        assert!(glob(b"me/*", b"me/app"));
+        assert!(glob(b"h?llo", b"hello"));
+    }
+
+    #[test]
+    fn filters_accept_both_shapes() {
+        let f = Filters::parse(Some(r#"{"dangling":["true"],"reference":["x"]}"#)).unwrap();
+        assert_eq!(f.dangling, Some(true));
+        assert_eq!(f.reference, vec!["x".to_owned()]);
+        let f = Filters::parse(Some(r#"{"dangling":{"false":true}}"#)).unwrap();
+        assert_eq!(f.dangling, Some(false));
+        assert!(Filters::parse(Some(r#"{"bogus":["x"]}"#)).is_err());
+    }
 }

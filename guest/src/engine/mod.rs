@@ -133,6 +133,11 @@ impl Engine {
             std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("create", &dir, e))?;
         }
         let images = ImageStore::open(&layout.images())?;
+        if let Some(dir) = &options.builtin_images {
+            if let Err(e) = images.load_builtin(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "built-in images not loaded");
+            }
+        }
         let volumes = VolumeStore::open(&layout.volumes())?;
         let engine = Arc::new(Self {
             options,

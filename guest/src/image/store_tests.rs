@@ -1,0 +1,322 @@
+//! Tests of the store with hand-built archives in a tempdir.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use super::*;
+use crate::engine::ErrorKind;
+use crate::image::digest::of_bytes;
+
+/// A layer tar holding `files` (path, content).
+fn layer(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o755);
+        header.set_mtime(1);
+        tar.append_data(&mut header, path, content.as_bytes())
+            .unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+fn config(layers: &[&[u8]]) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| of_bytes(l)).collect();
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05Z",
+        "config": { "Cmd": ["sh"], "Env": ["A=1"] },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "history": [{ "created": "2024-01-02T03:04:05Z", "created_by": "test" }],
+    }))
+    .unwrap()
+}
+
+fn add(tar: &mut tar::Builder<Vec<u8>>, path: &str, bytes: &[u8]) {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    tar.append_data(&mut header, path, bytes).unwrap();
+}
+
+/// A legacy docker-archive: `<n>/layer.tar`, `<id>.json`, `manifest.json`.
+/// Tags, config and layers of one image of a test archive.
+type TestImage<'a> = (&'a [&'a str], Vec<u8>, Vec<Vec<u8>>);
+
+fn docker_archive(images: &[TestImage<'_>]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut manifest = Vec::new();
+    for (tags, config, layers) in images {
+        let config_name = format!("{}.json", of_bytes(config).trim_start_matches("sha256:"));
+        add(&mut tar, &config_name, config);
+        let mut names = Vec::new();
+        for layer in layers {
+            let name = format!("{}/layer.tar", &of_bytes(layer)[7..19]);
+            add(&mut tar, &name, layer);
+            names.push(name);
+        }
+        manifest
+            .push(serde_json::json!({"Config": config_name, "RepoTags": tags, "Layers": names}));
+    }
+    add(
+        &mut tar,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    tar.into_inner().unwrap()
+}
+
+fn store() -> (tempfile::TempDir, ImageStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&dir.path().join("image")).unwrap();
+    (dir, store)
+}
+
+fn entries(store: &ImageStore, sub: &str) -> usize {
+    std::fs::read_dir(store.root().join(sub)).unwrap().count()
+}
+
+fn assert_empty(store: &ImageStore) {
+    assert_eq!(store.count(), 0);
+    assert_eq!(entries(store, "blobs/sha256"), 0, "blobs left");
+    assert_eq!(entries(store, "layers"), 0, "layers left");
+    assert_eq!(entries(store, "images"), 0, "records left");
+    assert_eq!(entries(store, "tmp"), 0, "staging left");
+    assert!(store.list().is_empty());
+}
+
+#[test]
+fn docker_archive_loads_and_resolves() {
+    let (_dir, store) = store();
+    let base = layer(&[("bin/sh", "shell")]);
+    let top = layer(&[("app/run", "run")]);
+    let archive = docker_archive(&[(&["me/app:1"], config(&[&base, &top]), vec![base, top])]);
+    let loaded = store.load(archive.as_slice()).unwrap();
+    assert_eq!(loaded[0].tags, vec!["me/app:1".to_owned()]);
+    let image = store.resolve("docker.io/me/app:1").unwrap();
+    assert_eq!(image.id, loaded[0].id);
+    assert_eq!(image.config.cmd, Some(vec!["sh".to_owned()]));
+    assert_eq!(
+        std::fs::read(image.layers[0].join("bin/sh")).unwrap(),
+        b"shell"
+    );
+    assert!(image.layers[1].join("app/run").exists());
+    assert_eq!(store.resolve(&image.id[7..19]).unwrap().id, image.id);
+    assert_eq!(store.resolve(&image.id).unwrap().id, image.id);
+    let err = store.resolve("me/app").unwrap_err();
+    assert_eq!(err.to_string(), "No such image: me/app:latest");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        store.resolve("Bad!").unwrap_err().kind(),
+        ErrorKind::InvalidParameter
+    );
+    // Reopening finds it again.
+    let reopened = ImageStore::open(store.root()).unwrap();
+    assert_eq!(reopened.resolve("me/app:1").unwrap().id, image.id);
+}
+
+#[test]
+fn oci_layout_loads_with_compressed_layers() {
+    let (_dir, store) = store();
+    let plain_a = layer(&[("a", "1")]);
+    let plain_b = layer(&[("b", "2")]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain_a).unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::encode_all(plain_b.as_slice(), 3).unwrap();
+    let config = config(&[&plain_a, &plain_b]);
+    let desc = |media: &str, bytes: &[u8]| serde_json::json!({"mediaType": media, "digest": of_bytes(bytes), "size": bytes.len()});
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": vmctl_image::oci::MEDIA_MANIFEST,
+        "config": desc(vmctl_image::oci::MEDIA_CONFIG, &config),
+        "layers": [desc(vmctl_image::oci::MEDIA_LAYER_GZIP, &gz), desc(vmctl_image::oci::MEDIA_LAYER_ZSTD, &zst)],
+    }))
+    .unwrap();
+    let mut entry = desc(vmctl_image::oci::MEDIA_MANIFEST, &manifest);
+    entry["annotations"] =
+        serde_json::json!({"org.opencontainers.image.ref.name": "localhost:5000/x:y"});
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [entry]});
+    let mut tar = tar::Builder::new(Vec::new());
+    for blob in [&config, &manifest, &gz, &zst] {
+        add(
+            &mut tar,
+            &format!("blobs/sha256/{}", &of_bytes(blob)[7..]),
+            blob,
+        );
+    }
+    add(&mut tar, "index.json", &serde_json::to_vec(&index).unwrap());
+    add(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    let loaded = store.load(tar.into_inner().unwrap().as_slice()).unwrap();
+    assert_eq!(loaded[0].tags, vec!["localhost:5000/x:y".to_owned()]);
+    let image = store.resolve("localhost:5000/x:y").unwrap();
+    assert!(image.layers[0].join("a").exists() && image.layers[1].join("b").exists());
+    let digest_ref = format!("localhost:5000/x@{}", of_bytes(&manifest));
+    assert_eq!(store.resolve(&digest_ref).unwrap().id, image.id);
+}
+
+#[test]
+fn hello_image_loads_and_has_busybox() {
+    if !std::path::Path::new("/bin/busybox").exists() {
+        eprintln!(
+            "SKIP: /bin/busybox is missing (install busybox-static); hello image test not run"
+        );
+        return;
+    }
+    let (_dir, store) = store();
+    let mut bytes = Vec::new();
+    vmctl_image::hello::build(std::path::Path::new("/bin/busybox"), &mut bytes).unwrap();
+    let loaded = store.load(bytes.as_slice()).unwrap();
+    assert_eq!(loaded[0].tags, vec!["hello:latest".to_owned()]);
+    let image = store.resolve("hello").unwrap();
+    let top = image.layers.last().unwrap();
+    assert!(top.join("bin/busybox").is_file());
+    assert_eq!(
+        std::fs::read_link(top.join("bin/sh")).unwrap(),
+        std::path::PathBuf::from("busybox")
+    );
+    assert_eq!(image.config.cmd.as_ref().unwrap()[0], "httpd");
+
+    // Save and load into another store: the same id comes back.
+    let mut saved = Vec::new();
+    store.save(&["hello".to_owned()], &mut saved).unwrap();
+    let (_dir2, other) = self::store();
+    let again = other.load(saved.as_slice()).unwrap();
+    assert_eq!(again[0].id, image.id);
+    assert_eq!(again[0].tags, vec!["hello:latest".to_owned()]);
+
+    // Built-in loading skips what is present.
+    let builtin = tempfile::tempdir().unwrap();
+    std::fs::write(builtin.path().join("hello.tar"), &bytes).unwrap();
+    assert!(store.load_builtin(builtin.path()).unwrap().is_empty());
+    let (_dir3, fresh) = self::store();
+    assert_eq!(fresh.load_builtin(builtin.path()).unwrap().len(), 1);
+}
+
+#[test]
+fn shared_layers_are_unpacked_once() {
+    let (_dir, store) = store();
+    let base = layer(&[("base", "b")]);
+    let one = layer(&[("one", "1")]);
+    let two = layer(&[("two", "2")]);
+    let archive = docker_archive(&[
+        (&["one"], config(&[&base, &one]), vec![base.clone(), one]),
+        (&["two"], config(&[&base, &two]), vec![base.clone(), two]),
+    ]);
+    store.load(archive.as_slice()).unwrap();
+    assert_eq!(entries(&store, "layers"), 3);
+    let a = store.resolve("one").unwrap();
+    let b = store.resolve("two").unwrap();
+    assert_eq!(a.layers[0], b.layers[0]);
+    // Removing one image keeps the shared layer.
+    store.remove("one", false, &HashMap::new()).unwrap();
+    assert!(b.layers[0].exists());
+    assert!(!a.layers[1].exists());
+    assert_eq!(entries(&store, "layers"), 2);
+}
+
+#[test]
+fn tag_remove_and_conflicts() {
+    let (_dir, store) = store();
+    let l = layer(&[("f", "x")]);
+    store
+        .load(docker_archive(&[(&["app:1"], config(&[&l]), vec![l.clone()])]).as_slice())
+        .unwrap();
+    let (id, name) = store.tag("app:1", "app", "2").unwrap();
+    assert_eq!(name, "app:2");
+    let mut info = store.inspect("app:2").unwrap();
+    info.repo_tags.sort();
+    assert_eq!(info.repo_tags, vec!["app:1".to_owned(), "app:2".to_owned()]);
+    assert!(info.last_tag_time.is_some());
+
+    let err = store.remove(&id, false, &HashMap::new()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(
+        err.to_string()
+            .contains("referenced in multiple repositories"),
+        "{err}"
+    );
+
+    let in_use = HashMap::from([(id.clone(), "c0ffee".repeat(10))]);
+    // Untagging one of two names is fine even when in use.
+    assert_eq!(
+        store.remove("app:2", false, &in_use).unwrap(),
+        vec![Removed::Untagged("app:2".into())]
+    );
+    let err = store.remove("app:1", false, &in_use).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(err.to_string().starts_with("conflict: unable to remove repository reference \"app:1\" (must force) - container c0ffeec0ffee is using its referenced image"), "{err}");
+    // Forced: untagged, but kept for its container.
+    assert_eq!(
+        store.remove("app:1", true, &in_use).unwrap(),
+        vec![Removed::Untagged("app:1".into())]
+    );
+    assert_eq!(store.resolve(&id).unwrap().id, id);
+    assert_eq!(
+        store.remove(&id, false, &in_use).unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    // Not in use any more: deleted, and nothing is left.
+    assert_eq!(
+        store.remove(&id, false, &HashMap::new()).unwrap(),
+        vec![Removed::Deleted(id.clone())]
+    );
+    assert_empty(&store);
+    assert_eq!(
+        store
+            .remove("app:1", false, &HashMap::new())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn malformed_archives_leave_the_store_empty() {
+    let (_dir, store) = store();
+    let good = layer(&[("f", "x")]);
+    let other = layer(&[("g", "y")]);
+    // diff-id mismatch: the config names a different layer.
+    let mismatch = docker_archive(&[(&["a"], config(&[&other]), vec![good.clone()])]);
+    // a good image and a bad one in the same archive: neither is loaded.
+    let half = docker_archive(&[
+        (&["ok"], config(&[&good]), vec![good.clone()]),
+        (&["bad"], config(&[&good, &other]), vec![good.clone()]),
+    ]);
+    let mut truncated = docker_archive(&[(&["a"], config(&[&good]), vec![good.clone()])]);
+    truncated.truncate(1000);
+    let no_manifest = layer(&[("random", "file")]);
+    for (what, bytes) in [
+        ("mismatch", mismatch),
+        ("half", half),
+        ("truncated", truncated),
+        ("no manifest", no_manifest),
+    ] {
+        let err = store.load(bytes.as_slice()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidParameter, "{what}: {err}");
+        assert_empty(&store);
+    }
+}
+
+#[test]
+fn malicious_layers_are_refused_and_leave_nothing() {
+    let (dir, store) = store();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    header.set_link_name(dir.path()).unwrap();
+    tar.append_data(&mut header, "escape", std::io::empty())
+        .unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(5);
+    tar.append_data(&mut header, "escape/pwned", &b"pwned"[..])
+        .unwrap();
+    let evil = tar.into_inner().unwrap();
+    let archive = docker_archive(&[(&["evil"], config(&[&evil]), vec![evil.clone()])]);
+    let err = store.load(archive.as_slice()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidParameter);
+    assert!(err.to_string().contains("escape/pwned"), "{err}");
+    assert!(!dir.path().join("pwned").exists());
+    assert_empty(&store);
+}

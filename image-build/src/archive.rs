@@ -1,0 +1,310 @@
+//! Writes image tarballs that are at once a docker-archive and an OCI image
+//! layout, the format `docker save` writes since Docker 25:
+//!
+//! ```text
+//! blobs/sha256/<hex>   configs, layers and OCI manifests, by digest
+//! index.json           OCI index: one manifest descriptor per tag, annotated
+//!                      with the full name and the tag
+//! manifest.json        docker-archive: [{Config, RepoTags, Layers}] pointing
+//!                      into blobs/
+//! oci-layout           {"imageLayoutVersion": "1.0.0"}
+//! repositories         legacy docker-archive tag map
+//! ```
+//!
+//! Entries are written in sorted order with fixed owners and mtimes, so the
+//! same images always give the same bytes. Reading archives is the guest's job
+//! (`vmctl_guest::image::archive`).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+use sha2::{Digest, Sha256};
+
+use crate::oci::{
+    Descriptor, DockerManifestEntry, Index, Manifest, OciLayout, ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF_NAME, MEDIA_INDEX, MEDIA_MANIFEST,
+};
+
+/// A name of an image, in both spellings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageName {
+    /// `docker.io/library/hello:latest`
+    pub full: String,
+    /// `hello:latest`, as Docker shows it.
+    pub familiar: String,
+}
+
+/// One image to write: its config and layer blobs, and its names.
+#[derive(Debug, Clone)]
+pub struct ArchiveImage {
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    pub names: Vec<ImageName>,
+}
+
+/// Where the bytes of config and layer blobs come from.
+pub trait BlobSource {
+    /// Opens the blob with digest `sha256:<hex>`.
+    fn open(&mut self, digest: &str) -> io::Result<Box<dyn Read + '_>>;
+}
+
+/// Errors of writing an archive.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot encode {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("blob digest {0} is not sha256:<hex>")]
+    BadDigest(String),
+    #[error("cannot read blob {digest}")]
+    ReadBlob {
+        digest: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("blob {digest} has {actual} bytes, its descriptor says {expected}")]
+    BlobSize {
+        digest: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("cannot write {path} into the archive")]
+    Write {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A blob to write: bytes we made here, or a blob from the source.
+enum Pending {
+    Inline(Vec<u8>),
+    Stored { digest: String, size: u64 },
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn hex_of(digest: &str) -> Result<&str, ArchiveError> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| ArchiveError::BadDigest(digest.to_owned()))
+}
+
+fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, ArchiveError> {
+    serde_json::to_vec(value).map_err(|source| ArchiveError::Encode { what, source })
+}
+
+/// Splits `hello:latest` (or `localhost:5000/x:y`) into repository and tag.
+fn split_tag(name: &str) -> Option<(&str, &str)> {
+    let slash = name.rfind('/').map_or(0, |i| i + 1);
+    let colon = name[slash..].rfind(':')? + slash;
+    Some((&name[..colon], &name[colon + 1..]))
+}
+
+/// Writes `images` as one tarball to `out` and gives `out` back.
+pub fn write_archive<W: Write>(
+    out: W,
+    images: &[ArchiveImage],
+    blobs: &mut dyn BlobSource,
+) -> Result<W, ArchiveError> {
+    let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
+    let mut index = Index {
+        schema_version: 2,
+        media_type: MEDIA_INDEX.to_owned(),
+        manifests: Vec::new(),
+    };
+    let mut docker_manifest = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for image in images {
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: MEDIA_MANIFEST.to_owned(),
+            config: image.config.clone(),
+            layers: image.layers.clone(),
+        };
+        let manifest_bytes = encode("OCI manifest", &manifest)?;
+        let manifest_digest = sha256_digest(&manifest_bytes);
+        let base = Descriptor {
+            media_type: MEDIA_MANIFEST.to_owned(),
+            digest: manifest_digest.clone(),
+            size: manifest_bytes.len() as u64,
+            ..Descriptor::default()
+        };
+        pending.insert(
+            hex_of(&manifest_digest)?.to_owned(),
+            Pending::Inline(manifest_bytes),
+        );
+        if image.names.is_empty() {
+            index.manifests.push(base.clone());
+        }
+        for name in &image.names {
+            let mut descriptor = base.clone();
+            descriptor
+                .annotations
+                .insert(ANNOTATION_IMAGE_NAME.to_owned(), name.full.clone());
+            if let Some((_, tag)) = split_tag(&name.full) {
+                descriptor
+                    .annotations
+                    .insert(ANNOTATION_REF_NAME.to_owned(), tag.to_owned());
+            }
+            index.manifests.push(descriptor);
+        }
+        for blob in std::iter::once(&image.config).chain(&image.layers) {
+            pending.insert(
+                hex_of(&blob.digest)?.to_owned(),
+                Pending::Stored {
+                    digest: blob.digest.clone(),
+                    size: blob.size,
+                },
+            );
+        }
+        let mut layer_paths = Vec::new();
+        for layer in &image.layers {
+            layer_paths.push(format!("blobs/sha256/{}", hex_of(&layer.digest)?));
+        }
+        let top = layer_paths
+            .last()
+            .map(|p| p.trim_start_matches("blobs/sha256/").to_owned());
+        for name in &image.names {
+            if let (Some((repo, tag)), Some(top)) = (split_tag(&name.familiar), &top) {
+                repositories
+                    .entry(repo.to_owned())
+                    .or_default()
+                    .insert(tag.to_owned(), top.clone());
+            }
+        }
+        docker_manifest.push(DockerManifestEntry {
+            config: format!("blobs/sha256/{}", hex_of(&image.config.digest)?),
+            repo_tags: image.names.iter().map(|n| n.familiar.clone()).collect(),
+            layers: layer_paths,
+        });
+    }
+
+    let mut tar = tar::Builder::new(out);
+    append_dir(&mut tar, "blobs/")?;
+    append_dir(&mut tar, "blobs/sha256/")?;
+    for (hex, blob) in &pending {
+        let path = format!("blobs/sha256/{hex}");
+        match blob {
+            Pending::Inline(bytes) => append_file(&mut tar, &path, bytes)?,
+            Pending::Stored { digest, size } => {
+                append_blob(&mut tar, &path, digest, *size, blobs)?;
+            }
+        }
+    }
+    append_file(&mut tar, "index.json", &encode("index.json", &index)?)?;
+    let manifest_json = encode("manifest.json", &docker_manifest)?;
+    append_file(&mut tar, "manifest.json", &manifest_json)?;
+    let layout = OciLayout {
+        image_layout_version: "1.0.0".to_owned(),
+    };
+    append_file(&mut tar, "oci-layout", &encode("oci-layout", &layout)?)?;
+    let repositories = encode("repositories", &repositories)?;
+    append_file(&mut tar, "repositories", &repositories)?;
+    tar.into_inner().map_err(|source| ArchiveError::Write {
+        path: "the end of the archive".to_owned(),
+        source,
+    })
+}
+
+/// A header with fixed owner and mtime.
+pub fn fixed_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_size(size);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header
+}
+
+fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str) -> Result<(), ArchiveError> {
+    let mut header = fixed_header(tar::EntryType::Directory, 0o755, 0);
+    tar.append_data(&mut header, path, io::empty())
+        .map_err(|source| ArchiveError::Write {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn append_file<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    bytes: &[u8],
+) -> Result<(), ArchiveError> {
+    let mut header = fixed_header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
+    tar.append_data(&mut header, path, bytes)
+        .map_err(|source| ArchiveError::Write {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+fn append_blob<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    digest: &str,
+    size: u64,
+    blobs: &mut dyn BlobSource,
+) -> Result<(), ArchiveError> {
+    let read_err = |source| ArchiveError::ReadBlob {
+        digest: digest.to_owned(),
+        source,
+    };
+    let reader = blobs.open(digest).map_err(read_err)?;
+    let mut counting = Counting {
+        inner: reader.take(size),
+        count: 0,
+    };
+    let mut header = fixed_header(tar::EntryType::Regular, 0o644, size);
+    tar.append_data(&mut header, path, &mut counting)
+        .map_err(|source| ArchiveError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
+    if counting.count != size {
+        return Err(ArchiveError::BlobSize {
+            digest: digest.to_owned(),
+            expected: size,
+            actual: counting.count,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_split_after_the_last_slash() {
+        assert_eq!(split_tag("hello:latest"), Some(("hello", "latest")));
+        assert_eq!(
+            split_tag("localhost:5000/x:y"),
+            Some(("localhost:5000/x", "y"))
+        );
+        assert_eq!(split_tag("localhost:5000/x"), None);
+    }
+}

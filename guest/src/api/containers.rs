@@ -52,7 +52,10 @@ pub fn flag(params: &HashMap<String, String>, name: &str) -> bool {
         .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE"))
 }
 
-fn number<T: std::str::FromStr>(params: &HashMap<String, String>, name: &str) -> ApiResult<Option<T>> {
+fn number<T: std::str::FromStr>(
+    params: &HashMap<String, String>,
+    name: &str,
+) -> ApiResult<Option<T>> {
     match params.get(name).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => v
@@ -74,15 +77,27 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-async fn list(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiResult<Json<Vec<Value>>> {
+async fn list(
+    State(engine): State<Arc<Engine>>,
+    Query(params): Params,
+) -> ApiResult<Json<Vec<Value>>> {
     let filters = crate::engine::list::parse_filters(params.get("filters").map(String::as_str))?;
     let limit = number::<i64>(&params, "limit")?.and_then(|l| usize::try_from(l).ok());
-    Ok(Json(engine.list(flag(&params, "all"), &filters, limit).await?))
+    Ok(Json(
+        engine.list(flag(&params, "all"), &filters, limit).await?,
+    ))
 }
 
 async fn prune(State(engine): State<Arc<Engine>>) -> ApiResult<Json<Value>> {
     let mut deleted = Vec::new();
-    let handles: Vec<_> = engine.containers.read().await.by_id.values().cloned().collect();
+    let handles: Vec<_> = engine
+        .containers
+        .read()
+        .await
+        .by_id
+        .values()
+        .cloned()
+        .collect();
     for handle in handles {
         let (id, running) = {
             let record = handle.record.lock().await;
@@ -92,10 +107,15 @@ async fn prune(State(engine): State<Arc<Engine>>) -> ApiResult<Json<Value>> {
             deleted.push(id);
         }
     }
-    Ok(Json(json!({ "ContainersDeleted": deleted, "SpaceReclaimed": 0 })))
+    Ok(Json(
+        json!({ "ContainersDeleted": deleted, "SpaceReclaimed": 0 }),
+    ))
 }
 
-async fn inspect(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn inspect(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(engine.inspect(&id).await?))
 }
 
@@ -104,7 +124,11 @@ async fn start(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> Api
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn stop(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<StatusCode> {
+async fn stop(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> ApiResult<StatusCode> {
     let timeout = number::<i64>(&params, "t")?;
     engine
         .stop(&id, timeout, params.get("signal").map(String::as_str))
@@ -112,7 +136,11 @@ async fn stop(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(p
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn restart(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<StatusCode> {
+async fn restart(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> ApiResult<StatusCode> {
     let timeout = number::<i64>(&params, "t")?;
     engine
         .restart(&id, timeout, params.get("signal").map(String::as_str))
@@ -120,12 +148,22 @@ async fn restart(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Quer
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn kill(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<StatusCode> {
-    engine.kill(&id, params.get("signal").map(String::as_str)).await?;
+async fn kill(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> ApiResult<StatusCode> {
+    engine
+        .kill(&id, params.get("signal").map(String::as_str))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn remove(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<StatusCode> {
+async fn remove(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> ApiResult<StatusCode> {
     engine
         .remove(&id, flag(&params, "force"), flag(&params, "v"))
         .await?;
@@ -137,12 +175,19 @@ async fn pause(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> Api
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn unpause(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn unpause(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     engine.pause(&id, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn rename(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<StatusCode> {
+async fn rename(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> ApiResult<StatusCode> {
     let name = params
         .get("name")
         .ok_or_else(|| ApiError::bad_request("name is required"))?;
@@ -154,7 +199,11 @@ async fn top(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> ApiRe
     Ok(Json(engine.top(&id).await?))
 }
 
-async fn resize(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<StatusCode> {
+async fn resize(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> ApiResult<StatusCode> {
     let height = number::<u16>(&params, "h")?.unwrap_or(0);
     let width = number::<u16>(&params, "w")?.unwrap_or(0);
     engine.resize(&id, height, width).await?;
@@ -163,13 +212,20 @@ async fn resize(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query
 
 /// `POST /containers/{id}/wait`: headers at once (the CLI blocks on them
 /// before it starts the container), the status when the condition is met.
-async fn wait(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<Response> {
+async fn wait(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> ApiResult<Response> {
     let condition = params
         .get("condition")
         .map(String::as_str)
         .unwrap_or("not-running")
         .to_owned();
-    if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed" | "") {
+    if !matches!(
+        condition.as_str(),
+        "not-running" | "next-exit" | "removed" | ""
+    ) {
         return Err(ApiError::bad_request(format!(
             "invalid condition: \"{condition}\""
         )));
@@ -210,7 +266,11 @@ async fn wait(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(p
         .unwrap_or_default())
 }
 
-async fn logs(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(params): Params) -> ApiResult<Response> {
+async fn logs(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> ApiResult<Response> {
     let tail = match params.get("tail").map(String::as_str) {
         None | Some("all") | Some("") => None,
         Some(n) => Some(
@@ -224,8 +284,14 @@ async fn logs(State(engine): State<Arc<Engine>>, Path(id): Path<String>, Query(p
         follow: flag(&params, "follow"),
         timestamps: flag(&params, "timestamps"),
         tail,
-        since: params.get("since").and_then(|t| parse_time(t)).filter(|t| *t > 0),
-        until: params.get("until").and_then(|t| parse_time(t)).filter(|t| *t > 0),
+        since: params
+            .get("since")
+            .and_then(|t| parse_time(t))
+            .filter(|t| *t > 0),
+        until: params
+            .get("until")
+            .and_then(|t| parse_time(t))
+            .filter(|t| *t > 0),
     };
     let (tty, chunks) = engine.logs(&id, options).await?;
     let content_type = if tty {
@@ -254,16 +320,18 @@ async fn attach(
     };
     let (tty, attached) = engine.attach(&id, options).await?;
     let (response, on_upgrade) = super::hijack::upgrade(&mut request, tty);
-    tokio::spawn(async move {
-        let session = match attached {
-            Attached::Now(session) => session,
-            Attached::Later(receiver) => match receiver.await {
-                Ok(Ok(session)) => session,
-                _ => return,
-            },
-        };
-        super::hijack::bridge(on_upgrade, session, tty, options.stdin).await;
-    });
+    let session = async move {
+        match attached {
+            Attached::Now(session) => Some(session),
+            Attached::Later(receiver) => receiver.await.ok().and_then(Result::ok),
+        }
+    };
+    tokio::spawn(super::hijack::bridge(
+        on_upgrade,
+        session,
+        tty,
+        options.stdin,
+    ));
     Ok(response)
 }
 
@@ -278,7 +346,8 @@ async fn events(State(engine): State<Arc<Engine>>, Query(params): Params) -> Api
             let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as i128;
             std::time::Duration::from_nanos(u64::try_from((u - now).max(0)).unwrap_or(0))
         });
-        let sleep = tokio::time::sleep(deadline.unwrap_or(std::time::Duration::from_secs(u64::MAX / 4)));
+        let sleep =
+            tokio::time::sleep(deadline.unwrap_or(std::time::Duration::from_secs(u64::MAX / 4)));
         tokio::pin!(sleep);
         loop {
             tokio::select! {
@@ -305,16 +374,25 @@ async fn events(State(engine): State<Arc<Engine>>, Query(params): Params) -> Api
         .unwrap_or_default())
 }
 
-fn event_matches(event: &crate::engine::events::Event, filters: &crate::engine::list::Filters) -> bool {
+fn event_matches(
+    event: &crate::engine::events::Event,
+    filters: &crate::engine::list::Filters,
+) -> bool {
     filters.iter().all(|(key, values)| match key.as_str() {
         "type" => values.iter().any(|v| v == event.kind),
-        "event" => values.iter().any(|v| *v == event.action || event.action.starts_with(&format!("{v}:"))),
-        "container" => event.kind == "container"
-            && values.iter().any(|v| {
-                event.actor.id.starts_with(v.as_str())
-                    || event.actor.attributes.get("name").is_some_and(|n| n == v)
-            }),
-        "image" => values.iter().any(|v| event.actor.attributes.get("image").is_some_and(|i| i == v)),
+        "event" => values
+            .iter()
+            .any(|v| *v == event.action || event.action.starts_with(&format!("{v}:"))),
+        "container" => {
+            event.kind == "container"
+                && values.iter().any(|v| {
+                    event.actor.id.starts_with(v.as_str())
+                        || event.actor.attributes.get("name").is_some_and(|n| n == v)
+                })
+        }
+        "image" => values
+            .iter()
+            .any(|v| event.actor.attributes.get("image").is_some_and(|i| i == v)),
         "label" => values.iter().all(|v| match v.split_once('=') {
             Some((k, val)) => event.actor.attributes.get(k).is_some_and(|x| x == val),
             None => event.actor.attributes.contains_key(v),

@@ -40,7 +40,11 @@ struct StartBody {
     tty: bool,
 }
 
-async fn start(State(engine): State<Arc<Engine>>, Path(id): Path<String>, mut request: Request) -> ApiResult<Response> {
+async fn start(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    mut request: Request,
+) -> ApiResult<Response> {
     let on_upgrade_wanted = request.headers().contains_key(axum::http::header::UPGRADE);
     let (response, on_upgrade) = if on_upgrade_wanted {
         let (response, on_upgrade) = super::hijack::upgrade(&mut request, false);
@@ -54,7 +58,8 @@ async fn start(State(engine): State<Arc<Engine>>, Path(id): Path<String>, mut re
     let body: StartBody = if bytes.is_empty() {
         StartBody::default()
     } else {
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?
     };
     let (exec, session) = engine.exec_start(&id).await?;
     let tty = exec.config.tty || body.tty;
@@ -64,11 +69,15 @@ async fn start(State(engine): State<Arc<Engine>>, Path(id): Path<String>, mut re
         tokio::spawn(async move {
             let mut session = session;
             let mut code = None;
-            while let Ok(Some((kind, payload))) = super::hijack::read_frame(&mut session.reader).await {
+            while let Ok(Some((kind, payload))) =
+                super::hijack::read_frame(&mut session.reader).await
+            {
                 if kind == crate::runtime::monitor::protocol::FRAME_EXIT {
-                    code = serde_json::from_slice::<crate::runtime::monitor::protocol::ExitInfo>(&payload)
-                        .ok()
-                        .map(|e| e.exit_code);
+                    code = serde_json::from_slice::<crate::runtime::monitor::protocol::ExitInfo>(
+                        &payload,
+                    )
+                    .ok()
+                    .map(|e| e.exit_code);
                 }
             }
             engine.exec_finished(&id, code.unwrap_or(-1)).await;
@@ -86,7 +95,7 @@ async fn start(State(engine): State<Arc<Engine>>, Path(id): Path<String>, mut re
         return Ok(StatusCode::OK.into_response());
     };
     tokio::spawn(async move {
-        let code = super::hijack::bridge(on_upgrade, session, tty, stdin).await;
+        let code = super::hijack::bridge(on_upgrade, async { Some(session) }, tty, stdin).await;
         engine.exec_finished(&id, code.unwrap_or(-1)).await;
     });
     Ok(response)
@@ -97,11 +106,19 @@ async fn resize(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<StatusCode> {
-    let parse = |name: &str| params.get(name).and_then(|v| v.parse::<u16>().ok()).unwrap_or(0);
+    let parse = |name: &str| {
+        params
+            .get(name)
+            .and_then(|v| v.parse::<u16>().ok())
+            .unwrap_or(0)
+    };
     engine.exec_resize(&id, parse("h"), parse("w")).await?;
     Ok(StatusCode::OK)
 }
 
-async fn inspect(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn inspect(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(engine.exec_inspect(&id).await?))
 }

@@ -26,7 +26,9 @@ pub fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one frame; `None` at end of stream.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> std::io::Result<Option<(u8, Vec<u8>)>> {
     let mut header = [0u8; 8];
     match reader.read_exact(&mut header).await {
         Ok(_) => {}
@@ -40,7 +42,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result
 }
 
 /// The `101 UPGRADED` answer, and the future of the upgraded connection.
-pub fn upgrade(request: &mut Request<Body>, tty: bool) -> (Response<Body>, hyper::upgrade::OnUpgrade) {
+pub fn upgrade(
+    request: &mut Request<Body>,
+    tty: bool,
+) -> (Response<Body>, hyper::upgrade::OnUpgrade) {
     let on_upgrade = hyper::upgrade::on(request);
     let content_type = if tty {
         "application/vnd.docker.raw-stream"
@@ -58,8 +63,17 @@ pub fn upgrade(request: &mut Request<Body>, tty: bool) -> (Response<Body>, hyper
 }
 
 /// Pumps a monitor session to and from the client until the output ends.
-/// Answers the exit code when the session carried one (exec).
-pub async fn bridge(on_upgrade: hyper::upgrade::OnUpgrade, session: Session, tty: bool, stdin: bool) -> Option<i64> {
+/// Answers the exit code when the session carried one (exec). Without a
+/// session (the container never started) the client's stream is closed.
+pub async fn bridge<F>(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    session: F,
+    tty: bool,
+    stdin: bool,
+) -> Option<i64>
+where
+    F: std::future::Future<Output = Option<Session>>,
+{
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(e) => {
@@ -67,7 +81,11 @@ pub async fn bridge(on_upgrade: hyper::upgrade::OnUpgrade, session: Session, tty
             return None;
         }
     };
-    let io = TokioIo::new(upgraded);
+    let mut io = TokioIo::new(upgraded);
+    let Some(session) = session.await else {
+        let _ = io.shutdown().await;
+        return None;
+    };
     let (mut client_read, mut client_write) = tokio::io::split(io);
     let Session {
         mut reader,
@@ -112,7 +130,10 @@ mod tests {
 
     #[test]
     fn frame_header_is_big_endian_length() {
-        assert_eq!(frame(STDERR, b"hi"), vec![2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']);
+        assert_eq!(
+            frame(STDERR, b"hi"),
+            vec![2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']
+        );
     }
 
     #[tokio::test]
@@ -120,8 +141,14 @@ mod tests {
         let mut data = frame(STDOUT, b"abc");
         data.extend(frame(STDIN, b""));
         let mut reader = &data[..];
-        assert_eq!(read_frame(&mut reader).await.unwrap(), Some((1, b"abc".to_vec())));
-        assert_eq!(read_frame(&mut reader).await.unwrap(), Some((0, Vec::new())));
+        assert_eq!(
+            read_frame(&mut reader).await.unwrap(),
+            Some((1, b"abc".to_vec()))
+        );
+        assert_eq!(
+            read_frame(&mut reader).await.unwrap(),
+            Some((0, Vec::new()))
+        );
         assert_eq!(read_frame(&mut reader).await.unwrap(), None);
     }
 }

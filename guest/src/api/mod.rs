@@ -107,6 +107,7 @@ pub async fn serve(engine: Arc<Engine>, path: &Path) -> Result<(), ServeError> {
         let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
             let router = router.clone();
             async move {
+                tracing::debug!(method = %request.method(), uri = %request.uri(), "request");
                 let response = match version::strip_version(request.map(Body::new)) {
                     Ok(request) => match router.oneshot(request).await {
                         Ok(response) => response,

@@ -158,6 +158,10 @@ impl Engine {
             config.hostname = id[..12].to_owned();
         }
 
+        let volumes_from = self.volumes_from(&host_config).await?;
+        let image_volumes: Vec<String> = config.volumes.keys().cloned().collect();
+        // The registry stays locked from here to the insert, so the name and
+        // the volumes' users cannot change under us.
         let mut registry = self.containers.write().await;
         if let Some(existing) = registry.names.get(&name) {
             return Err(EngineError::NameInUse {
@@ -165,6 +169,18 @@ impl Engine {
                 id: existing.clone(),
             });
         }
+        let engine = self.clone();
+        let host_config_for_mounts = host_config.clone();
+        let resolved = tokio::task::spawn_blocking(move || {
+            crate::volume::resolve::resolve(
+                &engine.volumes,
+                &host_config_for_mounts,
+                &image_volumes,
+                &volumes_from,
+            )
+        })
+        .await
+        .map_err(|e| EngineError::Runtime(format!("mount resolution failed: {e}")))??;
         let record = ContainerRecord {
             id: id.clone(),
             name: name.clone(),
@@ -181,13 +197,23 @@ impl Engine {
             },
             image: image.id.clone(),
             layers: image.layers.clone(),
+            mounts: resolved.mounts.clone(),
             ..Default::default()
         };
         let dir = self.layout.container(&id);
-        std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("create", &dir, e))?;
-        if let Err(e) = self.save(&record) {
+        let written = std::fs::create_dir_all(&dir)
+            .map_err(|e| EngineError::io("create", &dir, e))
+            .and_then(|()| self.seed_volumes(&record, &resolved.seeds))
+            .and_then(|()| self.save(&record));
+        if let Err(e) = written {
             let _ = std::fs::remove_dir_all(&dir);
+            for volume in &resolved.created {
+                let _ = self.volumes.remove(volume, true, &[]);
+            }
             return Err(e);
+        }
+        for volume in &resolved.created {
+            crate::volume::publish(&self.events, "create", volume, &[]);
         }
         let image_name = record.config.image.clone();
         registry.names.insert(name.clone(), id.clone());
@@ -202,6 +228,49 @@ impl Engine {
             BTreeMap::from([("image".to_owned(), image_name), ("name".to_owned(), name)]),
         );
         Ok(Created { id, warnings })
+    }
+
+    /// The mount points of the containers named in `VolumesFrom`.
+    async fn volumes_from(
+        &self,
+        host_config: &HostConfig,
+    ) -> Result<Vec<(String, Vec<crate::model::MountPoint>, Option<bool>)>, EngineError> {
+        let mut sources = Vec::new();
+        for spec in host_config.volumes_from.iter().flatten() {
+            let (key, read_only) = crate::volume::resolve::parse_volumes_from(spec)?;
+            let handle = self.container(&key).await?;
+            let record = handle.record.lock().await;
+            sources.push((record.id.clone(), record.mounts.clone(), read_only));
+        }
+        Ok(sources)
+    }
+
+    /// Fills new empty volumes with what the image has at their destination
+    /// (Docker's copy-up), reading the image through a temporary overlay.
+    fn seed_volumes(
+        &self,
+        record: &ContainerRecord,
+        seeds: &[crate::volume::resolve::Seed],
+    ) -> Result<(), EngineError> {
+        if seeds.is_empty() {
+            return Ok(());
+        }
+        let dir = self.layout.container(&record.id);
+        let view = dir.join("rootfs");
+        crate::runtime::rootfs::mount_overlay(
+            &record.layers,
+            &dir.join("upper"),
+            &dir.join("work"),
+            &view,
+        )
+        .map_err(|e| EngineError::Runtime(format!("cannot read the image to seed volumes: {e}")))?;
+        let result = seeds
+            .iter()
+            .try_for_each(|seed| crate::volume::seed::seed_volume(&view, seed).map(|_| ()));
+        if let Err(e) = crate::runtime::rootfs::unmount(&view) {
+            tracing::warn!(id = %record.short_id(), error = %e, "cannot unmount the seeding view");
+        }
+        result.map_err(EngineError::from)
     }
 
     /// Writes a container's record atomically.

@@ -122,7 +122,7 @@ impl Engine {
                 snapshot.config.user.clone()
             };
             let rootfs = self.layout.container(&record.id).join("rootfs");
-            let (uid, gid) = crate::runtime::user::resolve(&rootfs, &user)
+            let (uid, gid) = crate::runtime::user::resolve(&rootfs, &user, &[])
                 .map(|u| (Some(u.uid), Some(u.gid)))
                 .map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
             let mut env = record.config.env.clone();

@@ -139,6 +139,10 @@ impl Engine {
             }
         }
         let volumes = VolumeStore::open(&layout.volumes())?;
+        let init_dir = layout.root.join("bin");
+        let init_binary = std::fs::create_dir_all(&init_dir)
+            .and_then(|()| crate::runtime::init::install(&init_dir))
+            .map_err(|e| EngineError::io("install the init in", &init_dir, e))?;
         let engine = Arc::new(Self {
             options,
             layout,
@@ -147,7 +151,7 @@ impl Engine {
             containers: RwLock::new(Registry::default()),
             events: EventBus::default(),
             started: chrono::Utc::now(),
-            init_binary: None,
+            init_binary: Some(init_binary),
             execs: exec::ExecRegistry::default(),
         });
         engine.restore().await?;

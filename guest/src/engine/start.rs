@@ -49,11 +49,35 @@ impl Engine {
             _ => {}
         }
         record.manually_stopped = false;
-        self.start_locked(&handle, &mut record).await
+        let result = self.start_locked(&handle, &mut record).await;
+        if result.is_err() && record.host_config.auto_remove {
+            // Docker removes a `--rm` container that could not start.
+            let id = record.id.clone();
+            drop(record);
+            if let Err(e) = self.remove(&id, true, true).await {
+                tracing::warn!(id = %id, error = %e, "cannot auto-remove after a failed start");
+            }
+        }
+        result
     }
 
     /// Starts the container whose record is locked by the caller.
     pub(super) async fn start_locked(
+        self: &Arc<Self>,
+        handle: &Arc<ContainerHandle>,
+        record: &mut ContainerRecord,
+    ) -> Result<(), EngineError> {
+        let result = self.run(handle, record).await;
+        if result.is_err() {
+            // Attach clients waiting for this start get their stream closed.
+            if let Ok(mut pending) = handle.pending_attaches.lock() {
+                pending.clear();
+            }
+        }
+        result
+    }
+
+    async fn run(
         self: &Arc<Self>,
         handle: &Arc<ContainerHandle>,
         record: &mut ContainerRecord,
@@ -136,6 +160,7 @@ impl Engine {
                 ),
             )?,
         };
+        tracing::debug!(id = %record.short_id(), "etc files written");
         let netns = self.netns_for(record).await?;
         let mut args = vec![record.path.clone()];
         args.extend(record.args.iter().cloned());
@@ -153,6 +178,15 @@ impl Engine {
             env.push("TERM=xterm".to_owned());
         }
         let rootfs = dir.join("rootfs");
+        // Mounted here (the spec resolves the user inside it); the monitor
+        // unmounts it when the run ends.
+        crate::runtime::rootfs::mount_overlay(
+            &record.layers,
+            &dir.join("upper"),
+            &dir.join("work"),
+            &rootfs,
+        )
+        .map_err(|e| EngineError::Runtime(crate::api::error::error_chain(&e)))?;
         let cgroups_path = format!(
             "/{}/{}",
             self.options.cgroup_parent.trim_matches('/'),
@@ -171,7 +205,11 @@ impl Engine {
             netns,
             init_binary: self.init_binary.clone(),
         })
-        .map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
+        .map_err(|e| {
+            let _ = crate::runtime::rootfs::unmount(&rootfs);
+            EngineError::InvalidParameter(crate::api::error::error_chain(&e))
+        })?;
+        tracing::debug!(id = %record.short_id(), "spec built");
         let bundle = dir.join("bundle");
         std::fs::create_dir_all(&bundle).map_err(|e| EngineError::io("create", &bundle, e))?;
         let spec_json = serde_json::to_vec_pretty(&spec)

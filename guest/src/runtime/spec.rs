@@ -567,7 +567,10 @@ fn process(
     process.set_user(oci_user);
     process.set_capabilities(Some(capabilities));
     process.set_rlimits(Some(rlimits(hc)?));
-    process.set_no_new_privileges(Some(opts.no_new_privileges));
+    // Only ever `Some(true)`: libcontainer 0.7 loads seccomp after dropping
+    // capabilities whenever the field is present, which fails without
+    // no_new_privs (`Some(false)` would break every default container).
+    process.set_no_new_privileges(opts.no_new_privileges.then_some(true));
     process.set_oom_score_adj((hc.oom_score_adj != 0).then_some(hc.oom_score_adj as i32));
     if let (true, Some([height, width])) = (config.tty, hc.console_size) {
         if height > 0 && width > 0 {
@@ -587,7 +590,12 @@ fn process(
 
 /// `RLIMIT_NOFILE` at dockerd's value, overridden by `HostConfig.Ulimits`.
 fn rlimits(hc: &HostConfig) -> Result<Vec<PosixRlimit>, SpecError> {
-    let mut out = vec![rlimit(PosixRlimitType::RlimitNofile, NOFILE, NOFILE)?];
+    // Raising the hard limit needs CAP_SYS_RESOURCE, which a sandboxed
+    // engine may lack: never ask for more than the engine has.
+    let own_hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(NOFILE, |(_, hard)| hard);
+    let nofile = NOFILE.min(own_hard);
+    let mut out = vec![rlimit(PosixRlimitType::RlimitNofile, nofile, nofile)?];
     for ulimit in hc.ulimits.as_deref().unwrap_or_default() {
         let bad = || SpecError::Ulimit(ulimit.to_string());
         let name = ulimit
@@ -1007,7 +1015,7 @@ mod tests {
         assert_eq!(p.terminal(), Some(true));
         assert_eq!(p.cwd(), Path::new("/"));
         assert_eq!(p.args().as_deref().unwrap()[0], "/bin/sh");
-        assert_eq!(p.no_new_privileges(), Some(false));
+        assert_eq!(p.no_new_privileges(), None);
         assert_eq!((p.user().uid(), p.user().gid()), (0, 0));
         let caps = p.capabilities().as_ref().unwrap();
         assert_eq!(caps.bounding().as_ref().unwrap().len(), 14);

@@ -125,7 +125,7 @@ fn setup(config: &MonitorConfig) -> Result<Created, MonitorError> {
         path: socket.clone(),
         source,
     })?;
-    rootfs::mount_overlay(&config.lower, &config.upper, &config.work, &config.rootfs)?;
+    // The engine mounted the rootfs; from here on, it is ours to unmount.
     rootfs::check_executable(&config.rootfs, &config.args, &config.env)?;
     let child = stdio::prepare(
         config.tty,

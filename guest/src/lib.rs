@@ -7,5 +7,6 @@ pub mod api;
 pub mod engine;
 pub mod image;
 pub mod model;
+pub mod network;
 pub mod runtime;
 pub mod volume;

@@ -47,15 +47,30 @@ enum Command {
     },
 }
 
+/// Logs go to a private copy of stderr (close-on-exec): libcontainer logs
+/// from the processes it forks before they exec the container's program, and
+/// by then fd 2 is the container's stderr, which must not see them.
+fn init_logging() {
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let private = nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+        .ok()
+        // SAFETY: F_DUPFD_CLOEXEC just returned this new fd, owned by nobody else.
+        .map(|fd| unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    match private {
+        Some(file) => builder.with_writer(std::sync::Mutex::new(file)).init(),
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging();
     match cli.command {
         Command::Monitor { config } => {
             std::process::exit(vmctl_guest::runtime::monitor::main(&config));

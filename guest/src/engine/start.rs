@@ -162,6 +162,7 @@ impl Engine {
         };
         tracing::debug!(id = %record.short_id(), "etc files written");
         let netns = self.netns_for(record).await?;
+        let new_netns = netns == NetNs::FromMonitor;
         let mut args = vec![record.path.clone()];
         args.extend(record.args.iter().cloned());
         let mut env = record.config.env.clone();
@@ -236,6 +237,7 @@ impl Engine {
             args,
             env,
             cgroups_path,
+            new_netns,
         };
         let config_path = dir.join("monitor.json");
         let bytes = serde_json::to_vec_pretty(&config)
@@ -252,7 +254,7 @@ impl Engine {
             return Ok(NetNs::Host);
         }
         let Some(other) = mode.strip_prefix("container:") else {
-            return Ok(NetNs::New);
+            return Ok(NetNs::FromMonitor);
         };
         let handle = self.container(other).await?;
         let other_record = handle.record.lock().await;

@@ -84,6 +84,9 @@ pub enum NetNs {
     Host,
     /// Join the namespace at this path (`/proc/PID/ns/net`, a bind mount).
     Path(PathBuf),
+    /// The container's own namespace, made by its monitor before the
+    /// container is created (with `lo` up); the container inherits it.
+    FromMonitor,
 }
 
 /// Host paths of the files bind-mounted over the container's `/etc` files.
@@ -507,7 +510,7 @@ fn namespaces(input: &SpecInput, host: &Host) -> Vec<LinuxNamespace> {
     add(LinuxNamespaceType::Uts, hc.uts_mode != "host", None);
     match &input.netns {
         NetNs::New => add(LinuxNamespaceType::Network, true, None),
-        NetNs::Host => {}
+        NetNs::Host | NetNs::FromMonitor => {}
         NetNs::Path(path) => add(LinuxNamespaceType::Network, true, Some(path.clone())),
     }
     add(LinuxNamespaceType::Cgroup, private_cgroupns, None);

@@ -54,6 +54,8 @@ pub enum MonitorError {
     Stdio(#[from] StdioError),
     #[error("failed to create the container")]
     Create(#[source] libcontainer::error::LibcontainerError),
+    #[error("cannot set up the container's network namespace")]
+    Netns(#[source] nix::Error),
     #[error("cannot start the runtime loop")]
     Runtime(#[source] std::io::Error),
 }
@@ -126,6 +128,14 @@ fn setup(config: &MonitorConfig) -> Result<Created, MonitorError> {
         source,
     })?;
     // The engine mounted the rootfs; from here on, it is ours to unmount.
+    if config.new_netns {
+        // The container inherits the monitor's namespace; exec'd processes
+        // are forked from here too, so they land in it as well.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(MonitorError::Netns)?;
+        crate::network::loopback::up().map_err(|e| {
+            MonitorError::Netns(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        })?;
+    }
     rootfs::check_executable(&config.rootfs, &config.args, &config.env)?;
     let child = stdio::prepare(
         config.tty,

@@ -41,6 +41,9 @@ pub struct MonitorConfig {
     pub env: Vec<String>,
     /// The memory cgroup of the container relative to the hierarchy root, for OOM detection.
     pub cgroups_path: String,
+    /// Make a new network namespace (with `lo` up) for the container.
+    #[serde(default)]
+    pub new_netns: bool,
 }
 
 /// A process to run inside the container (`docker exec`).

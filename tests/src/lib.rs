@@ -1,1 +1,362 @@
-//! placeholder
+//! The harness of vmctl's end-to-end suites: a real `vmctl-guest serve` in
+//! namespaces of its own, driven by the real `docker` CLI (and by `bollard`
+//! as a second, independent client).
+//!
+//! Each [`Engine`] gets a private mount and network namespace, held open by a
+//! small holder process, so the engine can be killed and started again in
+//! the same namespaces (live restore), a state directory in a tempdir, and a
+//! cgroup parent of its own. Dropping it removes every container, stops the
+//! engine and the holder, and so releases every mount.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Skips a test loudly (not silently passing) when it cannot run here.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if let Some(reason) = $crate::missing_prerequisite() {
+            eprintln!("SKIPPED: {reason}");
+            return;
+        }
+    };
+}
+
+/// Why end-to-end tests cannot run on this machine, if they cannot.
+pub fn missing_prerequisite() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("end-to-end tests need root (namespaces, cgroups, mounts)".into());
+    }
+    if Command::new("docker").arg("--version").output().is_err() {
+        return Some("the docker CLI is not installed".into());
+    }
+    if !Path::new(BUSYBOX).exists() {
+        return Some(format!("{BUSYBOX} (busybox-static) is missing"));
+    }
+    None
+}
+
+const BUSYBOX: &str = "/bin/busybox";
+
+/// The directory holding the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/e2e-xxxx → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
+}
+
+/// Path of a workspace binary; panics with the command that builds it.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// A directory holding `hello.tar`, built once per test process with the
+/// project's own image builder.
+pub fn builtin_images() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("vmctl-images-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("images dir");
+        let mut file = std::fs::File::create(dir.join("hello.tar")).expect("hello.tar");
+        vmctl_image::hello::build(Path::new(BUSYBOX), &mut file).expect("build hello");
+        dir
+    })
+}
+
+/// A running engine in namespaces of its own.
+pub struct Engine {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub cgroup_parent: String,
+    holder: Child,
+    engine: Option<Child>,
+}
+
+impl Engine {
+    /// Starts an engine (in fresh mount and network namespaces).
+    pub fn start() -> Engine {
+        let dir = tempfile::Builder::new()
+            .prefix("vmctl-e2e")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let holder = Command::new("unshare")
+            .args([
+                "-m",
+                "-n",
+                "--propagation",
+                "private",
+                "--fork",
+                "--kill-child",
+            ])
+            .args([
+                "sh",
+                "-c",
+                "ip link set lo up 2>/dev/null; exec sleep infinity",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let cgroup_parent = format!(
+            "vmctl-e2e-{}",
+            dir.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace('.', "")
+        );
+        let socket = dir.path().join("docker.sock");
+        let mut engine = Engine {
+            dir,
+            socket,
+            cgroup_parent,
+            holder,
+            engine: None,
+        };
+        engine.wait_for_namespaces();
+        engine.spawn_engine();
+        engine
+    }
+
+    /// The pid of the process whose namespaces the engine uses.
+    fn namespace_pid(&self) -> u32 {
+        // unshare --fork: the holder's child (sleep) is inside the namespaces.
+        let children = std::fs::read_to_string(format!(
+            "/proc/{}/task/{}/children",
+            self.holder.id(),
+            self.holder.id()
+        ))
+        .unwrap_or_default();
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn wait_for_namespaces(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.namespace_pid() == 0 {
+            assert!(Instant::now() < deadline, "namespace holder did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts `vmctl-guest serve` inside the namespaces and waits for the socket.
+    pub fn spawn_engine(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("engine.log"))
+            .expect("engine log");
+        let child = Command::new("nsenter")
+            .arg("-t")
+            .arg(self.namespace_pid().to_string())
+            .args(["-m", "-n", "--"])
+            .arg(binary("vmctl-guest"))
+            .arg("serve")
+            .arg("--root")
+            .arg(self.dir.path().join("root"))
+            .arg("--host")
+            .arg(format!("unix://{}", self.socket.display()))
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .arg("--builtin-images")
+            .arg(builtin_images())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start vmctl-guest");
+        self.engine = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.ping() {
+            assert!(
+                Instant::now() < deadline,
+                "engine did not come up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&self.socket) else {
+            return false;
+        };
+        let _ = stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: x\r\n\r\n");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.ends_with("OK")
+    }
+
+    /// Kills the engine with SIGKILL (its containers keep running).
+    pub fn kill_engine(&mut self) {
+        if let Some(mut child) = self.engine.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The engine's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("engine.log")).unwrap_or_default()
+    }
+
+    /// `DOCKER_HOST` for this engine.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// A `docker` command aimed at this engine.
+    pub fn docker_cmd(&self) -> Command {
+        let mut command = Command::new("docker");
+        command
+            .env("DOCKER_HOST", self.docker_host())
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `docker ARGS`.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        self.docker_cmd().args(args).output().expect("run docker")
+    }
+
+    /// Runs `docker ARGS`, asserts success, returns trimmed stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({:?}):\nstdout: {}\nstderr: {}\nengine log tail:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Runs a command inside the engine's namespaces (to look at its mounts or network).
+    pub fn in_namespaces(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg("-t")
+            .arg(self.namespace_pid().to_string())
+            .args(["-m", "-n", "--"])
+            .args(args)
+            .output()
+            .expect("nsenter")
+    }
+
+    /// Mount lines of the engine's mount namespace that mention its state dir.
+    pub fn mounts(&self) -> Vec<String> {
+        let info = std::fs::read_to_string(format!("/proc/{}/mountinfo", self.namespace_pid()))
+            .unwrap_or_default();
+        let root = self.dir.path().display().to_string();
+        info.lines()
+            .filter(|l| l.contains(&root))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Cgroup directories left under this engine's cgroup parent (v1 and v2).
+    pub fn cgroups(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return found;
+        };
+        for hierarchy in hierarchies.flatten() {
+            let parent = hierarchy.path().join(&self.cgroup_parent);
+            if let Ok(children) = std::fs::read_dir(&parent) {
+                found.extend(
+                    children
+                        .flatten()
+                        .filter(|c| c.path().is_dir())
+                        .map(|c| c.path()),
+                );
+            }
+        }
+        found
+    }
+
+    /// Pids of monitor processes of this engine.
+    pub fn monitors(&self) -> Vec<u32> {
+        let root = self.dir.path().display().to_string();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("\0monitor\0") && cmdline.contains(&root) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.engine.is_some() {
+            let ids = self.docker(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = self.docker(&["rm", "-f", id]);
+            }
+        }
+        self.kill_engine();
+        for pid in self.monitors() {
+            // SAFETY: plain kill(2) of a process this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let parent = hierarchy.path().join(&self.cgroup_parent);
+            if let Ok(children) = std::fs::read_dir(&parent) {
+                for child in children.flatten() {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Polls `check` every 20 ms until it is true (at most `limit`); answers whether it became true.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

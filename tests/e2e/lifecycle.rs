@@ -1,0 +1,223 @@
+//! Detached containers: logs, exec, stop, restart, pause, rm, restart
+//! policies, and live restore across an engine kill.
+
+use std::time::Duration;
+
+use vmctl_tests::{eventually, require_root, Engine};
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[test]
+fn detached_logs_exec_stop_rm() {
+    require_root!();
+    let engine = Engine::start();
+    let id = engine.ok(&["run", "-d", "--name", "web", "hello"]);
+    assert_eq!(id.len(), 64);
+    let page = engine.ok(&["exec", "web", "wget", "-qO-", "http://127.0.0.1/"]);
+    assert!(page.contains("vmctl"), "{page}");
+    // httpd logs the request on stderr.
+    assert!(eventually(LONG, || {
+        let out = engine.docker(&["logs", "web"]);
+        String::from_utf8_lossy(&out.stderr).contains("response:200")
+    }));
+    assert_eq!(
+        engine.ok(&["inspect", "-f", "{{.State.Running}}", "web"]),
+        "true"
+    );
+    engine.ok(&["stop", "-t", "1", "web"]);
+    assert_eq!(
+        engine.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "web"
+        ]),
+        "exited 137"
+    );
+    engine.ok(&["rm", "web"]);
+    assert!(!engine.docker(&["inspect", "web"]).status.success());
+}
+
+#[test]
+fn logs_follow_until_exit() {
+    require_root!();
+    let engine = Engine::start();
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "count",
+        "hello",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line $i; sleep 0.2; done",
+    ]);
+    let out = engine.ok(&["logs", "-f", "count"]);
+    assert_eq!(out, "line 1\nline 2\nline 3");
+    assert_eq!(engine.ok(&["logs", "--tail", "1", "count"]), "line 3");
+    let stamped = engine.ok(&["logs", "-t", "count"]);
+    assert!(
+        stamped
+            .lines()
+            .all(|l| l.contains('T') && l.contains("Z line")),
+        "{stamped}"
+    );
+}
+
+#[test]
+fn exec_with_a_pty_and_exit_code() {
+    require_root!();
+    let engine = Engine::start();
+    engine.ok(&["run", "-d", "--name", "box", "hello", "sleep", "1000"]);
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            "docker exec -it box sh -c 'tty; exit 5'",
+            "/dev/null",
+        ])
+        .env("DOCKER_HOST", engine.docker_host())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/dev/pts/"));
+    let code = engine
+        .docker(&["exec", "box", "sh", "-c", "exit 5"])
+        .status
+        .code();
+    assert_eq!(code, Some(5));
+}
+
+#[test]
+fn pause_freezes_and_unpause_thaws() {
+    require_root!();
+    let engine = Engine::start();
+    engine.ok(&["run", "-d", "--name", "p", "hello", "sleep", "1000"]);
+    engine.ok(&["pause", "p"]);
+    assert_eq!(
+        engine.ok(&["inspect", "-f", "{{.State.Status}}", "p"]),
+        "paused"
+    );
+    assert!(!engine.docker(&["exec", "p", "true"]).status.success());
+    engine.ok(&["unpause", "p"]);
+    assert_eq!(
+        engine.ok(&["inspect", "-f", "{{.State.Status}}", "p"]),
+        "running"
+    );
+    engine.ok(&["exec", "p", "true"]);
+}
+
+#[test]
+fn restart_policy_on_failure_counts_retries() {
+    require_root!();
+    let engine = Engine::start();
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "hello",
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
+    assert!(eventually(LONG, || {
+        engine.ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Status}}",
+            "flaky",
+        ]) == "2 exited"
+    }));
+}
+
+#[test]
+fn restart_policy_always_survives_a_kill_of_the_init() {
+    require_root!();
+    let engine = Engine::start();
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        "--restart",
+        "always",
+        "hello",
+        "sleep",
+        "1000",
+    ]);
+    let pid = engine.ok(&["inspect", "-f", "{{.State.Pid}}", "svc"]);
+    // SAFETY: kill(2) of the container's init, a process this test started.
+    unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };
+    assert!(eventually(LONG, || {
+        engine.ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Running}}",
+            "svc",
+        ]) == "1 true"
+    }));
+    // A user stop is final.
+    engine.ok(&["stop", "-t", "0", "svc"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        engine.ok(&["inspect", "-f", "{{.State.Running}}", "svc"]),
+        "false"
+    );
+}
+
+#[test]
+fn live_restore_after_engine_kill() {
+    require_root!();
+    let mut engine = Engine::start();
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "hello",
+        "sh",
+        "-c",
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+    ]);
+    let pid = engine.ok(&["inspect", "-f", "{{.State.Pid}}", "ticker"]);
+    engine.kill_engine();
+    engine.spawn_engine();
+    assert_eq!(engine.ok(&["ps", "--format", "{{.Names}}"]), "ticker");
+    assert_eq!(
+        engine.ok(&["inspect", "-f", "{{.State.Pid}}", "ticker"]),
+        pid
+    );
+    assert_eq!(engine.ok(&["exec", "ticker", "echo", "alive"]), "alive");
+    let before = engine.ok(&["logs", "ticker"]).lines().count();
+    assert!(eventually(LONG, || engine
+        .ok(&["logs", "ticker"])
+        .lines()
+        .count()
+        > before));
+    engine.ok(&["stop", "-t", "1", "ticker"]);
+    assert_eq!(
+        engine.ok(&["inspect", "-f", "{{.State.Running}}", "ticker"]),
+        "false"
+    );
+}
+
+#[test]
+fn rename_and_name_conflicts() {
+    require_root!();
+    let engine = Engine::start();
+    engine.ok(&["create", "--name", "a", "hello"]);
+    let out = engine.docker(&["create", "--name", "a", "hello"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is already in use"));
+    engine.ok(&["rename", "a", "b"]);
+    engine.ok(&["create", "--name", "a", "hello"]);
+    assert_eq!(
+        engine
+            .ok(&["ps", "-a", "--format", "{{.Names}}"])
+            .lines()
+            .count(),
+        2
+    );
+}

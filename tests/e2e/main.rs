@@ -1,0 +1,5 @@
+//! End-to-end suites: one module per behaviour, each driving a real engine
+//! (see `vmctl_tests::Engine`) with the real docker CLI or bollard.
+
+mod lifecycle;
+mod run;

@@ -27,8 +27,9 @@ fn exit_codes_follow_docker() {
         Some(127)
     );
     assert_eq!(code(&["run", "--rm", "hello", "/etc/passwd"]), Some(126));
+    // Behind --init, the shell is not PID 1, so a SIGKILL reaches it.
     assert_eq!(
-        code(&["run", "--rm", "hello", "sh", "-c", "kill -9 $$"]),
+        code(&["run", "--rm", "--init", "hello", "sh", "-c", "kill -9 $$"]),
         Some(137)
     );
     let out = engine.docker(&["run", "--rm", "hello", "no-such-program"]);

@@ -125,8 +125,8 @@ impl Engine {
             let (uid, gid) = crate::runtime::user::resolve(&rootfs, &user, &[])
                 .map(|u| (Some(u.uid), Some(u.gid)))
                 .map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
-            let mut env = record.config.env.clone();
-            env.extend(snapshot.config.env.iter().cloned());
+            // The monitor merges these over the container's own environment.
+            let mut env = snapshot.config.env.clone();
             if snapshot.config.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
                 env.push("TERM=xterm".to_owned());
             }

@@ -435,20 +435,14 @@ fn spawn_exec(monitor: &Monitor, exec_id: &str, spec: &ExecSpec) -> Result<(i32,
             (None, Some(listener))
         }
     };
-    let env: HashMap<String, String> = spec
-        .env
-        .iter()
-        .filter_map(|e| e.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let cwd = (!spec.cwd.is_empty()).then(|| spec.cwd.clone());
+    let process_path = monitor
+        .config
+        .run_dir
+        .join(format!("exec-{}.json", &exec_id[..exec_id.len().min(12)]));
+    write_exec_process(&monitor.config, spec, &process_path)?;
     let pid = builder
         .as_tenant()
-        .with_container_args(spec.args.clone())
-        .with_env(env)
-        .with_cwd(cwd)
-        .with_user(spec.uid)
-        .with_group(spec.gid)
+        .with_process(Some(&process_path))
         .with_detach(true)
         .build()
         .map_err(|e| format!("exec failed: {e}"))?;
@@ -460,7 +454,63 @@ fn spawn_exec(monitor: &Monitor, exec_id: &str, spec: &ExecSpec) -> Result<(i32,
         (None, None) => return Err("exec stdio missing".to_owned()),
     };
     let _ = std::fs::remove_file(&console);
+    let _ = std::fs::remove_file(&process_path);
     Ok((pid.as_raw(), stdio))
+}
+
+/// Merges `extra` (`KEY=value`) over `base`, later keys winning.
+fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
+    let mut merged: Vec<String> = base.to_vec();
+    for entry in extra {
+        let key = entry.split('=').next().unwrap_or(entry);
+        merged.retain(|e| e.split('=').next().unwrap_or(e) != key);
+        merged.push(entry.clone());
+    }
+    merged
+}
+
+/// Writes the OCI process of an exec: the container's own process (caps,
+/// rlimits, no_new_privileges) with the exec's args, env, cwd, user and tty.
+fn write_exec_process(
+    config: &MonitorConfig,
+    spec: &ExecSpec,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    let bundle_spec = oci_spec::runtime::Spec::load(config.bundle.join("config.json"))
+        .map_err(|e| format!("cannot read the container's spec: {e}"))?;
+    let mut process = bundle_spec
+        .process()
+        .clone()
+        .ok_or_else(|| "the container's spec has no process".to_owned())?;
+    let env = merge_env(process.env().as_deref().unwrap_or_default(), &spec.env);
+    process.set_args(Some(spec.args.clone()));
+    process.set_env(Some(env));
+    process.set_terminal(Some(spec.tty));
+    process.set_console_size(None);
+    if !spec.cwd.is_empty() {
+        process.set_cwd(spec.cwd.clone().into());
+    }
+    let mut user = process.user().clone();
+    if let Some(uid) = spec.uid {
+        user.set_uid(uid);
+    }
+    if let Some(gid) = spec.gid {
+        user.set_gid(gid);
+    }
+    process.set_user(user);
+    if spec.privileged {
+        let all = crate::runtime::caps::all(crate::runtime::caps::kernel_last_cap());
+        let set: oci_spec::runtime::Capabilities = all.into_iter().collect();
+        let mut caps = process.capabilities().clone().unwrap_or_default();
+        caps.set_bounding(Some(set.clone()));
+        caps.set_effective(Some(set.clone()));
+        caps.set_permitted(Some(set));
+        process.set_capabilities(Some(caps));
+    }
+    let json =
+        serde_json::to_vec(&process).map_err(|e| format!("cannot encode the exec process: {e}"))?;
+    crate::engine::layout::write_atomic(path, &json)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 async fn exec(

@@ -1,0 +1,3 @@
+//! The CLI's verbs, one file each.
+
+pub mod version;

@@ -10,6 +10,7 @@ set -euo pipefail
 STATE=${VMCTL_DEMO_DIR:-/tmp/vmctl-demo}
 SOCK=$STATE/docker.sock
 cd "$(dirname "$0")/.."
+REPO=$(pwd)
 
 stop() {
     if [ -f "$STATE/holder.pid" ]; then
@@ -47,18 +48,20 @@ mkdir -p "$STATE/images"
 ./target/release/vmctl-image hello --busybox /bin/busybox --out "$STATE/images/hello.tar"
 
 echo "== starting the engine in its own mount and network namespaces"
-unshare -m -n --propagation private --fork sh -c 'ip link set lo up; exec sleep infinity' </dev/null &
+unshare -m -n --propagation private --fork sh -c 'ip link set lo up; exec sleep infinity' \
+    </dev/null >/dev/null 2>&1 &
 echo $! > "$STATE/holder.pid"
 for _ in $(seq 100); do
     NSPID=$(cat /proc/"$(cat "$STATE/holder.pid")"/task/*/children 2>/dev/null | awk '{print $1}')
     [ -n "$NSPID" ] && break
     sleep 0.05
 done
-nsenter -t "$NSPID" -m -n -- ./target/release/vmctl-guest serve --root "$STATE/root" \
+nsenter -t "$NSPID" -m -n -- "$REPO/target/release/vmctl-guest" serve --root "$STATE/root" \
     --host "unix://$SOCK" --builtin-images "$STATE/images" --cgroup-parent vmctl-demo \
     </dev/null >"$STATE/engine.log" 2>&1 &
 echo $! > "$STATE/engine.pid"
 for _ in $(seq 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
+[ -S "$SOCK" ] || { echo "demo.sh: the engine did not start:" >&2; tail -5 "$STATE/engine.log" >&2; exit 1; }
 
 export DOCKER_HOST=unix://$SOCK
 echo "== docker run -d --name hello --network host hello"

@@ -67,10 +67,14 @@ pub fn binary(name: &str) -> PathBuf {
 pub fn builtin_images() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("vmctl-images-{}", std::process::id()));
+        // Under target/ (no litter in /tmp); the build is reproducible, so
+        // test binaries running at once may each write it and rename.
+        let dir = bin_dir().join("e2e-images");
         std::fs::create_dir_all(&dir).expect("images dir");
-        let mut file = std::fs::File::create(dir.join("hello.tar")).expect("hello.tar");
+        let tmp = dir.join(format!(".hello.tar.{}", std::process::id()));
+        let mut file = std::fs::File::create(&tmp).expect("hello.tar");
         vmctl_image::hello::build(Path::new(BUSYBOX), &mut file).expect("build hello");
+        std::fs::rename(&tmp, dir.join("hello.tar")).expect("hello.tar");
         dir
     })
 }

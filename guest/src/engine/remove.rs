@@ -60,6 +60,7 @@ impl Engine {
         if volumes {
             self.remove_anonymous_volumes(&record).await;
         }
+        super::exec::forget_container(self, &record.id).await;
         let mut record = record;
         record.set_status("removed");
         *handle.record.lock().await = record.clone();

@@ -94,6 +94,9 @@ impl Engine {
         let mut child = match self.spawn_monitor(record, &monitor_config).await {
             Ok(child) => child,
             Err(message) => {
+                // The monitor unmounts on its own failures; this covers a
+                // monitor that never ran.
+                let _ = crate::runtime::rootfs::unmount(&monitor_config.rootfs);
                 record.state.exit_code = start_failure_code(&message);
                 record.state.error = message.clone();
                 let _ = self.save(record);
@@ -364,7 +367,13 @@ impl Engine {
             if record.state.status == "removing" {
                 // A removal is waiting for this exit and finishes the job.
                 record.state.exit_code = exit.exit_code;
+                record.state.finished_at = exit.finished_at.clone();
                 record.set_status("exited");
+                self.publish_container(
+                    &record,
+                    "die",
+                    BTreeMap::from([("exitCode".to_owned(), exit.exit_code.to_string())]),
+                );
                 handle.notify();
                 return;
             }

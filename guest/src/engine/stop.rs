@@ -140,12 +140,11 @@ impl Engine {
             // A frozen process cannot take a signal; thaw it first.
             let _ = client::call(&self.layout.monitor_socket(&id), &Request::Resume).await;
         }
-        if self.signal(&id, signal).await.is_ok() && handle.wait_stopped(limit).await {
-            return Ok(());
+        if !(self.signal(&id, signal).await.is_ok() && handle.wait_stopped(limit).await) {
+            tracing::info!(id = %&id[..12], "stop timed out; killing");
+            let _ = self.signal(&id, Signal::SIGKILL).await;
+            handle.wait_stopped(None).await;
         }
-        tracing::info!(id = %&id[..12], "stop timed out; killing");
-        let _ = self.signal(&id, Signal::SIGKILL).await;
-        handle.wait_stopped(None).await;
         let record = handle.record.lock().await;
         self.publish_container(&record, "stop", Default::default());
         Ok(())

@@ -11,7 +11,11 @@ use vmctl_tests::{require_root, Engine};
 
 /// Asserts the engine holds no container, volume or container resource.
 fn assert_clean(engine: &Engine, after: &str) {
-    assert_eq!(engine.ok(&["ps", "-aq"]), "", "container left after {after}");
+    assert_eq!(
+        engine.ok(&["ps", "-aq"]),
+        "",
+        "container left after {after}"
+    );
     assert_eq!(
         engine.ok(&["volume", "ls", "-q"]),
         "",
@@ -70,7 +74,11 @@ fn malformed_create_bodies_are_400() {
 fn unknown_image_is_404() {
     require_root!();
     let engine = Engine::start();
-    let answer = post(&engine, "/v1.44/containers/create", json!({"Image": "nope"}));
+    let answer = post(
+        &engine,
+        "/v1.44/containers/create",
+        json!({"Image": "nope"}),
+    );
     assert_eq!(answer.status, 404);
     assert_eq!(answer.message(), "No such image: nope:latest");
     assert_clean(&engine, "unknown image");
@@ -101,12 +109,13 @@ fn name_conflict_is_409_and_keeps_the_first() {
         json!({"Image": "hello", "Volumes": {"/anon": {}}}),
     );
     assert_eq!(second.status, 409, "{second:?}");
-    assert!(
-        second.message().contains("is already in use"),
-        "{second:?}"
-    );
+    assert!(second.message().contains("is already in use"), "{second:?}");
     assert_eq!(engine.ok(&["ps", "-aq"]).lines().count(), 1);
-    assert_eq!(engine.ok(&["volume", "ls", "-q"]), "", "anonymous volume leaked");
+    assert_eq!(
+        engine.ok(&["volume", "ls", "-q"]),
+        "",
+        "anonymous volume leaked"
+    );
     engine.ok(&["rm", "dup"]);
     assert_clean(&engine, "rm of the first");
 }
@@ -148,12 +157,21 @@ fn impossible_limits_and_options_are_400() {
     let cases: &[(&[&str], &str)] = &[
         (&["-m", "1k"], "Minimum memory limit allowed is 6MB"),
         (&["--cpus", "1000"], "Range of CPUs is from 0.01 to"),
-        (&["--cpu-quota", "10"], "CPU cfs quota can not be less than 1ms"),
+        (
+            &["--cpu-quota", "10"],
+            "CPU cfs quota can not be less than 1ms",
+        ),
         (&["--restart", "sometimes"], "invalid restart policy"),
         (&["--cap-add", "FOO"], "FOO"),
         (&["--security-opt", "foo"], "invalid --security-opt"),
-        (&["--cpuset-cpus", "999"], "Requested CPUs are not available"),
-        (&["-v", "vol-from-bad-create:/data", "--cap-add", "FOO"], "FOO"),
+        (
+            &["--cpuset-cpus", "999"],
+            "Requested CPUs are not available",
+        ),
+        (
+            &["-v", "vol-from-bad-create:/data", "--cap-add", "FOO"],
+            "FOO",
+        ),
     ];
     for (flags, needle) in cases {
         let mut args = vec!["create"];
@@ -265,10 +283,19 @@ fn malicious_layers_are_refused_and_write_nothing_outside() {
 
     let mut dotdot = Vec::new();
     raw_entry(&mut dotdot, "ok", b'0', "", b"fine\n");
-    raw_entry(&mut dotdot, "../../../../../../../../escape", b'0', "", b"pwned\n");
     raw_entry(
         &mut dotdot,
-        &format!("../../../../../../../..{}/escape", engine.dir.path().display()),
+        "../../../../../../../../escape",
+        b'0',
+        "",
+        b"pwned\n",
+    );
+    raw_entry(
+        &mut dotdot,
+        &format!(
+            "../../../../../../../..{}/escape",
+            engine.dir.path().display()
+        ),
         b'0',
         "",
         b"pwned\n",
@@ -283,8 +310,20 @@ fn malicious_layers_are_refused_and_write_nothing_outside() {
 
     // A relative symlink climbing out, then a file through it.
     let mut relative_link = Vec::new();
-    raw_entry(&mut relative_link, "up", b'2', "../../../../../../../../tmp", b"");
-    raw_entry(&mut relative_link, "up/vmctl-e2e-escape", b'0', "", b"pwned\n");
+    raw_entry(
+        &mut relative_link,
+        "up",
+        b'2',
+        "../../../../../../../../tmp",
+        b"",
+    );
+    raw_entry(
+        &mut relative_link,
+        "up/vmctl-e2e-escape",
+        b'0',
+        "",
+        b"pwned\n",
+    );
     let relative_link = finish(relative_link);
 
     // A hard link to a host file.
@@ -323,7 +362,10 @@ fn malicious_layers_are_refused_and_write_nothing_outside() {
             "{what} wrote into {}",
             victim.display()
         );
-        assert!(!std::path::Path::new("/tmp/vmctl-e2e-escape").exists(), "{what}");
+        assert!(
+            !std::path::Path::new("/tmp/vmctl-e2e-escape").exists(),
+            "{what}"
+        );
         assert_clean(&engine, what);
     }
     // Also via the CLI.
@@ -347,6 +389,13 @@ fn malicious_layers_are_refused_and_write_nothing_outside() {
         &archive_with_layer(&finish(fine), "fine:latest"),
     )
     .expect("load");
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
-    assert!(engine.ok(&["images", "--format", "{{.Repository}}"]).contains("fine"));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert!(engine
+        .ok(&["images", "--format", "{{.Repository}}"])
+        .contains("fine"));
 }

@@ -24,7 +24,10 @@ impl Answer {
 
     /// The `message` of an error answer.
     pub fn message(&self) -> String {
-        self.json()["message"].as_str().unwrap_or_default().to_owned()
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -78,7 +81,11 @@ fn parse(raw: &[u8]) -> Option<Answer> {
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
     let rest = &raw[split + 4..];
-    let body = if chunked { dechunk(rest)? } else { rest.to_vec() };
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_vec()
+    };
     Some(Answer { status, body })
 }
 

@@ -325,14 +325,22 @@ impl Engine {
                 .map(|e| e.path().display().to_string())
                 .collect()
         };
-        found.extend(entries(root.join("containers")).into_iter().map(|p| format!("record {p}")));
+        found.extend(
+            entries(root.join("containers"))
+                .into_iter()
+                .map(|p| format!("record {p}")),
+        );
         found.extend(
             entries(root.join("run"))
                 .into_iter()
                 .filter(|p| !p.ends_with("/rt"))
                 .map(|p| format!("run dir {p}")),
         );
-        found.extend(entries(root.join("run/rt")).into_iter().map(|p| format!("runtime state {p}")));
+        found.extend(
+            entries(root.join("run/rt"))
+                .into_iter()
+                .map(|p| format!("runtime state {p}")),
+        );
         let containers = root.join("containers").display().to_string();
         found.extend(
             self.mounts()
@@ -340,8 +348,16 @@ impl Engine {
                 .filter(|m| m.contains(&containers))
                 .map(|m| format!("mount {m}")),
         );
-        found.extend(self.cgroups().into_iter().map(|c| format!("cgroup {}", c.display())));
-        found.extend(self.monitors().into_iter().map(|p| format!("monitor pid {p}")));
+        found.extend(
+            self.cgroups()
+                .into_iter()
+                .map(|c| format!("cgroup {}", c.display())),
+        );
+        found.extend(
+            self.monitors()
+                .into_iter()
+                .map(|p| format!("monitor pid {p}")),
+        );
         found
     }
 

@@ -39,18 +39,20 @@ async fn cycle(docker: &Docker, cmd: &[&str]) -> i64 {
         .await
         .expect("create")
         .id;
-    let mut wait = docker.wait_container(
-        &id,
-        Some(
-            WaitContainerOptionsBuilder::new()
-                .condition("next-exit")
-                .build(),
-        ),
-    );
     docker
         .start_container(&id, None::<StartContainerOptions>)
         .await
         .expect("start");
+    // bollard sends the request when the stream is first polled, maybe after
+    // the exit: `not-running` (not `next-exit`) answers at once then.
+    let mut wait = docker.wait_container(
+        &id,
+        Some(
+            WaitContainerOptionsBuilder::new()
+                .condition("not-running")
+                .build(),
+        ),
+    );
     let code = match wait.next().await.expect("wait answer") {
         Ok(answer) => answer.status_code,
         Err(bollard::errors::Error::DockerContainerWaitError { code, .. }) => code,

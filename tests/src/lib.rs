@@ -8,6 +8,8 @@
 //! cgroup parent of its own. Dropping it removes every container, stops the
 //! engine and the holder, and so releases every mount.
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -293,6 +295,73 @@ impl Engine {
                 );
             }
         }
+        found
+    }
+
+    /// The engine's state root (`--root`).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// The pid of `vmctl-guest serve` (nsenter execs it, so the child is the engine).
+    pub fn pid(&self) -> u32 {
+        self.engine.as_ref().map_or(0, Child::id)
+    }
+
+    /// How many file descriptors the engine holds open.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Everything a container leaves behind that outlives its record: records,
+    /// run dirs, runtime state, mounts of container dirs, cgroups, monitors.
+    /// Empty when the engine is clean.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let root = self.root();
+        let entries = |dir: PathBuf| -> Vec<String> {
+            std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().display().to_string())
+                .collect()
+        };
+        found.extend(
+            entries(root.join("containers"))
+                .into_iter()
+                .map(|p| format!("record {p}")),
+        );
+        found.extend(
+            entries(root.join("run"))
+                .into_iter()
+                .filter(|p| !p.ends_with("/rt"))
+                .map(|p| format!("run dir {p}")),
+        );
+        found.extend(
+            entries(root.join("run/rt"))
+                .into_iter()
+                .map(|p| format!("runtime state {p}")),
+        );
+        let containers = root.join("containers").display().to_string();
+        found.extend(
+            self.mounts()
+                .into_iter()
+                .filter(|m| m.contains(&containers))
+                .map(|m| format!("mount {m}")),
+        );
+        found.extend(
+            self.cgroups()
+                .into_iter()
+                .map(|c| format!("cgroup {}", c.display())),
+        );
+        found.extend(
+            self.monitors()
+                .into_iter()
+                .map(|p| format!("monitor pid {p}")),
+        );
         found
     }
 

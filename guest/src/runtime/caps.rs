@@ -141,6 +141,35 @@ pub fn all(last_cap: u32) -> Vec<Capability> {
         .collect()
 }
 
+/// The engine's own bounding set as a mask by capability number (every bit
+/// when `/proc/self/status` cannot be read). A container cannot be granted a
+/// capability outside it: the kernel refuses the `capset`.
+pub fn own_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
+/// Keeps the capabilities whose bit is set in `bounding`, so `ALL` and
+/// `--privileged` mean every capability the engine can hand out (the engine
+/// may itself run without some, e.g. in a restricted VM or container).
+pub fn within(caps: Vec<Capability>, bounding: u64) -> Vec<Capability> {
+    caps.into_iter()
+        .filter(|cap| {
+            KNOWN
+                .iter()
+                .position(|(_, known)| known == cap)
+                .is_some_and(|number| bounding & (1 << number) != 0)
+        })
+        .collect()
+}
+
 /// The `CAP_…` name of a capability.
 pub fn name(cap: Capability) -> &'static str {
     KNOWN
@@ -256,5 +285,8 @@ mod tests {
     fn names_round_trip() {
         assert_eq!(name(Capability::NetAdmin), "CAP_NET_ADMIN");
         assert_eq!(all(40).len(), 41);
+        let without_sys_resource = within(all(40), ((1 << 41) - 1) & !(1 << 24));
+        assert_eq!(without_sys_resource.len(), 40);
+        assert!(!without_sys_resource.contains(&Capability::SysResource));
     }
 }

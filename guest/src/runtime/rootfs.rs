@@ -158,9 +158,41 @@ fn is_executable(path: &Path) -> Option<bool> {
     Some(meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
-/// Checks that `args[0]` exists in the rootfs and is executable, using the
-/// container's `PATH` for a bare name, with Docker's error messages.
-pub fn check_executable(root: &Path, args: &[String], env: &[String]) -> Result<(), RootfsError> {
+/// A bind mount of the container: `destination` inside shows `source` on the host.
+#[derive(Debug, Clone)]
+pub struct Bind {
+    pub destination: PathBuf,
+    pub source: PathBuf,
+}
+
+/// The host path of `path` (absolute, in the container): through the bind
+/// mounted deepest over it (so a bind-mounted program is found, as runc finds
+/// it after mounting), else inside the rootfs.
+fn locate(root: &Path, binds: &[Bind], path: &str) -> PathBuf {
+    let in_root = resolve_in_root(root, path);
+    let inside = Path::new("/").join(in_root.strip_prefix(root).unwrap_or(&in_root));
+    binds
+        .iter()
+        .filter(|b| inside.starts_with(&b.destination))
+        .max_by_key(|b| b.destination.components().count())
+        .map_or(in_root.clone(), |b| {
+            // Joining an empty rest would add a trailing slash, which a file refuses.
+            match inside.strip_prefix(&b.destination) {
+                Ok(rest) if !rest.as_os_str().is_empty() => b.source.join(rest),
+                _ => b.source.clone(),
+            }
+        })
+}
+
+/// Checks that `args[0]` exists in the rootfs (or in a bind over it) and is
+/// executable, using the container's `PATH` for a bare name, with Docker's
+/// error messages.
+pub fn check_executable(
+    root: &Path,
+    binds: &[Bind],
+    args: &[String],
+    env: &[String],
+) -> Result<(), RootfsError> {
     let program = args.first().ok_or(RootfsError::NoCommand)?;
     if program.is_empty() {
         return Err(RootfsError::NoCommand);
@@ -171,7 +203,7 @@ pub fn check_executable(root: &Path, args: &[String], env: &[String]) -> Result<
         } else {
             format!("/{program}")
         };
-        return match is_executable(&resolve_in_root(root, &absolute)) {
+        return match is_executable(&locate(root, binds, &absolute)) {
             Some(true) => Ok(()),
             Some(false) => Err(RootfsError::NotExecutable(program.clone())),
             None => Err(RootfsError::NoSuchFile(program.clone())),
@@ -183,7 +215,7 @@ pub fn check_executable(root: &Path, args: &[String], env: &[String]) -> Result<
         .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     let mut found_not_executable = false;
     for dir in path.split(':').filter(|d| d.starts_with('/')) {
-        match is_executable(&resolve_in_root(root, &format!("{dir}/{program}"))) {
+        match is_executable(&locate(root, binds, &format!("{dir}/{program}"))) {
             Some(true) => return Ok(()),
             Some(false) => found_not_executable = true,
             None => {}
@@ -218,23 +250,49 @@ mod tests {
     fn finds_programs_through_absolute_symlinks() {
         let root = rootfs();
         let env = vec!["PATH=/bin".to_owned()];
-        check_executable(root.path(), &["sh".into()], &env).unwrap();
-        check_executable(root.path(), &["/bin/sh".into()], &env).unwrap();
+        check_executable(root.path(), &[], &["sh".into()], &env).unwrap();
+        check_executable(root.path(), &[], &["/bin/sh".into()], &env).unwrap();
     }
 
     #[test]
     fn docker_messages_for_missing_programs() {
         let root = rootfs();
         let env = vec!["PATH=/bin".to_owned()];
-        let err = check_executable(root.path(), &["nope".into()], &env).unwrap_err();
+        let err = check_executable(root.path(), &[], &["nope".into()], &env).unwrap_err();
         assert_eq!(
             err.to_string(),
             "exec: \"nope\": executable file not found in $PATH"
         );
-        let err = check_executable(root.path(), &["/bin/nope".into()], &env).unwrap_err();
+        let err = check_executable(root.path(), &[], &["/bin/nope".into()], &env).unwrap_err();
         assert!(err.to_string().contains("no such file or directory"));
-        let err = check_executable(root.path(), &["/bin/data".into()], &env).unwrap_err();
+        let err = check_executable(root.path(), &[], &["/bin/data".into()], &env).unwrap_err();
         assert!(err.to_string().contains("permission denied"));
+    }
+
+    #[test]
+    fn programs_in_binds_are_found() {
+        let root = rootfs();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("probe"), b"#!").unwrap();
+        std::fs::set_permissions(
+            host.path().join("probe"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let env = vec!["PATH=/bin:/tools".to_owned()];
+        let binds = [
+            Bind {
+                destination: "/probe".into(),
+                source: host.path().join("probe"),
+            },
+            Bind {
+                destination: "/tools".into(),
+                source: host.path().to_owned(),
+            },
+        ];
+        check_executable(root.path(), &binds, &["/probe".into()], &env).unwrap();
+        check_executable(root.path(), &binds, &["probe".into()], &env).unwrap();
+        check_executable(root.path(), &[], &["/probe".into()], &env).unwrap_err();
     }
 
     #[test]

@@ -215,6 +215,8 @@ struct Host {
     /// Online memory nodes (`0`).
     mems: String,
     last_cap: u32,
+    /// The engine's own bounding set: more cannot be granted.
+    bounding: u64,
 }
 
 impl Host {
@@ -232,6 +234,7 @@ impl Host {
             cpus: read("/sys/devices/system/cpu/online", "0"),
             mems: read("/sys/devices/system/node/online", "0"),
             last_cap: caps::kernel_last_cap(),
+            bounding: caps::own_bounding_set(),
         }
     }
 }
@@ -430,12 +433,15 @@ fn build_on(input: &SpecInput, host: &Host) -> Result<Spec, SpecError> {
     let hc = input.host_config;
     validate_on(hc, host)?;
     let opts = security_opts(hc)?;
-    let caps = caps::resolve(
-        hc.cap_add.as_deref().unwrap_or_default(),
-        hc.cap_drop.as_deref().unwrap_or_default(),
-        hc.privileged,
-        host.last_cap,
-    )?;
+    let caps = caps::within(
+        caps::resolve(
+            hc.cap_add.as_deref().unwrap_or_default(),
+            hc.cap_drop.as_deref().unwrap_or_default(),
+            hc.privileged,
+            host.last_cap,
+        )?,
+        host.bounding,
+    );
     let built = |source| SpecError::Build {
         id: input.id.to_string(),
         source,
@@ -935,6 +941,7 @@ mod tests {
             cpus: "0-3".into(),
             mems: "0".into(),
             last_cap: 40,
+            bounding: u64::MAX,
         }
     }
 

@@ -136,7 +136,12 @@ fn setup(config: &MonitorConfig) -> Result<Created, MonitorError> {
             MonitorError::Netns(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
         })?;
     }
-    rootfs::check_executable(&config.rootfs, &config.args, &config.env)?;
+    rootfs::check_executable(
+        &config.rootfs,
+        &spec_binds(&config.bundle),
+        &config.args,
+        &config.env,
+    )?;
     let child = stdio::prepare(
         config.tty,
         config.open_stdin,
@@ -186,6 +191,36 @@ fn setup(config: &MonitorConfig) -> Result<Created, MonitorError> {
         stdio,
         listener,
     })
+}
+
+/// The bind mounts of the bundle's spec (binds, volumes, `/etc` files), for
+/// the executable check; none when the spec cannot be read (libcontainer
+/// will report that).
+fn spec_binds(bundle: &Path) -> Vec<rootfs::Bind> {
+    let spec = match oci_spec::runtime::Spec::load(bundle.join("config.json")) {
+        Ok(spec) => spec,
+        Err(e) => {
+            tracing::warn!(bundle = %bundle.display(), error = %e, "cannot read the spec's mounts");
+            return Vec::new();
+        }
+    };
+    spec.mounts()
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind")
+        })
+        .filter_map(|m| {
+            Some(rootfs::Bind {
+                destination: m.destination().clone(),
+                source: m.source().clone()?,
+            })
+        })
+        .collect()
 }
 
 /// Frees what a run holds: the libcontainer state and cgroup, the rootfs

@@ -60,8 +60,7 @@ impl Engine {
         }
         if record.state.paused {
             return Err(EngineError::Conflict(format!(
-                "container {} is paused, unpause the container before exec",
-                record.id
+                "Container {key} is paused, unpause the container before exec"
             )));
         }
         if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {

@@ -443,8 +443,14 @@ fn spawn_exec(monitor: &Monitor, exec_id: &str, spec: &ExecSpec) -> Result<(i32,
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     let cwd = (!spec.cwd.is_empty()).then(|| spec.cwd.clone());
+    // libcontainer's tenant takes `terminal` from a process file only.
+    let process = match spec.tty {
+        true => Some(tty_process_file(monitor, exec_id, spec)?),
+        false => None,
+    };
     let pid = builder
         .as_tenant()
+        .with_process(process.as_ref())
         .with_container_args(spec.args.clone())
         .with_env(env)
         .with_cwd(cwd)
@@ -461,7 +467,51 @@ fn spawn_exec(monitor: &Monitor, exec_id: &str, spec: &ExecSpec) -> Result<(i32,
         (None, None) => return Err("exec stdio missing".to_owned()),
     };
     let _ = std::fs::remove_file(&console);
+    if let Some(process) = process {
+        let _ = std::fs::remove_file(process);
+    }
     Ok((pid.as_raw(), stdio))
+}
+
+/// Writes the OCI `process` of an exec with a terminal: the container's own
+/// process (capabilities, rlimits, no_new_privileges) with the exec's args,
+/// env, cwd and user, and `terminal: true`.
+fn tty_process_file(
+    monitor: &Monitor,
+    exec_id: &str,
+    spec: &ExecSpec,
+) -> Result<std::path::PathBuf, String> {
+    let bundle = monitor.config.bundle.join("config.json");
+    let text =
+        std::fs::read(&bundle).map_err(|e| format!("cannot read {}: {e}", bundle.display()))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| format!("invalid {}: {e}", bundle.display()))?;
+    let mut process = config.get("process").cloned().unwrap_or_default();
+    let Some(fields) = process.as_object_mut() else {
+        return Err(format!("{} has no process", bundle.display()));
+    };
+    fields.insert("terminal".into(), true.into());
+    fields.insert("args".into(), serde_json::json!(spec.args));
+    fields.insert("env".into(), serde_json::json!(spec.env));
+    fields.remove("consoleSize");
+    if !spec.cwd.is_empty() {
+        fields.insert("cwd".into(), spec.cwd.clone().into());
+    }
+    if let Some(user) = fields.get_mut("user").and_then(|u| u.as_object_mut()) {
+        if let Some(uid) = spec.uid {
+            user.insert("uid".into(), uid.into());
+        }
+        if let Some(gid) = spec.gid {
+            user.insert("gid".into(), gid.into());
+        }
+    }
+    let path = monitor
+        .config
+        .run_dir
+        .join(format!("exec-{}.json", &exec_id[..exec_id.len().min(12)]));
+    std::fs::write(&path, process.to_string())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
 }
 
 async fn exec(

@@ -137,6 +137,8 @@ const CASES: &[Case] = &[
             Step("exec ex sh -c 'echo out; echo err >&2; exit 4'", All),
             Step("exec -e B=2 -w /www ex sh -c 'echo $B; pwd'", All),
             Step("exec ex no-such-program", All),
+            Step("exec -t ex tty", All),
+            Step("exec ex /etc/passwd", All),
             Step("exec nosuch true", All),
             Step("pause ex", Code),
             Step("exec ex true", All),

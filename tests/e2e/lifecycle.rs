@@ -91,19 +91,19 @@ fn exec_with_a_pty_and_exit_code() {
 fn pause_freezes_and_unpause_thaws() {
     require_root!();
     let engine = Engine::start();
-    engine.ok(&["run", "-d", "--name", "p", "hello", "sleep", "1000"]);
-    engine.ok(&["pause", "p"]);
+    engine.ok(&["run", "-d", "--name", "paused", "hello", "sleep", "1000"]);
+    engine.ok(&["pause", "paused"]);
     assert_eq!(
-        engine.ok(&["inspect", "-f", "{{.State.Status}}", "p"]),
+        engine.ok(&["inspect", "-f", "{{.State.Status}}", "paused"]),
         "paused"
     );
-    assert!(!engine.docker(&["exec", "p", "true"]).status.success());
-    engine.ok(&["unpause", "p"]);
+    assert!(!engine.docker(&["exec", "paused", "true"]).status.success());
+    engine.ok(&["unpause", "paused"]);
     assert_eq!(
-        engine.ok(&["inspect", "-f", "{{.State.Status}}", "p"]),
+        engine.ok(&["inspect", "-f", "{{.State.Status}}", "paused"]),
         "running"
     );
-    engine.ok(&["exec", "p", "true"]);
+    engine.ok(&["exec", "paused", "true"]);
 }
 
 #[test]
@@ -207,12 +207,12 @@ fn live_restore_after_engine_kill() {
 fn rename_and_name_conflicts() {
     require_root!();
     let engine = Engine::start();
-    engine.ok(&["create", "--name", "a", "hello"]);
-    let out = engine.docker(&["create", "--name", "a", "hello"]);
+    engine.ok(&["create", "--name", "first", "hello"]);
+    let out = engine.docker(&["create", "--name", "first", "hello"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is already in use"));
-    engine.ok(&["rename", "a", "b"]);
-    engine.ok(&["create", "--name", "a", "hello"]);
+    engine.ok(&["rename", "first", "second"]);
+    engine.ok(&["create", "--name", "first", "hello"]);
     assert_eq!(
         engine
             .ok(&["ps", "-a", "--format", "{{.Names}}"])

@@ -91,19 +91,19 @@ fn exec_with_a_pty_and_exit_code() {
 fn pause_freezes_and_unpause_thaws() {
     require_root!();
     let engine = Engine::start();
-    engine.ok(&["run", "-d", "--name", "pz", "hello", "sleep", "1000"]);
-    engine.ok(&["pause", "pz"]);
+    engine.ok(&["run", "-d", "--name", "paused", "hello", "sleep", "1000"]);
+    engine.ok(&["pause", "paused"]);
     assert_eq!(
-        engine.ok(&["inspect", "-f", "{{.State.Status}}", "pz"]),
+        engine.ok(&["inspect", "-f", "{{.State.Status}}", "paused"]),
         "paused"
     );
-    assert!(!engine.docker(&["exec", "pz", "true"]).status.success());
-    engine.ok(&["unpause", "pz"]);
+    assert!(!engine.docker(&["exec", "paused", "true"]).status.success());
+    engine.ok(&["unpause", "paused"]);
     assert_eq!(
-        engine.ok(&["inspect", "-f", "{{.State.Status}}", "pz"]),
+        engine.ok(&["inspect", "-f", "{{.State.Status}}", "paused"]),
         "running"
     );
-    engine.ok(&["exec", "pz", "true"]);
+    engine.ok(&["exec", "paused", "true"]);
 }
 
 #[test]
@@ -207,17 +207,12 @@ fn live_restore_after_engine_kill() {
 fn rename_and_name_conflicts() {
     require_root!();
     let engine = Engine::start();
-    engine.ok(&["create", "--name", "aa", "hello"]);
-    let out = engine.docker(&["create", "--name", "aa", "hello"]);
+    engine.ok(&["create", "--name", "first", "hello"]);
+    let out = engine.docker(&["create", "--name", "first", "hello"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is already in use"));
-    engine.ok(&["rename", "aa", "bb"]);
-    engine.ok(&["create", "--name", "aa", "hello"]);
-    // Docker's pattern needs two characters at least.
-    assert!(!engine
-        .docker(&["create", "--name", "a", "hello"])
-        .status
-        .success());
+    engine.ok(&["rename", "first", "second"]);
+    engine.ok(&["create", "--name", "first", "hello"]);
     assert_eq!(
         engine
             .ok(&["ps", "-a", "--format", "{{.Names}}"])

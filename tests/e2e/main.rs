@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod bollard_client;
+mod differential;
 mod leaks;
 mod lifecycle;
 mod limits;

@@ -29,6 +29,7 @@ fn exit_codes_follow_docker() {
     assert_eq!(code(&["run", "--rm", "hello", "/etc/passwd"]), Some(126));
     // Behind --init, the shell is not PID 1, so a SIGKILL reaches it.
     assert_eq!(
+        // Not PID 1 (which ignores signals it has no handler for): under --init.
         code(&["run", "--rm", "--init", "hello", "sh", "-c", "kill -9 $$"]),
         Some(137)
     );

@@ -15,6 +15,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod dockerd;
+pub use dockerd::Dockerd;
+
 /// Skips a test loudly (not silently passing) when it cannot run here.
 #[macro_export]
 macro_rules! require_root {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use crate::engine::exec::ExecConfig;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError};
 
 pub fn routes() -> Router<Arc<Engine>> {
     Router::new()
@@ -61,7 +61,15 @@ async fn start(
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?
     };
-    let (exec, session) = engine.exec_start(&id).await?;
+    let ((exec, session), on_upgrade) = match (engine.exec_start(&id).await, on_upgrade) {
+        (Ok(started), on_upgrade) => (started, on_upgrade),
+        // The process did not start: once upgraded, Docker says so on the stream.
+        (Err(EngineError::Runtime(message)), Some(on_upgrade)) if !body.detach => {
+            tokio::spawn(super::hijack::report_failure(on_upgrade, body.tty, message));
+            return Ok(response.unwrap_or_default());
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
     let tty = exec.config.tty || body.tty;
     let stdin = exec.config.attach_stdin;
     if body.detach || on_upgrade.is_none() {

@@ -124,6 +124,24 @@ where
     exit_code
 }
 
+/// Reports a failed exec start on the upgraded stream, as Docker does once
+/// the client has asked for an upgrade: the message on stdout, then EOF. The
+/// client then reads the exit code (126 or 127) from `GET /exec/{id}/json`.
+pub async fn report_failure(on_upgrade: hyper::upgrade::OnUpgrade, tty: bool, message: String) {
+    let mut io = match on_upgrade.await {
+        Ok(upgraded) => TokioIo::new(upgraded),
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let line = format!("{message}\r\n").into_bytes();
+    let bytes = if tty { line } else { frame(STDOUT, &line) };
+    let _ = io.write_all(&bytes).await;
+    let _ = io.flush().await;
+    let _ = io.shutdown().await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,14 +17,18 @@ pub struct Created {
     pub warnings: Vec<String>,
 }
 
-/// Docker's rules for the environment: image first, the request overriding by key.
+/// Docker's rules for the environment: the request's entries first, in its
+/// order, then the image's entries whose key the request does not set.
 fn merge_env(image: &[String], request: &[String]) -> Vec<String> {
-    let mut merged: Vec<String> = image.to_vec();
-    for entry in request {
-        let key = entry.split('=').next().unwrap_or(entry);
-        merged.retain(|e| e.split('=').next().unwrap_or(e) != key);
-        merged.push(entry.clone());
-    }
+    let key = |e: &String| e.split('=').next().unwrap_or_default().to_owned();
+    let mut merged: Vec<String> = request.to_vec();
+    let overridden: Vec<String> = request.iter().map(key).collect();
+    merged.extend(
+        image
+            .iter()
+            .filter(|e| !overridden.contains(&key(e)))
+            .cloned(),
+    );
     merged
 }
 
@@ -82,9 +86,10 @@ fn validate_host_config(host_config: &HostConfig) -> Result<(), EngineError> {
         )));
     }
     if policy != "on-failure" && host_config.restart_policy.maximum_retry_count != 0 {
-        return Err(EngineError::InvalidParameter(format!(
+        return Err(EngineError::InvalidParameter(
             "invalid restart policy: maximum retry count can only be used with 'on-failure'"
-        )));
+                .to_owned(),
+        ));
     }
     if host_config.restart_policy.maximum_retry_count < 0 {
         return Err(EngineError::InvalidParameter(
@@ -292,7 +297,7 @@ mod tests {
             &["PATH=/bin".into(), "A=1".into()],
             &["A=2".into(), "B=3".into()],
         );
-        assert_eq!(merged, vec!["PATH=/bin", "A=2", "B=3"]);
+        assert_eq!(merged, vec!["A=2", "B=3", "PATH=/bin"]);
     }
 
     #[test]

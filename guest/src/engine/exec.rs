@@ -56,15 +56,11 @@ impl Engine {
         let handle = self.container(key).await?;
         let record = handle.record.lock().await;
         if !record.state.running || record.state.status == "restarting" {
-            return Err(EngineError::Conflict(format!(
-                "container {} is not running",
-                record.id
-            )));
+            return Err(EngineError::NotRunning(record.id.clone()));
         }
         if record.state.paused {
             return Err(EngineError::Conflict(format!(
-                "container {} is paused, unpause the container before exec",
-                record.id
+                "Container {key} is paused, unpause the container before exec"
             )));
         }
         if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
@@ -111,10 +107,7 @@ impl Engine {
         let (spec, socket) = {
             let record = handle.record.lock().await;
             if !record.state.running {
-                return Err(EngineError::Conflict(format!(
-                    "container {} is not running",
-                    record.id
-                )));
+                return Err(EngineError::NotRunning(record.id.clone()));
             }
             let user = if snapshot.config.user.is_empty() {
                 record.config.user.clone()
@@ -172,11 +165,15 @@ impl Engine {
             }
             Err(e) => {
                 let message = e.to_string();
-                exec.exit_code = Some(if message.contains("not found") {
-                    127
-                } else {
-                    126
-                });
+                exec.exit_code = Some(
+                    if message.contains("not found")
+                        || message.contains("no such file or directory")
+                    {
+                        127
+                    } else {
+                        126
+                    },
+                );
                 Err(EngineError::Runtime(message))
             }
         }

@@ -143,14 +143,15 @@ impl Engine {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect::<Vec<_>>()
                 .join(" ");
+            let times = ProcessTimes::read(pid);
             processes.push(vec![
-                field("Uid:"),
+                user_name(&field("Uid:")),
                 pid.to_string(),
                 field("PPid:"),
-                "0".to_owned(),
-                "-".to_owned(),
+                times.cpu_percent.to_string(),
+                times.start,
                 "?".to_owned(),
-                "00:00:00".to_owned(),
+                times.cpu,
                 cmd,
             ]);
         }
@@ -158,5 +159,66 @@ impl Engine {
             "Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
             "Processes": processes,
         }))
+    }
+}
+
+/// The name `ps` shows for a uid: the engine's own `/etc/passwd` entry, as
+/// `ps -ef` on Docker's host does, else the number.
+fn user_name(uid: &str) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == uid)
+        .map_or_else(|| uid.to_owned(), |f| f[0].to_owned())
+}
+
+/// The `C`, `STIME` and `TIME` columns of `ps -ef` for one process.
+struct ProcessTimes {
+    cpu_percent: u64,
+    start: String,
+    cpu: String,
+}
+
+impl ProcessTimes {
+    fn read(pid: u32) -> ProcessTimes {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the parenthesised comm: state is field 3.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let at = |n: usize| fields.get(n - 4).copied().unwrap_or(0);
+        // SAFETY: sysconf has no preconditions.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+            .ok()
+            .filter(|h| *h > 0)
+            .unwrap_or(100);
+        let cpu_secs = (at(14) + at(15)) / hz;
+        let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|u| u.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        let started_after_boot = at(22) / hz;
+        let elapsed = (uptime as u64).saturating_sub(started_after_boot).max(1);
+        let now = chrono::Utc::now();
+        let start = now - chrono::Duration::seconds(i64::try_from(elapsed).unwrap_or(0));
+        let start = if now.date_naive() == start.date_naive() {
+            start.format("%H:%M").to_string()
+        } else {
+            start.format("%b%d").to_string()
+        };
+        ProcessTimes {
+            cpu_percent: cpu_secs * 100 / elapsed,
+            start,
+            cpu: format!(
+                "{:02}:{:02}:{:02}",
+                cpu_secs / 3600,
+                cpu_secs / 60 % 60,
+                cpu_secs % 60
+            ),
+        }
     }
 }

@@ -92,7 +92,7 @@ fn matches(record: &ContainerRecord, filters: &Filters) -> Result<bool, EngineEr
             "name" => values
                 .iter()
                 .any(|v| record.name.contains(v.trim_start_matches('/'))),
-            "status" => values.iter().any(|v| *v == record.state.status),
+            "status" => values.contains(&record.state.status),
             "exited" => values.iter().any(|v| {
                 record.state.status == "exited" && v.parse() == Ok(record.state.exit_code)
             }),
@@ -103,7 +103,7 @@ fn matches(record: &ContainerRecord, filters: &Filters) -> Result<bool, EngineEr
             "ancestor" => values
                 .iter()
                 .any(|v| record.config.image == *v || record.image.contains(v.as_str())),
-            "network" => values.iter().any(|v| record.host_config.network_mode == *v),
+            "network" => values.contains(&record.host_config.network_mode),
             "volume" => values.iter().any(|v| {
                 record
                     .mounts
@@ -163,8 +163,15 @@ fn summary(record: &ContainerRecord) -> Value {
     let created = chrono::DateTime::parse_from_rfc3339(&record.created)
         .map(|t| t.timestamp())
         .unwrap_or(0);
+    // Docker quotes the arguments holding a space, and only those.
     let mut command = vec![record.path.clone()];
-    command.extend(record.args.iter().cloned());
+    command.extend(record.args.iter().map(|a| {
+        if a.contains(' ') {
+            format!("'{a}'")
+        } else {
+            a.clone()
+        }
+    }));
     let mode = match record.host_config.network_mode.as_str() {
         "default" | "" => "bridge".to_owned(),
         other => other.to_owned(),

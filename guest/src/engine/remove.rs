@@ -83,10 +83,13 @@ impl Engine {
             ));
         }
         if let Some(id) = registry.names.get(&new_name) {
-            return Err(EngineError::NameInUse {
+            let in_use = EngineError::NameInUse {
                 name: new_name,
                 id: id.clone(),
-            });
+            };
+            return Err(EngineError::Conflict(format!(
+                "Error when allocating new name: {in_use}"
+            )));
         }
         let old = std::mem::replace(&mut record.name, new_name.clone());
         if let Err(e) = self.save(&record) {

@@ -45,6 +45,7 @@ pub struct ImageConfig {
     pub volumes: Option<BTreeMap<String, EmptyObject>>,
     pub working_dir: String,
     pub labels: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub stop_signal: String,
     /// Fields the engine does not act on (`Healthcheck`, `Shell`, `OnBuild`…),
     /// kept for `inspect`.

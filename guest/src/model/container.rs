@@ -151,6 +151,13 @@ pub struct HostConfig {
     pub nano_cpus: i64,
     pub cgroup_parent: String,
     pub blkio_weight: u16,
+    pub blkio_weight_device: Option<Vec<Value>>,
+    pub blkio_device_read_bps: Option<Vec<Value>>,
+    pub blkio_device_write_bps: Option<Vec<Value>>,
+    #[serde(rename = "BlkioDeviceReadIOps")]
+    pub blkio_device_read_iops: Option<Vec<Value>>,
+    #[serde(rename = "BlkioDeviceWriteIOps")]
+    pub blkio_device_write_iops: Option<Vec<Value>>,
     pub cpu_period: i64,
     pub cpu_quota: i64,
     pub cpu_realtime_period: i64,
@@ -158,14 +165,26 @@ pub struct HostConfig {
     pub cpuset_cpus: String,
     pub cpuset_mems: String,
     pub devices: Option<Vec<Value>>,
+    pub device_cgroup_rules: Option<Vec<String>>,
+    pub device_requests: Option<Vec<Value>>,
     pub memory_reservation: i64,
     pub memory_swap: i64,
     pub memory_swappiness: Option<i64>,
     pub oom_kill_disable: Option<bool>,
     pub pids_limit: Option<i64>,
     pub ulimits: Option<Vec<Value>>,
-    #[serde(deserialize_with = "null_default")]
+    pub cpu_count: i64,
+    pub cpu_percent: i64,
+    #[serde(rename = "IOMaximumIOps")]
+    pub io_maximum_iops: u64,
+    #[serde(rename = "IOMaximumBandwidth")]
+    pub io_maximum_bandwidth: u64,
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub mounts: Vec<Mount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<bool>,
     pub masked_paths: Option<Vec<String>>,
     pub readonly_paths: Option<Vec<String>>,

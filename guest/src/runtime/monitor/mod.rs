@@ -196,7 +196,7 @@ fn setup(config: &MonitorConfig) -> Result<Created, MonitorError> {
 /// The bind mounts of the bundle's spec (binds, volumes, `/etc` files), for
 /// the executable check; none when the spec cannot be read (libcontainer
 /// will report that).
-fn spec_binds(bundle: &Path) -> Vec<rootfs::Bind> {
+pub(super) fn spec_binds(bundle: &Path) -> Vec<rootfs::Bind> {
     let spec = match oci_spec::runtime::Spec::load(bundle.join("config.json")) {
         Ok(spec) => spec,
         Err(e) => {

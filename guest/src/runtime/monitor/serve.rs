@@ -24,6 +24,7 @@ use super::output::{Output, SharedOutput, Subscriber};
 use super::protocol::{ExecSpec, ExitInfo, MonitorConfig, Reply, Request, FRAME_EXIT};
 use super::stdio::{self, ChildStdio, Stdio};
 use super::{Created, MonitorError};
+use crate::runtime::rootfs;
 
 /// A running exec session, waiting for its process to end.
 struct ExecWaiter {
@@ -525,7 +526,15 @@ async fn exec(
     }
     let (pid, stdio) = match spawn_exec(monitor, &exec_id, &spec) {
         Ok(spawned) => spawned,
-        Err(e) => return reply(&mut writer, &Reply::error(e)).await,
+        Err(e) => {
+            // Docker's words for a command that is missing or not executable,
+            // checked only once the exec failed: a volume can hold it.
+            let binds = super::spec_binds(&monitor.config.bundle);
+            let e = rootfs::check_executable(&monitor.config.rootfs, &binds, &spec.args, &spec.env)
+                .err()
+                .map_or(e, |docker| docker.to_string());
+            return reply(&mut writer, &Reply::error(e)).await;
+        }
     };
     let (done_tx, done_rx) = oneshot::channel();
     match monitor.early_exits.borrow_mut().remove(&pid) {

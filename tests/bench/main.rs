@@ -18,6 +18,7 @@
 //! quick try; published numbers use the defaults).
 
 mod api;
+mod crun;
 mod machine;
 mod report;
 mod runtime;
@@ -64,8 +65,8 @@ fn parse_args() -> Result<Args> {
 }
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some(runtime::HELPER_ARG) {
-        return match runtime::crun_helper() {
+    if std::env::args().nth(1).as_deref() == Some(crun::HELPER_ARG) {
+        return match crun::crun_helper() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 println!("error {e:#}");

@@ -29,7 +29,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -38,11 +38,11 @@ use vmctl_guest::model::container::{Config, HostConfig};
 use vmctl_guest::runtime::monitor::protocol::{ExitInfo, MonitorConfig, Reply, Request, READY};
 use vmctl_guest::runtime::spec::{self, EtcFiles, NetNs, SpecInput};
 
+use crate::crun::CrunHelper;
 use crate::machine::on_path;
 use crate::report::{Derived, Report, Series};
 
 const BUSYBOX: &str = "/bin/busybox";
-const UNIFIED: &str = "/sys/fs/cgroup/unified";
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The shell line that makes crun usable here (VM-RECIPE.md).
 const CRUN_WRAPPER: &str = "umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"";
@@ -553,113 +553,4 @@ fn cgroup_hierarchies() -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|p| p.is_dir())
         .collect()
-}
-
-/// A copy of this program in a private mount namespace without
-/// `/sys/fs/cgroup/unified`, running crun on request and timing it there.
-///
-/// Protocol on its stdin/stdout: `STATE\tBUNDLE\tID` in, `ok NANOS` or
-/// `error TEXT` out; the first line out is `ready`.
-struct CrunHelper {
-    child: Child,
-    input: ChildStdin,
-    output: BufReader<ChildStdout>,
-}
-
-/// The argument that turns `vmctl-bench` into the crun helper.
-pub const HELPER_ARG: &str = "__crun-helper";
-
-impl CrunHelper {
-    fn start() -> Result<CrunHelper> {
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new("unshare")
-            .args(["-m", "--propagation", "private"])
-            .arg(exe)
-            .arg(HELPER_ARG)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("cannot start the crun helper")?;
-        let input = child.stdin.take().context("helper stdin")?;
-        let mut output = BufReader::new(child.stdout.take().context("helper stdout")?);
-        let mut line = String::new();
-        output.read_line(&mut line)?;
-        if line.trim_end() != "ready" {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("crun helper did not start: {}", line.trim_end());
-        }
-        Ok(CrunHelper {
-            child,
-            input,
-            output,
-        })
-    }
-
-    fn run(&mut self, state: &Path, bundle: &Path, id: &str) -> Result<Duration> {
-        writeln!(
-            self.input,
-            "{}\t{}\t{id}",
-            state.display(),
-            bundle.display()
-        )?;
-        let mut line = String::new();
-        self.output.read_line(&mut line)?;
-        let line = line.trim_end();
-        let Some(nanos) = line.strip_prefix("ok ") else {
-            bail!("crun failed: {line}");
-        };
-        Ok(Duration::from_nanos(nanos.parse()?))
-    }
-
-    fn stop(mut self) {
-        drop(self.input);
-        let _ = self.child.wait();
-    }
-}
-
-/// The helper's side: already in a private mount namespace (`unshare -m`).
-pub fn crun_helper() -> Result<()> {
-    if Path::new(UNIFIED).exists() {
-        let path = CString::new(UNIFIED)?;
-        // SAFETY: a valid NUL-terminated path; affects only this private mount namespace.
-        let rc = unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
-        if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-            println!(
-                "cannot unmount {UNIFIED}: {}",
-                std::io::Error::last_os_error()
-            );
-            return Ok(());
-        }
-    }
-    println!("ready");
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let line = line?;
-        let fields: Vec<&str> = line.split('\t').collect();
-        let [state, bundle, id] = fields[..] else {
-            println!("error bad request {line:?}");
-            continue;
-        };
-        let mut command = Command::new("crun");
-        command
-            .args(["--root", state, "run", "--bundle", bundle, id])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let start = Instant::now();
-        let out = command.output();
-        let took = start.elapsed();
-        match out {
-            Ok(out) if out.status.success() => println!("ok {}", took.as_nanos()),
-            Ok(out) => println!(
-                "error {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).replace('\n', " ")
-            ),
-            Err(e) => println!("error cannot run crun: {e}"),
-        }
-        std::io::stdout().flush()?;
-    }
-    Ok(())
 }

@@ -7,7 +7,9 @@
 //! data root, exec root, pidfile and socket, in a private mount and network
 //! namespace (so it never touches the machine's network), with the same
 //! `hello` tarball loaded. Both get the same CLI binary and a fresh
-//! `DOCKER_CONFIG`. Runs are interleaved, one of each per round.
+//! `DOCKER_CONFIG`. Runs are interleaved, one of each per round, in a
+//! rotating order. Two floor rows time `docker version` against each engine:
+//! what the CLI and one API round trip cost before any container work.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,13 +22,14 @@ use crate::report::{Report, Series};
 
 /// The measured command.
 const RUN: [&str; 6] = ["run", "--rm", "--network", "none", "hello", "true"];
+/// The CLI floor: the docker binary and one API call.
+const VERSION: [&str; 3] = ["version", "--format", "{{.Server.Version}}"];
 
 /// Runs the benchmark.
 pub fn run(runs: usize, warmups: usize) -> Result<Report> {
     let args = &RUN[..];
     let mut skipped = Vec::new();
     let engine = vmctl_tests::Engine::start();
-    let vmctl = |engine: &vmctl_tests::Engine| time_docker(engine.docker_cmd(), args);
     let dockerd = if !on_path("dockerd") {
         skipped.push((
             "dockerd".to_owned(),
@@ -42,27 +45,47 @@ pub fn run(runs: usize, warmups: usize) -> Result<Report> {
             }
         }
     };
-    let mut series = vec![Series::new("vmctl", "vmctl-guest serve, harness-style")];
+    // (series name, what, which engine, which command); the CLI floors time
+    // the docker binary plus one API round trip (`docker version`).
+    let mut plan: Vec<(&str, &str, bool, &[&str])> =
+        vec![("vmctl", "vmctl-guest serve, harness-style", true, args)];
     if dockerd.is_some() {
-        series.push(Series::new("dockerd", "Debian dockerd + containerd + runc"));
+        plan.push(("dockerd", "Debian dockerd + containerd + runc", false, args));
     }
+    plan.push((
+        "floor: CLI → vmctl",
+        "docker version (CLI + one API call)",
+        true,
+        &VERSION,
+    ));
+    if dockerd.is_some() {
+        plan.push((
+            "floor: CLI → dockerd",
+            "docker version (CLI + one API call)",
+            false,
+            &VERSION,
+        ));
+    }
+    let mut series: Vec<Series> = plan
+        .iter()
+        .map(|(name, note, ..)| Series::new(name, note))
+        .collect();
     let outcome = (|| -> Result<()> {
         if let Some(dockerd) = &dockerd {
             dockerd.load(&vmctl_tests::builtin_images().join("hello.tar"))?;
         }
         for round in 0..warmups + runs {
-            let vmctl_first = round % 2 == 0;
-            let mut pair = [None, None];
-            for k in 0..2 {
-                if (k == 0) == vmctl_first {
-                    pair[0] = Some(vmctl(&engine).context("vmctl")?);
-                } else if let Some(dockerd) = &dockerd {
-                    pair[1] = Some(time_docker(dockerd.docker_cmd(), args).context("dockerd")?);
-                }
-            }
-            if round >= warmups {
-                for (series, took) in series.iter_mut().zip(pair.into_iter().flatten()) {
-                    series.samples.push(took);
+            for k in 0..plan.len() {
+                let index = (round + k) % plan.len();
+                let (name, _, ours, command) = plan[index];
+                let docker = match (&dockerd, ours) {
+                    (_, true) => engine.docker_cmd(),
+                    (Some(dockerd), false) => dockerd.docker_cmd(),
+                    (None, false) => continue,
+                };
+                let took = time_docker(docker, command).context(name)?;
+                if round >= warmups {
+                    series[index].samples.push(took);
                 }
             }
         }

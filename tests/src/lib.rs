@@ -46,14 +46,17 @@ pub fn missing_prerequisite() -> Option<String> {
 
 const BUSYBOX: &str = "/bin/busybox";
 
-/// The directory holding the workspace's built binaries (`target/debug`).
+/// The directory holding the workspace's built binaries (`target/debug` or
+/// `target/release`), from a test (`deps/`) or from a binary beside them.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/debug/deps/e2e-xxxx → target/debug
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_owned()
+    let dir = exe.parent().expect("target dir");
+    // target/debug/deps/e2e-xxxx → target/debug; target/release/vmctl-bench → target/release
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir.parent().expect("target dir").to_owned()
+    } else {
+        dir.to_owned()
+    }
 }
 
 /// Path of a workspace binary; panics with the command that builds it.

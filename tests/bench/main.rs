@@ -1,0 +1,119 @@
+//! `vmctl-bench`: vmctl side by side with its peers, on the same work, in the
+//! same run.
+//!
+//! ```text
+//! vmctl-bench [all|runtime|api]... [--json FILE] [--runs N] [--warmups N]
+//! ```
+//!
+//! - `runtime` ([`runtime`]): `/bin/true` start→exit through vmctl's monitor,
+//!   runc and crun (50 runs after 5 warmups).
+//! - `api` ([`api`]): `docker run --rm --network none hello true` against
+//!   vmctl-guest and Debian's dockerd (30 runs after 3 warmups).
+//!
+//! Each benchmark prints a table (median, min, max, ratio to the reference)
+//! and `--json` writes every sample with the machine facts and tool versions.
+//! A missing peer is skipped with a printed reason. No result is a pass or a
+//! fail: goals are reported as met or missed, the exit code only says whether
+//! the benchmark could run. `--runs`/`--warmups` override the defaults (for a
+//! quick try; published numbers use the defaults).
+
+mod api;
+mod crun;
+mod machine;
+mod report;
+mod runtime;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+/// What to run and where to write, from the command line.
+#[derive(Debug, Default)]
+struct Args {
+    benches: Vec<String>,
+    json: Option<PathBuf>,
+    runs: Option<usize>,
+    warmups: Option<usize>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args::default();
+    let mut iter = std::env::args().skip(1);
+    while let Some(arg) = iter.next() {
+        let mut value = |flag: &str| iter.next().with_context(|| format!("{flag} needs a value"));
+        match arg.as_str() {
+            "--json" => args.json = Some(PathBuf::from(value("--json")?)),
+            "--runs" => args.runs = Some(value("--runs")?.parse()?),
+            "--warmups" => args.warmups = Some(value("--warmups")?.parse()?),
+            "all" => args.benches.extend(["runtime".into(), "api".into()]),
+            "runtime" | "api" => args.benches.push(arg),
+            "-h" | "--help" => {
+                println!(
+                    "usage: vmctl-bench [all|runtime|api]... [--json FILE] [--runs N] [--warmups N]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    if args.benches.is_empty() {
+        args.benches = vec!["runtime".into(), "api".into()];
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(crun::HELPER_ARG) {
+        return match crun::crun_helper() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("error {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vmctl-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args = parse_args()?;
+    if let Some(reason) = vmctl_tests::missing_prerequisite() {
+        println!("SKIPPED every benchmark: {reason}");
+        return Ok(());
+    }
+    let facts = machine::facts();
+    print!("{}", machine::describe(&facts));
+    let guest = vmctl_tests::binary("vmctl-guest");
+    let mut reports = Vec::new();
+    for bench in &args.benches {
+        let report = match bench.as_str() {
+            "runtime" => runtime::run(&guest, args.runs.unwrap_or(50), args.warmups.unwrap_or(5))?,
+            _ => api::run(args.runs.unwrap_or(30), args.warmups.unwrap_or(3))?,
+        };
+        print!("{}", report.table());
+        println!(
+            "load average now: {}",
+            machine::loadavg().unwrap_or_default()
+        );
+        reports.push(report);
+    }
+    if let Some(path) = &args.json {
+        let doc = json!({
+            "machine": facts,
+            "loadavg_after": machine::loadavg(),
+            "benches": reports.iter().map(report::Report::json).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("\nJSON written to {}", path.display());
+    }
+    Ok(())
+}

@@ -71,6 +71,7 @@ pub struct Created {
 /// Entry point of `vmctl-guest monitor CONFIG`. Reports `ready` or `error: …`
 /// on stdout, then serves until the container has exited.
 pub fn main(config_path: &Path) -> i32 {
+    tracing::debug!(config = %config_path.display(), "monitor starting");
     // Leave the engine's session: signals to its process group must not reach us.
     let _ = nix::unistd::setsid();
     let mut ready = std::io::stdout();
@@ -91,6 +92,7 @@ pub fn main(config_path: &Path) -> i32 {
             return 1;
         }
     };
+    tracing::debug!(id = %config.id, "container created");
     let _ = writeln!(ready, "{READY}");
     let _ = ready.flush();
     // The engine may go away; never die of a closed stdout.
@@ -142,6 +144,7 @@ fn setup(config: &MonitorConfig) -> Result<Created, MonitorError> {
         &config.args,
         &config.env,
     )?;
+    tracing::debug!(id = %config.id, "namespace and rootfs ready");
     let child = stdio::prepare(
         config.tty,
         config.open_stdin,

@@ -278,6 +278,7 @@ fn start(monitor: &Monitor) -> Reply {
     };
     match container.start() {
         Ok(()) => {
+            tracing::debug!(id = %monitor.config.id, "container started");
             let mut answer = Reply::ok();
             answer.pid = container.pid().map_or(0, |p| p.as_raw());
             monitor.init_pid.set(answer.pid);

@@ -39,6 +39,8 @@ struct Monitor {
     exit: RefCell<Option<ExitInfo>>,
     exited: Notify,
     waiters: RefCell<Vec<oneshot::Sender<ExitInfo>>>,
+    /// Set once the run was released: later `Wait`s are answered at once.
+    released: RefCell<Option<ExitInfo>>,
     output: SharedOutput,
     /// Where stdin goes: the stdin pipe, or the pty master.
     stdin: RefCell<Option<Rc<AsyncFdIo>>>,
@@ -105,6 +107,7 @@ async fn main_loop(created: Created) -> Result<(), MonitorError> {
         exit: RefCell::new(None),
         exited: Notify::new(),
         waiters: RefCell::new(Vec::new()),
+        released: RefCell::new(None),
         output,
         stdin: RefCell::new(stdin),
         tty_master,
@@ -161,6 +164,7 @@ async fn main_loop(created: Created) -> Result<(), MonitorError> {
     super::release(&monitor.config, monitor.container.borrow_mut().take());
     super::write_exit(&monitor.config, &exit);
     tracing::info!(id = %monitor.config.id, code = exit.exit_code, "container exited");
+    *monitor.released.borrow_mut() = Some(exit.clone());
     for waiter in monitor.waiters.borrow_mut().drain(..) {
         let _ = waiter.send(exit.clone());
     }
@@ -291,11 +295,18 @@ fn start(monitor: &Monitor) -> Reply {
 async fn wait(monitor: &Monitor, writer: &mut OwnedWriteHalf) -> std::io::Result<()> {
     reply(writer, &Reply::ok()).await?;
     // Answered once the run is over and released (after the init's exit);
-    // the engine falls back to exit.json if this connection just closes.
-    let (tx, rx) = oneshot::channel();
-    monitor.waiters.borrow_mut().push(tx);
-    let Ok(exit) = rx.await else {
-        return Ok(());
+    // a Wait that arrives after that (a very short run) is answered at once.
+    let released = monitor.released.borrow().clone();
+    let exit = match released {
+        Some(exit) => exit,
+        None => {
+            let (tx, rx) = oneshot::channel();
+            monitor.waiters.borrow_mut().push(tx);
+            match rx.await {
+                Ok(exit) => exit,
+                Err(_) => return Ok(()),
+            }
+        }
     };
     let mut line = serde_json::to_vec(&exit).map_err(std::io::Error::other)?;
     line.push(b'\n');

@@ -90,15 +90,7 @@ async fn list(
 
 async fn prune(State(engine): State<Arc<Engine>>) -> ApiResult<Json<Value>> {
     let mut deleted = Vec::new();
-    let handles: Vec<_> = engine
-        .containers
-        .read()
-        .await
-        .by_id
-        .values()
-        .cloned()
-        .collect();
-    for handle in handles {
+    for handle in engine.handles().await {
         let (id, running) = {
             let record = handle.record.lock().await;
             (record.id.clone(), record.state.running)

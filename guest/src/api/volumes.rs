@@ -68,54 +68,11 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Volume names to the ids of the containers that mount them.
-async fn users(engine: &Engine) -> BTreeMap<String, Vec<String>> {
-    let handles: Vec<_> = engine
-        .containers
-        .read()
-        .await
-        .by_id
-        .values()
-        .cloned()
-        .collect();
-    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for handle in handles {
-        let record = handle.record.lock().await;
-        for mount in record.mounts.iter().filter(|m| m.kind == "volume") {
-            users
-                .entry(mount.name.clone())
-                .or_default()
-                .push(record.id.clone());
-        }
-    }
-    users
-}
-
-/// Parses Docker's `filters` JSON: `{"key":{"value":true}}` or the old
-/// `{"key":["value"]}`.
+/// Docker's `filters` JSON, parsed by the engine's one parser.
 fn parse_filters(raw: Option<&str>) -> ApiResult<BTreeMap<String, Vec<String>>> {
-    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
-        return Ok(BTreeMap::new());
-    };
-    let value: BTreeMap<String, Value> = serde_json::from_str(raw)
-        .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
-    let mut filters = BTreeMap::new();
-    for (key, values) in value {
-        let list: Vec<String> = match values {
-            Value::Object(map) => map
-                .into_iter()
-                .filter(|(_, on)| on == &json!(true))
-                .map(|(k, _)| k)
-                .collect(),
-            Value::Array(items) => items
-                .into_iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-            _ => return Err(ApiError::bad_request(format!("invalid filter '{key}'"))),
-        };
-        filters.insert(key, list);
-    }
-    Ok(filters)
+    Ok(crate::engine::list::parse_filters(raw)?
+        .into_iter()
+        .collect())
 }
 
 /// A boolean filter value (`true`/`1`, `false`/`0`).
@@ -164,7 +121,7 @@ async fn list(
         parse_filters(query.filters.as_deref())?,
         &["name", "label", "driver", "dangling"],
     )?;
-    let in_use: HashSet<String> = users(&engine).await.into_keys().collect();
+    let in_use: HashSet<String> = engine.volume_users().await.into_keys().collect();
     let volumes = blocking(move || Ok(engine.volumes.list(&filters, &in_use))).await?;
     Ok(Json(json!({ "Volumes": volumes, "Warnings": [] })))
 }
@@ -209,7 +166,11 @@ async fn remove(
 ) -> ApiResult<StatusCode> {
     let Query(query) = query?;
     let force = query_bool(query.force.as_deref());
-    let users = users(&engine).await.remove(&name).unwrap_or_default();
+    let users = engine
+        .volume_users()
+        .await
+        .remove(&name)
+        .unwrap_or_default();
     let store = engine.clone();
     let target = name.clone();
     let removed = blocking(move || store.volumes.remove(&target, force, &users)).await?;
@@ -228,7 +189,7 @@ async fn prune(
         parse_filters(query.filters.as_deref())?,
         &["label", "label!", "all"],
     )?;
-    let in_use: HashSet<String> = users(&engine).await.into_keys().collect();
+    let in_use: HashSet<String> = engine.volume_users().await.into_keys().collect();
     let store = engine.clone();
     let report = blocking(move || Ok(store.volumes.prune(&filters, &in_use))).await?;
     for name in &report.deleted {

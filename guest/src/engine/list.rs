@@ -73,7 +73,11 @@ pub fn parse_filters(text: Option<&str>) -> Result<Filters, EngineError> {
                 .iter()
                 .filter_map(|v| v.as_str().map(str::to_owned))
                 .collect(),
-            Value::Object(items) => items.keys().cloned().collect(),
+            Value::Object(items) => items
+                .iter()
+                .filter(|(_, on)| **on == Value::Bool(true))
+                .map(|(k, _)| k.clone())
+                .collect(),
             _ => {
                 return Err(EngineError::InvalidParameter(format!(
                     "invalid filter '{key}'"
@@ -132,14 +136,7 @@ impl Engine {
         filters: &Filters,
         limit: Option<usize>,
     ) -> Result<Vec<Value>, EngineError> {
-        let handles: Vec<_> = self
-            .containers
-            .read()
-            .await
-            .by_id
-            .values()
-            .cloned()
-            .collect();
+        let handles = self.handles().await;
         let mut records = Vec::new();
         for handle in handles {
             let record = handle.record.lock().await.clone();

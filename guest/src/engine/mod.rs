@@ -158,6 +158,32 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Every container, as of now (the registry lock is not held after).
+    pub async fn handles(&self) -> Vec<Arc<ContainerHandle>> {
+        self.containers
+            .read()
+            .await
+            .by_id
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Volume names to the ids of the containers that mount them.
+    pub async fn volume_users(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut users: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for handle in self.handles().await {
+            let record = handle.record.lock().await;
+            for mount in record.mounts.iter().filter(|m| m.kind == "volume") {
+                users
+                    .entry(mount.name.clone())
+                    .or_default()
+                    .push(record.id.clone());
+            }
+        }
+        users
+    }
+
     /// Looks a container up by id, id prefix or name.
     pub async fn container(&self, key: &str) -> Result<Arc<ContainerHandle>, EngineError> {
         self.containers.read().await.find(key)

@@ -108,23 +108,13 @@ impl Engine {
 
     /// Removes the anonymous volumes a removed container had.
     async fn remove_anonymous_volumes(&self, record: &super::ContainerRecord) {
-        let mut users: std::collections::HashSet<String> = std::collections::HashSet::new();
-        for handle in self.containers.read().await.by_id.values() {
-            let other = handle.record.lock().await;
-            users.extend(
-                other
-                    .mounts
-                    .iter()
-                    .filter(|m| m.kind == "volume")
-                    .map(|m| m.name.clone()),
-            );
-        }
+        let users = self.volume_users().await;
         for mount in record.mounts.iter().filter(|m| m.kind == "volume") {
             let anonymous = self
                 .volumes
                 .get(&mount.name)
                 .is_ok_and(|v| v.labels.contains_key(crate::volume::ANONYMOUS_LABEL));
-            if !anonymous || users.contains(&mount.name) {
+            if !anonymous || users.contains_key(&mount.name) {
                 continue;
             }
             match self.volumes.remove(&mount.name, false, &[]) {

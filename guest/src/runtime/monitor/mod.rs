@@ -29,7 +29,7 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use super::rootfs::{self, RootfsError};
 use protocol::{ExitInfo, MonitorConfig, FAILED, READY};
-use stdio::{ChildStdio, Stdio, StdioError};
+use stdio::{Stdio, StdioError};
 
 /// Errors of setting a container up.
 #[derive(Debug, thiserror::Error)]
@@ -150,44 +150,17 @@ fn setup(config: &MonitorConfig) -> Result<Created, MonitorError> {
         config.open_stdin,
         &config.run_dir.join("console.sock"),
     )?;
-    let mut builder = ContainerBuilder::new(config.id.clone(), SyscallType::default())
+    let builder = ContainerBuilder::new(config.id.clone(), SyscallType::default())
         .with_root_path(&config.runtime_root)
         .map_err(MonitorError::Create)?;
-    /// The monitor's side of stdio, before the pty master is received.
-    enum Pending {
-        Ready(Stdio),
-        Console(UnixListener),
-    }
-    let pending = match child {
-        ChildStdio::Pipes {
-            stdin,
-            stdout,
-            stderr,
-            keep,
-        } => {
-            builder = builder
-                .with_stdin(stdin)
-                .with_stdout(stdout)
-                .with_stderr(stderr);
-            Pending::Ready(keep)
-        }
-        ChildStdio::Console { listener, path } => {
-            builder = builder.with_console_socket(Some(&path));
-            Pending::Console(listener)
-        }
-    };
+    let (builder, pending) = child.apply(builder);
     let container = builder
         .as_init(&config.bundle)
         .with_systemd(false)
         .with_detach(true)
         .build()
         .map_err(MonitorError::Create)?;
-    let stdio = match pending {
-        Pending::Ready(stdio) => stdio,
-        Pending::Console(listener) => Stdio::Tty {
-            master: stdio::receive_master(&listener)?,
-        },
-    };
+    let stdio = pending.finish()?;
     Ok(Created {
         config: config.clone(),
         container,

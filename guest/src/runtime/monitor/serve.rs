@@ -22,7 +22,7 @@ use tokio::task::{spawn_local, JoinHandle, LocalSet};
 use super::fdio::AsyncFdIo;
 use super::output::{Output, SharedOutput, Subscriber};
 use super::protocol::{ExecSpec, ExitInfo, MonitorConfig, Reply, Request, FRAME_EXIT};
-use super::stdio::{self, ChildStdio, Stdio};
+use super::stdio::{self, Stdio};
 use super::{Created, MonitorError};
 use crate::runtime::rootfs;
 
@@ -427,27 +427,10 @@ fn spawn_exec(monitor: &Monitor, exec_id: &str, spec: &ExecSpec) -> Result<(i32,
         .run_dir
         .join(format!("exec-{}.sock", &exec_id[..exec_id.len().min(12)]));
     let child = stdio::prepare(spec.tty, spec.stdin, &console).map_err(|e| e.to_string())?;
-    let mut builder = ContainerBuilder::new(monitor.config.id.clone(), SyscallType::default())
+    let builder = ContainerBuilder::new(monitor.config.id.clone(), SyscallType::default())
         .with_root_path(&monitor.config.runtime_root)
         .map_err(|e| e.to_string())?;
-    let (keep, listener) = match child {
-        ChildStdio::Pipes {
-            stdin,
-            stdout,
-            stderr,
-            keep,
-        } => {
-            builder = builder
-                .with_stdin(stdin)
-                .with_stdout(stdout)
-                .with_stderr(stderr);
-            (Some(keep), None)
-        }
-        ChildStdio::Console { listener, path } => {
-            builder = builder.with_console_socket(Some(&path));
-            (None, Some(listener))
-        }
-    };
+    let (builder, pending) = child.apply(builder);
     let process_path = monitor
         .config
         .run_dir
@@ -459,13 +442,7 @@ fn spawn_exec(monitor: &Monitor, exec_id: &str, spec: &ExecSpec) -> Result<(i32,
         .with_detach(true)
         .build()
         .map_err(|e| format!("exec failed: {e}"))?;
-    let stdio = match (keep, listener) {
-        (Some(keep), _) => keep,
-        (None, Some(listener)) => Stdio::Tty {
-            master: stdio::receive_master(&listener).map_err(|e| e.to_string())?,
-        },
-        (None, None) => return Err("exec stdio missing".to_owned()),
-    };
+    let stdio = pending.finish().map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&console);
     let _ = std::fs::remove_file(&process_path);
     Ok((pid.as_raw(), stdio))

@@ -6,6 +6,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+use libcontainer::container::builder::ContainerBuilder;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 /// What the monitor keeps of a process's stdio.
@@ -34,6 +35,49 @@ pub enum ChildStdio {
         listener: UnixListener,
         path: PathBuf,
     },
+}
+
+/// The monitor's side of stdio once the builder has the process's side:
+/// ready, or a pty master still to be received on the console socket.
+pub enum Pending {
+    Ready(Stdio),
+    Console(UnixListener),
+}
+
+impl ChildStdio {
+    /// Gives the process's side to libcontainer's builder.
+    pub fn apply(self, builder: ContainerBuilder) -> (ContainerBuilder, Pending) {
+        match self {
+            ChildStdio::Pipes {
+                stdin,
+                stdout,
+                stderr,
+                keep,
+            } => (
+                builder
+                    .with_stdin(stdin)
+                    .with_stdout(stdout)
+                    .with_stderr(stderr),
+                Pending::Ready(keep),
+            ),
+            ChildStdio::Console { listener, path } => (
+                builder.with_console_socket(Some(&path)),
+                Pending::Console(listener),
+            ),
+        }
+    }
+}
+
+impl Pending {
+    /// The monitor's stdio, once the process was created.
+    pub fn finish(self) -> Result<Stdio, StdioError> {
+        match self {
+            Pending::Ready(stdio) => Ok(stdio),
+            Pending::Console(listener) => Ok(Stdio::Tty {
+                master: receive_master(&listener)?,
+            }),
+        }
+    }
 }
 
 /// Errors of setting stdio up.

@@ -16,7 +16,8 @@ stop() {
     if [ -f "$STATE/holder.pid" ]; then
         DOCKER_HOST=unix://$SOCK docker rm -f hello >/dev/null 2>&1 || true
         [ -f "$STATE/engine.pid" ] && kill "$(cat "$STATE/engine.pid")" 2>/dev/null || true
-        kill "$(cat "$STATE/holder.pid")" 2>/dev/null || true
+        # unshare --fork ignores SIGTERM; SIGKILL it (--kill-child takes its child along).
+        kill -KILL "$(cat "$STATE/holder.pid")" 2>/dev/null || true
     fi
     rm -rf "$STATE"
 }
@@ -48,7 +49,7 @@ mkdir -p "$STATE/images"
 ./target/release/vmctl-image hello --busybox /bin/busybox --out "$STATE/images/hello.tar"
 
 echo "== starting the engine in its own mount and network namespaces"
-unshare -m -n --propagation private --fork sh -c 'ip link set lo up; exec sleep infinity' \
+unshare -m -n --propagation private --fork --kill-child sh -c 'ip link set lo up; exec sleep infinity' \
     </dev/null >/dev/null 2>&1 &
 echo $! > "$STATE/holder.pid"
 for _ in $(seq 100); do

@@ -141,12 +141,7 @@ impl Dockerd {
 
     /// A `docker` command aimed at this dockerd.
     pub fn docker_cmd(&self) -> Command {
-        let mut command = Command::new("docker");
-        command
-            .env("DOCKER_HOST", self.docker_host())
-            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
-            .stdin(Stdio::null());
-        command
+        crate::docker_command(&self.socket, self.dir.path())
     }
 
     /// Runs `docker ARGS`.
@@ -156,16 +151,7 @@ impl Dockerd {
 
     /// Runs `docker ARGS`, asserts success, returns trimmed stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} against dockerd failed ({:?}):\nstdout: {}\nstderr: {}\ndockerd log tail:\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            crate::tail(&self.log(), 30),
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        crate::expect_success(args, &self.docker(args), "dockerd", &self.log())
     }
 
     /// The pid of dockerd itself, from its pidfile.

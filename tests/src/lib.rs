@@ -235,12 +235,7 @@ impl Engine {
 
     /// A `docker` command aimed at this engine.
     pub fn docker_cmd(&self) -> Command {
-        let mut command = Command::new("docker");
-        command
-            .env("DOCKER_HOST", self.docker_host())
-            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
-            .stdin(Stdio::null());
-        command
+        docker_command(&self.socket, self.dir.path())
     }
 
     /// Runs `docker ARGS`.
@@ -250,16 +245,7 @@ impl Engine {
 
     /// Runs `docker ARGS`, asserts success, returns trimmed stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed ({:?}):\nstdout: {}\nstderr: {}\nengine log tail:\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            tail(&self.log(), 30),
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        expect_success(args, &self.docker(args), "engine", &self.log())
     }
 
     /// Runs a command inside the engine's namespaces (to look at its mounts or network).
@@ -418,6 +404,31 @@ impl Drop for Engine {
             let _ = std::fs::remove_dir(&parent);
         }
     }
+}
+
+/// A `docker` command aimed at the engine listening on `socket`, with a
+/// client config of its own under `state_dir`.
+pub fn docker_command(socket: &Path, state_dir: &Path) -> Command {
+    let mut command = Command::new("docker");
+    command
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .env("DOCKER_CONFIG", state_dir.join("docker-config"))
+        .stdin(Stdio::null());
+    command
+}
+
+/// Asserts that `docker ARGS` succeeded (showing both outputs and the tail
+/// of `who`'s log if not); answers its trimmed stdout.
+pub fn expect_success(args: &[&str], out: &Output, who: &str, log: &str) -> String {
+    assert!(
+        out.status.success(),
+        "docker {args:?} against {who} failed ({:?}):\nstdout: {}\nstderr: {}\n{who} log tail:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        tail(log, 30),
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// The last `n` lines of `text`.

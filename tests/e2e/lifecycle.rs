@@ -221,3 +221,36 @@ fn rename_and_name_conflicts() {
         2
     );
 }
+
+#[test]
+fn events_replay_since_and_stop_at_until() {
+    require_root!();
+    let engine = Engine::start();
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    engine.ok(&["run", "--rm", "--name", "evt", "hello", "true"]);
+    // A second ahead: the stream ends there by itself.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let out = engine.ok(&[
+        "events",
+        "--since",
+        &start.to_string(),
+        "--until",
+        &until.to_string(),
+        "--filter",
+        "container=evt",
+        "--format",
+        "{{.Action}}",
+    ]);
+    let actions: Vec<&str> = out.lines().collect();
+    for wanted in ["create", "start", "die", "destroy"] {
+        assert!(actions.contains(&wanted), "{actions:?}");
+    }
+}

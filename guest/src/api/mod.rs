@@ -6,6 +6,7 @@
 
 pub mod containers;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod hijack;
 pub mod images;
@@ -46,6 +47,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .merge(system::routes())
         .merge(containers::routes())
+        .merge(events::routes())
         .merge(exec::routes())
         .merge(images::routes())
         .merge(volumes::routes())

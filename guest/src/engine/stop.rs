@@ -68,17 +68,30 @@ impl Engine {
         .map_err(|e| EngineError::Conflict(format!("Cannot kill container: {id}: {e}")))
     }
 
+    /// A container waiting to be restarted by its policy is simply settled
+    /// as exited (nothing runs to signal); answers whether it was.
+    fn cancel_restart(
+        &self,
+        handle: &ContainerHandle,
+        record: &mut super::ContainerRecord,
+    ) -> bool {
+        if record.state.status != "restarting" {
+            return false;
+        }
+        record.manually_stopped = true;
+        record.set_status("exited");
+        let _ = self.save(record);
+        handle.notify();
+        true
+    }
+
     /// `docker kill`.
     pub async fn kill(&self, key: &str, signal: Option<&str>) -> Result<(), EngineError> {
         let signal = parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or("KILL"))?;
         let handle = self.container(key).await?;
         let id = {
             let mut record = handle.record.lock().await;
-            if record.state.status == "restarting" {
-                record.manually_stopped = true;
-                record.set_status("exited");
-                let _ = self.save(&record);
-                handle.notify();
+            if self.cancel_restart(&handle, &mut record) {
                 return Ok(());
             }
             if !record.state.running {
@@ -94,13 +107,12 @@ impl Engine {
             record.id.clone()
         };
         self.signal(&id, signal).await?;
-        let mut record = handle.record.lock().await;
+        let record = handle.record.lock().await;
         self.publish_container(
             &record,
             "kill",
             std::collections::BTreeMap::from([("signal".to_owned(), (signal as i32).to_string())]),
         );
-        record.manually_stopped |= signal == Signal::SIGKILL;
         Ok(())
     }
 
@@ -115,11 +127,7 @@ impl Engine {
         let handle = self.container(key).await?;
         let (id, signal, timeout) = {
             let mut record = handle.record.lock().await;
-            if record.state.status == "restarting" {
-                record.manually_stopped = true;
-                record.set_status("exited");
-                let _ = self.save(&record);
-                handle.notify();
+            if self.cancel_restart(&handle, &mut record) {
                 return Ok(());
             }
             if !record.state.running {

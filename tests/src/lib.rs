@@ -7,9 +7,15 @@
 //! the same namespaces (live restore), a state directory in a tempdir, and a
 //! cgroup parent of its own. Dropping it removes every container, stops the
 //! engine and the holder, and so releases every mount.
+//!
+//! The networking suites add an [`Outside`] namespace standing in for the
+//! LAN (see [`outside`]) and read the engine's namespace with
+//! [`Engine::links`] and [`Engine::nft_ruleset`].
 
 pub mod http;
+pub mod outside;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -17,6 +23,7 @@ use std::time::{Duration, Instant};
 
 pub mod dockerd;
 pub use dockerd::Dockerd;
+pub use outside::{Background, Outside};
 
 /// Skips a test loudly (not silently passing) when it cannot run here.
 #[macro_export]
@@ -92,6 +99,8 @@ pub struct Engine {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub cgroup_parent: String,
+    /// Extra `vmctl-guest serve` flags, kept for every (re)spawn.
+    args: Vec<String>,
     holder: Child,
     engine: Option<Child>,
 }
@@ -99,6 +108,13 @@ pub struct Engine {
 impl Engine {
     /// Starts an engine (in fresh mount and network namespaces).
     pub fn start() -> Engine {
+        Engine::start_with(&[])
+    }
+
+    /// Starts an engine with extra `vmctl-guest serve` flags (`--bip
+    /// 10.55.0.1/24`, `--icc=false`); [`Engine::spawn_engine`] passes them
+    /// again after a kill.
+    pub fn start_with(args: &[&str]) -> Engine {
         let dir = tempfile::Builder::new()
             .prefix("vmctl-e2e")
             .tempdir_in("/tmp")
@@ -133,6 +149,7 @@ impl Engine {
             dir,
             socket,
             cgroup_parent,
+            args: args.iter().map(|a| a.to_string()).collect(),
             holder,
             engine: None,
         };
@@ -143,26 +160,11 @@ impl Engine {
 
     /// The pid of the process whose namespaces the engine uses.
     fn namespace_pid(&self) -> u32 {
-        // unshare --fork: the holder's child (sleep) is inside the namespaces.
-        let children = std::fs::read_to_string(format!(
-            "/proc/{}/task/{}/children",
-            self.holder.id(),
-            self.holder.id()
-        ))
-        .unwrap_or_default();
-        children
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0)
+        first_child(&self.holder)
     }
 
     fn wait_for_namespaces(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.namespace_pid() == 0 {
-            assert!(Instant::now() < deadline, "namespace holder did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_first_child(&self.holder);
     }
 
     /// Starts `vmctl-guest serve` inside the namespaces and waits for the socket.
@@ -187,6 +189,7 @@ impl Engine {
             .arg(&self.cgroup_parent)
             .arg("--builtin-images")
             .arg(builtin_images())
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -195,6 +198,17 @@ impl Engine {
         self.engine = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.ping() {
+            if let Some(status) = self
+                .engine
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "engine (flags {:?}) exited with {status}:\n{}",
+                    self.args,
+                    self.log()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "engine did not come up:\n{}",
@@ -249,14 +263,76 @@ impl Engine {
     }
 
     /// Runs a command inside the engine's namespaces (to look at its mounts or network).
-    pub fn in_namespaces(&self, args: &[&str]) -> Output {
-        Command::new("nsenter")
+    pub fn in_namespaces<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        self.namespaces_command(args).output().expect("nsenter")
+    }
+
+    /// Starts a command (a server, a listener) inside the engine's
+    /// namespaces; it is killed when the answer is dropped.
+    pub fn spawn_in_namespaces<S: AsRef<OsStr>>(&self, args: &[S]) -> Background {
+        Background::spawn(&mut self.namespaces_command(args))
+    }
+
+    fn namespaces_command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut command = Command::new("nsenter");
+        command
             .arg("-t")
             .arg(self.namespace_pid().to_string())
             .args(["-m", "-n", "--"])
             .args(args)
-            .output()
-            .expect("nsenter")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// The engine's network namespace, for `nsenter --net=`.
+    pub fn net_namespace(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.namespace_pid()))
+    }
+
+    /// Fetches `url` from the engine's network namespace (as the host of
+    /// the containers would): the body, or why not.
+    pub fn fetch(&self, url: &str) -> Result<String, String> {
+        outside::fetched(&self.in_namespaces(&outside::wget(url)))
+    }
+
+    /// Names of the links in the engine's network namespace (`ip -o link`,
+    /// without the `@peer` suffix), sorted.
+    pub fn links(&self) -> Vec<String> {
+        let out = self.in_namespaces(&["ip", "-o", "link", "show"]);
+        assert!(
+            out.status.success(),
+            "ip link: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// `nft list ruleset` of the engine's network namespace, with packet
+    /// and byte counts dropped so that traffic does not change it.
+    pub fn nft_ruleset(&self) -> String {
+        let out = self.in_namespaces(&["nft", "list", "ruleset"]);
+        assert!(
+            out.status.success(),
+            "nft list ruleset: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        without_counts(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// The network namespace of a running container, for `nsenter --net=`.
+    pub fn container_net_namespace(&self, container: &str) -> PathBuf {
+        let pid = self.ok(&["inspect", "-f", "{{.State.Pid}}", container]);
+        assert!(
+            pid.parse::<u32>().is_ok_and(|p| p > 0),
+            "{container} has no pid: {pid:?}"
+        );
+        PathBuf::from(format!("/proc/{pid}/ns/net"))
     }
 
     /// Mount lines of the engine's mount namespace that mention its state dir.
@@ -404,6 +480,56 @@ impl Drop for Engine {
             let _ = std::fs::remove_dir(&parent);
         }
     }
+}
+
+/// The pid of the only child of a `unshare --fork` holder (0 until it exists).
+fn first_child(holder: &Child) -> u32 {
+    let children = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        holder.id(),
+        holder.id()
+    ))
+    .unwrap_or_default();
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until a `unshare --fork` holder has its child (inside the new
+/// namespaces); answers its pid.
+fn wait_for_first_child(holder: &Child) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pid = first_child(holder);
+        if pid != 0 {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "namespace holder did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `nft list ruleset` text without the numbers after `packets` and `bytes`.
+fn without_counts(ruleset: &str) -> String {
+    let mut text = String::new();
+    for line in ruleset.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let mut words = line.split_whitespace();
+        let mut kept = Vec::new();
+        while let Some(word) = words.next() {
+            if word == "packets" || word == "bytes" {
+                words.next();
+            } else {
+                kept.push(word);
+            }
+        }
+        text.push_str(indent);
+        text.push_str(&kept.join(" "));
+        text.push('\n');
+    }
+    text
 }
 
 /// A `docker` command aimed at the engine listening on `socket`, with a

@@ -38,6 +38,8 @@ enum Command {
         /// Directory of built-in image tarballs, loaded at start when missing.
         #[arg(long)]
         builtin_images: Option<PathBuf>,
+        #[command(flatten)]
+        network: NetworkFlags,
     },
     /// Run one container (started by the engine; not for users).
     #[command(hide = true)]
@@ -47,6 +49,63 @@ enum Command {
     },
 }
 
+/// Docker's daemon flags about the default bridge and the firewall.
+#[derive(clap::Args)]
+struct NetworkFlags {
+    /// The default bridge's interface name; `none` for no default bridge.
+    #[arg(long, default_value = "vmctl0")]
+    bridge: String,
+    /// The default bridge's address and prefix (e.g. 172.17.0.1/16).
+    #[arg(long)]
+    bip: Option<ipnet::Ipv4Net>,
+    /// Where the default bridge's dynamic addresses come from (within --bip).
+    #[arg(long)]
+    fixed_cidr: Option<ipnet::Ipv4Net>,
+    /// MTU of the default bridge's interfaces.
+    #[arg(long)]
+    mtu: Option<u32>,
+    /// Default route of containers on the default bridge.
+    #[arg(long)]
+    default_gateway: Option<std::net::Ipv4Addr>,
+    /// Let containers on the default bridge talk to each other.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    icc: bool,
+    /// Turn on net.ipv4.ip_forward.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    ip_forward: bool,
+    /// MASQUERADE traffic leaving the bridges.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    ip_masq: bool,
+}
+
+impl NetworkFlags {
+    fn options(self) -> anyhow::Result<vmctl_guest::network::NetworkOptions> {
+        if let (Some(bip), Some(fixed)) = (self.bip, self.fixed_cidr) {
+            anyhow::ensure!(
+                bip.contains(&fixed),
+                "--fixed-cidr {fixed} is not within --bip {bip}"
+            );
+        }
+        if let Some(mtu) = self.mtu {
+            anyhow::ensure!(
+                (68..=65535).contains(&mtu),
+                "--mtu {mtu} is out of range (68-65535)"
+            );
+        }
+        Ok(vmctl_guest::network::NetworkOptions {
+            bridge: self.bridge,
+            bip: self.bip,
+            fixed_cidr: self.fixed_cidr,
+            mtu: self.mtu,
+            default_gateway: self.default_gateway,
+            icc: self.icc,
+            ip_forward: self.ip_forward,
+            ip_masq: self.ip_masq,
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+        })
+    }
+}
+
 /// Logs go to a private copy of stderr (close-on-exec): libcontainer logs
 /// from the processes it forks before they exec the container's program, and
 /// by then fd 2 is the container's stderr, which must not see them.
@@ -54,7 +113,7 @@ fn init_logging() {
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
     let private = nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
         .ok()
         // SAFETY: F_DUPFD_CLOEXEC just returned this new fd, owned by nobody else.
@@ -81,6 +140,7 @@ fn main() -> anyhow::Result<()> {
             host,
             cgroup_parent,
             builtin_images,
+            network,
         } => {
             let socket = vmctl_guest::api::unix_path(&host)?;
             let options = EngineOptions {
@@ -89,6 +149,7 @@ fn main() -> anyhow::Result<()> {
                 cgroup_parent,
                 builtin_images,
                 self_exe: std::env::current_exe().context("cannot find own executable")?,
+                network: network.options()?,
             };
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             runtime.block_on(async move {

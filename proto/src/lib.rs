@@ -2,7 +2,10 @@
 //!
 //! Owns the numbers both sides must agree on — vsock ports and the Docker
 //! Engine API versions the guest speaks — so the host and the guest cannot
-//! drift. It does no I/O.
+//! drift — and the wire types of the published-port list ([`ports`]). It
+//! does no I/O.
+
+pub mod ports;
 
 /// The Docker Engine API version the guest advertises in `Api-Version`.
 pub const API_VERSION: &str = "1.47";

@@ -52,6 +52,7 @@ impl From<EngineError> for ApiError {
             crate::engine::ErrorKind::NotFound => StatusCode::NOT_FOUND,
             crate::engine::ErrorKind::InvalidParameter => StatusCode::BAD_REQUEST,
             crate::engine::ErrorKind::Conflict => StatusCode::CONFLICT,
+            crate::engine::ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             crate::engine::ErrorKind::NotModified => StatusCode::NOT_MODIFIED,
             crate::engine::ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };

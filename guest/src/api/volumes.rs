@@ -255,13 +255,19 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
+    /// An engine whose networking lives in a fresh network namespace of this
+    /// test's thread (a current-thread runtime keeps every network call here),
+    /// so the machine's own network is never touched.
     async fn engine(dir: &std::path::Path) -> Arc<Engine> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("a network namespace for the test (run as root)");
         Engine::open(EngineOptions {
             root: dir.join("root"),
             exec_root: dir.join("run"),
             cgroup_parent: "vmctl".into(),
             builtin_images: None,
             self_exe: "/bin/true".into(),
+            network: crate::network::NetworkOptions::default(),
         })
         .await
         .unwrap()

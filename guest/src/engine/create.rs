@@ -101,13 +101,8 @@ fn validate_host_config(host_config: &HostConfig) -> Result<(), EngineError> {
             "can't create 'AutoRemove' container with restart policy".to_owned(),
         ));
     }
-    let mode = host_config.network_mode.as_str();
-    let known = matches!(mode, "" | "default" | "bridge" | "none" | "host")
-        || mode
-            .strip_prefix("container:")
-            .is_some_and(|c| !c.is_empty());
-    if !known {
-        return Err(EngineError::NotFoundNetwork(mode.to_owned()));
+    if host_config.network_mode == "container:" {
+        return Err(EngineError::NotFoundNetwork("container:".to_owned()));
     }
     Ok(())
 }
@@ -122,7 +117,7 @@ impl Engine {
         let CreateRequest {
             mut config,
             mut host_config,
-            ..
+            networking_config,
         } = request;
         let name = match name.filter(|n| !n.is_empty()) {
             Some(name) => names::validate(name)
@@ -151,12 +146,13 @@ impl Engine {
             host_config.network_mode = "default".to_owned();
         }
         let mut warnings = Vec::new();
-        if host_config.port_bindings.values().any(|b| b.is_some()) || host_config.publish_all_ports
+        let networking = self
+            .plan_networking(&config, &host_config, networking_config.as_ref())
+            .await?;
+        if host_config.network_mode == "host"
+            && (!host_config.port_bindings.is_empty() || host_config.publish_all_ports)
         {
-            warnings.push(
-                "Published ports are recorded but not forwarded yet: this engine has no bridge network"
-                    .to_owned(),
-            );
+            warnings.push("Published ports are discarded when using host network mode".to_owned());
         }
         let id = names::new_id();
         if config.hostname.is_empty() && host_config.network_mode != "host" {
@@ -203,6 +199,7 @@ impl Engine {
             image: image.id.clone(),
             layers: image.layers.clone(),
             mounts: resolved.mounts.clone(),
+            networking,
             ..Default::default()
         };
         let dir = self.layout.container(&id);

@@ -9,6 +9,7 @@ pub enum ErrorKind {
     NotFound,
     InvalidParameter,
     Conflict,
+    Forbidden,
     NotModified,
     Internal,
 }
@@ -20,6 +21,8 @@ pub enum EngineError {
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     #[error("No such container: {0}")]
     NoSuchContainer(String),
     #[error("No such exec instance: {0}")]
@@ -32,6 +35,8 @@ pub enum EngineError {
     NotFoundNetwork(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("Container {0} is not running")]
     NotRunning(String),
     #[error("container already {0}")]
@@ -53,11 +58,13 @@ impl EngineError {
         match self {
             Self::Image(e) => e.kind(),
             Self::Volume(e) => e.kind(),
+            Self::Network(e) => e.kind(),
             Self::NoSuchContainer(_) | Self::NoSuchExec(_) | Self::NotFoundNetwork(_) => {
                 ErrorKind::NotFound
             }
             Self::NameInUse { .. } | Self::Conflict(_) | Self::NotRunning(_) => ErrorKind::Conflict,
             Self::InvalidParameter(_) => ErrorKind::InvalidParameter,
+            Self::Forbidden(_) => ErrorKind::Forbidden,
             Self::NotModified(_) => ErrorKind::NotModified,
             Self::Io { .. } | Self::Runtime(_) => ErrorKind::Internal,
         }

@@ -4,46 +4,87 @@ use serde_json::{json, Value};
 
 use super::record::ContainerRecord;
 use super::{Engine, EngineError};
+use crate::network::record::EndpointRecord;
 
-/// The network settings of a container (no networks with addresses yet: the
-/// bridge comes with the networking work).
-fn network_settings(record: &ContainerRecord) -> Value {
-    let mode = match record.host_config.network_mode.as_str() {
-        "default" | "" => "bridge",
-        other => other,
-    };
+/// One network of a container, as `NetworkSettings.Networks` shows it.
+pub fn endpoint_json(endpoint: &EndpointRecord, running: bool) -> Value {
+    let address = endpoint.address.filter(|_| running);
+    json!({
+        "IPAMConfig": endpoint.requested_ip.map(|ip| json!({"IPv4Address": ip.to_string()})),
+        "Links": null,
+        "Aliases": if endpoint.aliases.is_empty() { Value::Null } else { json!(endpoint.aliases) },
+        "MacAddress": endpoint.mac,
+        "DriverOpts": null,
+        "NetworkID": endpoint.network_id,
+        "EndpointID": endpoint.endpoint_id,
+        "Gateway": endpoint.gateway.filter(|_| address.is_some()).map(|g| g.to_string()).unwrap_or_default(),
+        "IPAddress": address.map(|a| a.addr().to_string()).unwrap_or_default(),
+        "IPPrefixLen": address.map_or(0, |a| a.prefix_len()),
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "DNSNames": null,
+    })
+}
+
+/// `NetworkSettings.Ports`: every exposed or published port, with its host
+/// bindings while the container runs (`null` when it has none).
+fn ports_json(record: &ContainerRecord) -> Value {
     let mut ports = serde_json::Map::new();
     for port in record.config.exposed_ports.iter().flatten().map(|(p, _)| p) {
         ports.insert(port.clone(), Value::Null);
     }
-    let networks = if mode.starts_with("container:") {
-        json!({})
-    } else {
-        json!({ mode: {
-            "IPAMConfig": null, "Links": null, "Aliases": null, "MacAddress": "",
-            "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
-            "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0, "DriverOpts": null, "DNSNames": null,
-        }})
-    };
+    for binding in &record.networking.ports {
+        let key = format!("{}/{}", binding.container_port, binding.protocol.as_str());
+        let entry = ports.entry(key).or_insert_with(|| json!([]));
+        if entry.is_null() {
+            *entry = json!([]);
+        }
+        if let Some(list) = entry.as_array_mut() {
+            list.push(json!({"HostIp": binding.host_ip.to_string(), "HostPort": binding.host_port.to_string()}));
+        }
+    }
+    Value::Object(ports)
+}
+
+/// The network settings of a container.
+fn network_settings(record: &ContainerRecord) -> Value {
+    let running = record.state.running;
+    let networks: serde_json::Map<String, Value> = record
+        .networking
+        .ordered()
+        .into_iter()
+        .map(|(name, endpoint)| (name.clone(), endpoint_json(endpoint, running)))
+        .collect();
+    let mut networks = Value::Object(networks);
+    let mode = record.host_config.network_mode.as_str();
+    if mode == "host" || mode == "none" {
+        networks = json!({ mode: endpoint_json(&EndpointRecord::default(), false) });
+    }
+    let bridge = record
+        .networking
+        .endpoints
+        .get("bridge")
+        .filter(|_| running);
+    let text = |f: &dyn Fn(&EndpointRecord) -> String| bridge.map(f).unwrap_or_default();
     json!({
         "Bridge": "",
-        "SandboxID": "",
-        "SandboxKey": "",
-        "Ports": ports,
+        "SandboxID": record.networking.sandbox_id,
+        "SandboxKey": record.networking.sandbox_id,
+        "Ports": ports_json(record),
         "HairpinMode": false,
         "LinkLocalIPv6Address": "",
         "LinkLocalIPv6PrefixLen": 0,
         "SecondaryIPAddresses": null,
         "SecondaryIPv6Addresses": null,
-        "EndpointID": "",
-        "Gateway": "",
+        "EndpointID": text(&|e| e.endpoint_id.clone()),
+        "Gateway": text(&|e| e.gateway.map(|g| g.to_string()).unwrap_or_default()),
         "GlobalIPv6Address": "",
         "GlobalIPv6PrefixLen": 0,
-        "IPAddress": "",
-        "IPPrefixLen": 0,
+        "IPAddress": text(&|e| e.address.map(|a| a.addr().to_string()).unwrap_or_default()),
+        "IPPrefixLen": bridge.and_then(|e| e.address).map_or(0, |a| a.prefix_len()),
         "IPv6Gateway": "",
-        "MacAddress": "",
+        "MacAddress": text(&|e| e.mac.clone()),
         "Networks": networks,
     })
 }

@@ -107,7 +107,12 @@ fn matches(record: &ContainerRecord, filters: &Filters) -> Result<bool, EngineEr
             "ancestor" => values
                 .iter()
                 .any(|v| record.config.image == *v || record.image.contains(v.as_str())),
-            "network" => values.contains(&record.host_config.network_mode),
+            "network" => values.iter().any(|v| {
+                record.host_config.network_mode == *v
+                    || record.networking.endpoints.iter().any(|(name, e)| {
+                        name == v || (!v.is_empty() && e.network_id.starts_with(v.as_str()))
+                    })
+            }),
             "volume" => values.iter().any(|v| {
                 record
                     .mounts
@@ -173,6 +178,37 @@ fn summary(record: &ContainerRecord) -> Value {
         "default" | "" => "bridge".to_owned(),
         other => other.to_owned(),
     };
+    let mut ports: Vec<Value> = record
+        .networking
+        .ports
+        .iter()
+        .map(|b| {
+            json!({"IP": b.host_ip.to_string(), "PrivatePort": b.container_port,
+                   "PublicPort": b.host_port, "Type": b.protocol.as_str()})
+        })
+        .collect();
+    for key in record.config.exposed_ports.iter().flat_map(|p| p.keys()) {
+        let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+        let published = record
+            .networking
+            .ports
+            .iter()
+            .any(|b| b.container_port.to_string() == port && b.protocol.as_str() == protocol);
+        if let (false, Ok(port)) = (published, port.parse::<u16>()) {
+            ports.push(json!({"PrivatePort": port, "Type": protocol}));
+        }
+    }
+    let networks: serde_json::Map<String, Value> = record
+        .networking
+        .ordered()
+        .into_iter()
+        .map(|(name, e)| {
+            (
+                name.clone(),
+                super::inspect::endpoint_json(e, record.state.running),
+            )
+        })
+        .collect();
     json!({
         "Id": record.id,
         "Names": [format!("/{}", record.name)],
@@ -180,12 +216,12 @@ fn summary(record: &ContainerRecord) -> Value {
         "ImageID": record.image,
         "Command": command.join(" "),
         "Created": created,
-        "Ports": [],
+        "Ports": ports,
         "Labels": record.config.labels,
         "State": record.state.status,
         "Status": status_text(record),
         "HostConfig": { "NetworkMode": mode },
-        "NetworkSettings": { "Networks": {} },
+        "NetworkSettings": { "Networks": networks },
         "Mounts": record.mounts,
     })
 }

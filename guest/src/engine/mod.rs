@@ -15,6 +15,7 @@ pub mod layout;
 pub mod list;
 pub mod logs;
 pub mod names;
+pub mod network;
 pub mod pause;
 pub mod record;
 pub mod remove;
@@ -47,6 +48,8 @@ pub struct EngineOptions {
     pub builtin_images: Option<PathBuf>,
     /// The `vmctl-guest` binary, run as each container's monitor.
     pub self_exe: PathBuf,
+    /// Bridge, addresses and firewall flags.
+    pub network: crate::network::NetworkOptions,
 }
 
 /// One container: its record behind a lock, and a signal fired on each change
@@ -119,6 +122,7 @@ pub struct Engine {
     /// The static init bind-mounted for `--init`.
     pub init_binary: Option<PathBuf>,
     pub execs: exec::ExecRegistry,
+    pub networks: Arc<crate::network::Networks>,
 }
 
 impl Engine {
@@ -143,6 +147,8 @@ impl Engine {
         let init_binary = std::fs::create_dir_all(&init_dir)
             .and_then(|()| crate::runtime::init::install(&init_dir))
             .map_err(|e| EngineError::io("install the init in", &init_dir, e))?;
+        let networks =
+            crate::network::Networks::open(options.network.clone(), &layout.root).await?;
         let engine = Arc::new(Self {
             options,
             layout,
@@ -153,8 +159,10 @@ impl Engine {
             started: chrono::Utc::now(),
             init_binary: Some(init_binary),
             execs: exec::ExecRegistry::default(),
+            networks,
         });
         engine.restore().await?;
+        engine.networks.reconcile().await?;
         Ok(engine)
     }
 

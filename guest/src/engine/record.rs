@@ -29,6 +29,8 @@ pub struct ContainerRecord {
     pub manually_stopped: bool,
     /// Pid of the monitor process of the current run (0 when none).
     pub monitor_pid: i64,
+    /// Networks, addresses and published ports.
+    pub networking: crate::network::record::ContainerNetworking,
 }
 
 impl ContainerRecord {

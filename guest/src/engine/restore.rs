@@ -63,6 +63,7 @@ impl Engine {
                     let mut record = handle.record.lock().await;
                     record.state.pid = i64::from(reply.pid);
                     record.set_status(if reply.paused { "paused" } else { "running" });
+                    self.restore_sandbox(&record).await;
                 }
                 let engine = self.clone();
                 let handle = handle.clone();

@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::record::{now_rfc3339, ContainerRecord};
 use super::{ContainerHandle, Engine, EngineError};
+use crate::network::sandbox::{LinkTarget, LiveEndpoint};
 use crate::runtime::monitor::client;
 use crate::runtime::monitor::protocol::{ExitInfo, MonitorConfig, Request, FAILED, READY};
 use crate::runtime::spec::{EtcFiles, NetNs, SpecInput};
@@ -82,10 +83,17 @@ impl Engine {
         handle: &Arc<ContainerHandle>,
         record: &mut ContainerRecord,
     ) -> Result<(), EngineError> {
-        let monitor_config = match self.prepare_run(record).await {
+        let links = self.link_targets(record).await;
+        let prepared = self.prepare_sandbox(record, &links).await;
+        let monitor_config = match prepared {
+            Ok(live) => self.prepare_run(record, &live, &links).await,
+            Err(e) => Err(e),
+        };
+        let monitor_config = match monitor_config {
             Ok(config) => config,
             Err(e) => {
-                record.state.error = e.to_string();
+                self.release_sandbox(record).await;
+                record.state.error = crate::api::error::error_chain(&e);
                 let _ = self.save(record);
                 return Err(e);
             }
@@ -94,6 +102,7 @@ impl Engine {
         let mut child = match self.spawn_monitor(record, &monitor_config).await {
             Ok(child) => child,
             Err(message) => {
+                self.release_sandbox(record).await;
                 // The monitor unmounts on its own failures; this covers a
                 // monitor that never ran.
                 let _ = crate::runtime::rootfs::unmount(&monitor_config.rootfs);
@@ -107,11 +116,24 @@ impl Engine {
                 });
             }
         };
+        let plumbed = match child.id() {
+            Some(pid) => self.plumb_sandbox(record, pid).await,
+            None => Err(EngineError::Runtime("the container monitor is gone".into())),
+        };
+        if let Err(e) = plumbed {
+            self.abort_run(&mut child, &monitor_config).await;
+            self.release_sandbox(record).await;
+            record.state.exit_code = 128;
+            record.state.error = crate::api::error::error_chain(&e);
+            let _ = self.save(record);
+            return Err(e);
+        }
         self.connect_pending_attaches(handle, &socket).await;
         let reply = match client::call(&socket, &Request::Start).await {
             Ok(reply) => reply,
             Err(e) => {
-                let _ = child.start_kill();
+                self.abort_run(&mut child, &monitor_config).await;
+                self.release_sandbox(record).await;
                 let message = format!("cannot start container: {e}");
                 record.state.error = message.clone();
                 let _ = self.save(record);
@@ -140,8 +162,26 @@ impl Engine {
         Ok(())
     }
 
+    /// Ends a run that never started: the monitor goes, and with it what it
+    /// would have released (container state, cgroups, rootfs mount).
+    async fn abort_run(&self, child: &mut tokio::process::Child, config: &MonitorConfig) {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        let config = config.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::runtime::monitor::release(&config, None);
+        })
+        .await;
+    }
+
     /// Writes the run's etc files, bundle and monitor config.
-    async fn prepare_run(&self, record: &ContainerRecord) -> Result<MonitorConfig, EngineError> {
+    async fn prepare_run(
+        &self,
+        record: &ContainerRecord,
+        live: &[LiveEndpoint],
+        links: &[(String, String, LinkTarget)],
+    ) -> Result<MonitorConfig, EngineError> {
+        let host_gateway = self.networks.host_gateway().await;
         let dir = self.layout.container(&record.id);
         let write = |name: &str, text: String| -> Result<PathBuf, EngineError> {
             let path = dir.join(name);
@@ -153,13 +193,25 @@ impl Engine {
             hostname: write("hostname", super::etc::hostname(&record.config))?,
             hosts: write(
                 "hosts",
-                super::etc::hosts(&record.config, &record.host_config),
+                super::etc::hosts(&super::etc::HostsInput {
+                    config: &record.config,
+                    host_config: &record.host_config,
+                    own: live.first().map(|e| e.address.addr()),
+                    links: links
+                        .iter()
+                        .map(|(name, alias, target)| (target.address, alias.clone(), name.clone()))
+                        .collect(),
+                    host_gateway,
+                }),
             )?,
             resolv_conf: write(
                 "resolv.conf",
                 super::etc::resolv_conf(
                     std::path::Path::new("/etc/resolv.conf"),
                     &record.host_config,
+                    live.iter()
+                        .find(|e| e.order == 0 && !e.dns_names.is_empty())
+                        .and_then(|e| e.gateway),
                 ),
             )?,
         };
@@ -364,6 +416,7 @@ impl Engine {
         // Boxed: a restart starts a run whose exit comes back here.
         Box::pin(async move {
             let mut record = handle.record.lock().await;
+            self.release_sandbox(&mut record).await;
             if record.state.status == "removing" {
                 // A removal is waiting for this exit and finishes the job.
                 record.state.exit_code = exit.exit_code;

@@ -1,4 +1,27 @@
-//! Container networking. For now the loopback of a container's own network
-//! namespace; the bridge, veth pairs, IPAM and nftables come next.
+//! Container networking, Docker's way: a default bridge (`vmctl0`, like
+//! docker0), user-defined bridge and macvlan networks, a veth pair per
+//! container and network, addresses from per-network pools, nftables for
+//! NAT, published ports and isolation, and a DNS responder per user network.
+//!
+//! - `manager.rs`: the networks and their verbs; the single lock over all state.
+//! - `sandbox.rs`: one container's addresses, interfaces and ports per run.
+//! - `record.rs`: what is stored; `ipam.rs`: address pools; `ports.rs`:
+//!   published ports, host-port reservations and the port-binding list.
+//! - `netlink.rs` (rtnetlink), `sysctl.rs`, `nft.rs` (nftables), `dns.rs`
+//!   (hickory): one kernel interface or protocol each.
+//! - `loopback.rs`: `lo` up in a fresh namespace (used by the monitor).
 
+pub mod dns;
+pub mod error;
+pub mod ipam;
 pub mod loopback;
+pub mod manager;
+pub mod netlink;
+pub mod nft;
+pub mod ports;
+pub mod record;
+pub mod sandbox;
+pub mod sysctl;
+
+pub use error::NetworkError;
+pub use manager::{CreateRequest, NetworkOptions, Networks};

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vmctl demo, standalone on Linux (no VM yet): builds vmctl-guest and the
 # built-in `hello` image, starts the engine in namespaces of its own, runs
-# `hello` (busybox httpd serving a page) and fetches the page.
+# `hello` (busybox httpd serving a page) with port 8080 published, and fetches
+# the page through the published port.
 #
 #   installer/demo.sh          set up and run
 #   installer/demo.sh stop     stop the engine and remove its state
@@ -65,18 +66,22 @@ for _ in $(seq 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
 [ -S "$SOCK" ] || { echo "demo.sh: the engine did not start:" >&2; tail -5 "$STATE/engine.log" >&2; exit 1; }
 
 export DOCKER_HOST=unix://$SOCK
-echo "== docker run -d --name hello --network host hello"
-docker run -d --name hello --network host hello
-echo "== the page, fetched from inside the engine's network namespace"
+echo "== docker run -d --name hello -p 8080:80 hello"
+docker run -d --name hello -p 8080:80 hello
+docker port hello
+echo "== the page, fetched at 127.0.0.1:8080 in the engine's network namespace"
+page=
 for _ in $(seq 50); do
-    page=$(nsenter -t "$NSPID" -n -- /bin/busybox wget -qO- http://127.0.0.1:80/ 2>/dev/null) && break
+    page=$(nsenter -t "$NSPID" -n -- /bin/busybox wget -qO- http://127.0.0.1:8080/ 2>/dev/null) && break
     sleep 0.1
 done
+[ -n "$page" ] || { echo "demo.sh: no page at 127.0.0.1:8080:" >&2; tail -5 "$STATE/engine.log" >&2; exit 1; }
 echo "$page"
 cat <<MSG
 
 The engine is running. Use it with any Docker client:
     export DOCKER_HOST=unix://$SOCK
     docker ps; docker logs hello; docker exec -it hello sh
+    nsenter -t $NSPID -n /bin/busybox wget -qO- http://127.0.0.1:8080/   # the engine runs in its own network namespace
 Stop it with: installer/demo.sh stop
 MSG

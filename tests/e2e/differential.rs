@@ -629,7 +629,7 @@ fn clean(cli: &dyn DockerCli) {
 #[test]
 fn docker_cli_matches_dockerd() {
     require_dockerd!();
-    let engine = Engine::start();
+    let engine = Engine::start_with(&["--bridge", "none", "--ip-forward=false", "--ip-masq=false"]);
     let dockerd = Dockerd::start();
     let norm = Normaliser::new();
     let mut differences = Vec::new();

@@ -13,6 +13,7 @@ mod network_macvlan;
 mod network_modes;
 mod network_options;
 mod network_outside;
+mod network_port_events;
 mod network_ports;
 mod network_user;
 mod run;

@@ -31,8 +31,10 @@ pub fn endpoint_json(endpoint: &EndpointRecord, running: bool) -> Value {
 /// bindings while the container runs (`null` when it has none).
 fn ports_json(record: &ContainerRecord) -> Value {
     let mut ports = serde_json::Map::new();
-    for port in record.config.exposed_ports.iter().flatten().map(|(p, _)| p) {
-        ports.insert(port.clone(), Value::Null);
+    if record.state.running && !record.networking.sandbox_id.is_empty() {
+        for port in record.config.exposed_ports.iter().flatten().map(|(p, _)| p) {
+            ports.insert(port.clone(), Value::Null);
+        }
     }
     for binding in &record.networking.ports {
         let key = format!("{}/{}", binding.container_port, binding.protocol.as_str());
@@ -57,8 +59,12 @@ fn network_settings(record: &ContainerRecord) -> Value {
         .map(|(name, endpoint)| (name.clone(), endpoint_json(endpoint, running)))
         .collect();
     let mut networks = Value::Object(networks);
-    let mode = record.host_config.network_mode.as_str();
-    if mode == "host" || mode == "none" {
+    let mode = match record.host_config.network_mode.as_str() {
+        "default" | "" => "bridge",
+        other => other,
+    };
+    if record.networking.endpoints.is_empty() && !mode.starts_with("container:") {
+        // Docker shows the mode's network, empty, when it gave no address.
         networks = json!({ mode: endpoint_json(&EndpointRecord::default(), false) });
     }
     let bridge = record

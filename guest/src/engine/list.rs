@@ -187,7 +187,14 @@ fn summary(record: &ContainerRecord) -> Value {
                    "PublicPort": b.host_port, "Type": b.protocol.as_str()})
         })
         .collect();
-    for key in record.config.exposed_ports.iter().flat_map(|p| p.keys()) {
+    // Like Docker: ports are shown while the container has a network sandbox.
+    let exposed = record
+        .config
+        .exposed_ports
+        .iter()
+        .flat_map(|p| p.keys())
+        .filter(|_| record.state.running && !record.networking.sandbox_id.is_empty());
+    for key in exposed {
         let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
         let published = record
             .networking

@@ -109,7 +109,12 @@ impl Engine {
         let Some(primary) = mode_network(mode) else {
             return Ok(networking);
         };
-        let record = self.networks.get(primary).await?;
+        let record = match self.networks.get(primary).await {
+            Ok(record) => record,
+            // `--bridge none`: the default mode is a namespace with only `lo`.
+            Err(_) if mode == "default" => return Ok(networking),
+            Err(e) => return Err(e.into()),
+        };
         let settings = configs
             .get(mode)
             .or_else(|| configs.get(&record.name))
@@ -276,8 +281,15 @@ impl Engine {
 
     /// Takes the sandbox back at the end of a run.
     pub(super) async fn release_sandbox(&self, record: &mut ContainerRecord) {
-        if let Err(e) = self.networks.release(&record.id).await {
-            tracing::warn!(id = %record.short_id(), error = %crate::api::error::error_chain(&e), "network release incomplete");
+        match self.networks.release(&record.id).await {
+            Ok(interfaces) if !interfaces.is_empty() => {
+                let networks = self.networks.clone();
+                tokio::spawn(async move { networks.delete_interfaces(&interfaces).await });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(id = %record.short_id(), error = %crate::api::error::error_chain(&e), "network release incomplete");
+            }
         }
         for endpoint in record.networking.endpoints.values_mut() {
             endpoint.clear_live();
@@ -435,6 +447,39 @@ fn apply_live(networking: &mut ContainerNetworking, live: &[LiveEndpoint]) {
     }
 }
 
+/// Docker's link variables: `DB_NAME`, `DB_PORT`, `DB_PORT_80_TCP{,_ADDR,_PORT,_PROTO}`.
+pub fn link_env(own_name: &str, links: &[(String, String, LinkTarget)]) -> Vec<String> {
+    let mut env = Vec::new();
+    for (_, alias, target) in links {
+        let prefix: String = alias
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        env.push(format!("{prefix}_NAME=/{own_name}/{alias}"));
+        let mut ports = target.ports.clone();
+        ports.sort();
+        for (index, (protocol, port)) in ports.iter().enumerate() {
+            let (proto, address) = (protocol.as_str(), target.address);
+            let url = format!("{proto}://{address}:{port}");
+            if index == 0 {
+                env.push(format!("{prefix}_PORT={url}"));
+            }
+            let base = format!("{prefix}_PORT_{port}_{}", proto.to_uppercase());
+            env.push(format!("{base}={url}"));
+            env.push(format!("{base}_ADDR={address}"));
+            env.push(format!("{base}_PORT={port}"));
+            env.push(format!("{base}_PROTO={proto}"));
+        }
+    }
+    env
+}
+
 /// `name:alias` (or `/name:/me/alias`) → (name, alias).
 pub fn parse_link(link: &str) -> (String, String) {
     let (name, alias) = link.split_once(':').unwrap_or((link, link));
@@ -453,6 +498,26 @@ fn label_matches(labels: &BTreeMap<String, String>, filter: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_variables_read_like_dockers() {
+        let target = LinkTarget {
+            address: "172.17.0.2".parse().unwrap(),
+            ports: vec![(Protocol::Tcp, 80)],
+        };
+        let env = link_env("client", &[("web".into(), "db".into(), target)]);
+        assert_eq!(
+            env,
+            [
+                "DB_NAME=/client/db",
+                "DB_PORT=tcp://172.17.0.2:80",
+                "DB_PORT_80_TCP=tcp://172.17.0.2:80",
+                "DB_PORT_80_TCP_ADDR=172.17.0.2",
+                "DB_PORT_80_TCP_PORT=80",
+                "DB_PORT_80_TCP_PROTO=tcp",
+            ]
+        );
+    }
 
     #[test]
     fn links_parse_in_both_forms() {

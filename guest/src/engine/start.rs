@@ -230,6 +230,12 @@ impl Engine {
         if !record.config.hostname.is_empty() && !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.insert(1, format!("HOSTNAME={}", record.config.hostname));
         }
+        for variable in super::network::link_env(&record.name, links) {
+            let key = variable.split('=').next().unwrap_or_default();
+            if !env.iter().any(|e| e.split('=').next() == Some(key)) {
+                env.push(variable);
+            }
+        }
         if record.config.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
             env.push("TERM=xterm".to_owned());
         }

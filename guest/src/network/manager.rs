@@ -396,6 +396,14 @@ impl Networks {
     pub async fn create(&self, request: CreateRequest) -> Result<NetworkRecord, NetworkError> {
         let mut state = self.state.lock().await;
         let record = self.plan_network(&state, request)?;
+        if record.driver == "macvlan" {
+            let parent = record.options.get(OPT_PARENT).cloned().unwrap_or_default();
+            if self.netlink.link_index(&parent).await?.is_none() {
+                return Err(NetworkError::Invalid(format!(
+                    "-o parent interface was not found on the host: {parent}"
+                )));
+            }
+        }
         self.save(&record)?;
         let entry = match self.bring_up(record.clone()).await {
             Ok(entry) => entry,

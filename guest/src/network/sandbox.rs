@@ -245,20 +245,23 @@ impl Networks {
         let mut dns_names = vec![sandbox.name.clone()];
         dns_names.extend(settings.aliases.iter().cloned());
         dns_names.push(short(&sandbox.container_id).to_owned());
+        let endpoint_id = new_endpoint_id();
         Ok(Some(LiveEndpoint {
             network_id: id.clone(),
             network_name: record.name.clone(),
-            endpoint_id: new_endpoint_id(),
             order,
             address: Ipv4Net::new(address, prefix).unwrap_or_default(),
             gateway,
             mac,
             interface: String::new(),
+            // Named per run, so a restart never meets the previous run's
+            // pair, which is deleted in the background.
             host_interface: if record.driver == "bridge" {
-                netlink::veth_name(&sandbox.container_id, &id)
+                netlink::veth_name(&sandbox.container_id, &endpoint_id)
             } else {
                 String::new()
             },
+            endpoint_id,
             aliases: settings.aliases.clone(),
             dns_names: if record.has_dns() {
                 dns_names
@@ -464,21 +467,20 @@ impl Networks {
         Ok(())
     }
 
-    /// Ends a container's run: interfaces, addresses, names, ports, rules.
-    /// Keeps going past errors and reports the first.
-    pub async fn release(&self, container_id: &str) -> Result<(), NetworkError> {
+    /// Ends a container's run: addresses, names, ports, rules. Returns the
+    /// host interfaces to delete with [`Networks::delete_interfaces`]: the
+    /// kernel takes tens of milliseconds per veth, so the caller does it off
+    /// the exit path (they also go when the run's namespace goes, and each
+    /// run's pair has a name of its own). Keeps going past errors and
+    /// reports the first.
+    pub async fn release(&self, container_id: &str) -> Result<Vec<String>, NetworkError> {
         let mut state = self.state.lock().await;
         let Some(sandbox) = state.sandboxes.remove(container_id) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let mut first_error = None;
+        let interfaces = sandbox.host_interfaces();
         for endpoint in sandbox.endpoints.values() {
-            if !endpoint.host_interface.is_empty() {
-                if let Err(e) = self.netlink.delete_link(&endpoint.host_interface).await {
-                    tracing::warn!(id = %short(container_id), interface = %endpoint.host_interface, error = %e, "cannot delete interface");
-                    first_error.get_or_insert(NetworkError::from(e));
-                }
-            }
             if let Some(entry) = state.networks.get_mut(&endpoint.network_id) {
                 if let Some((_, records)) = entry.dns.as_ref() {
                     records.remove(container_id);
@@ -495,7 +497,16 @@ impl Networks {
         drop(sandbox);
         match first_error {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(interfaces),
+        }
+    }
+
+    /// Deletes host interfaces of ended runs; a missing one is fine.
+    pub async fn delete_interfaces(&self, names: &[String]) {
+        for name in names {
+            if let Err(e) = self.netlink.delete_link(name).await {
+                tracing::warn!(interface = %name, error = %e, "cannot delete interface");
+            }
         }
     }
 

@@ -71,7 +71,7 @@ fn port_bindings_list_and_stream_follow_containers() {
     ]);
     let address = engine.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"]);
     let id = engine.ok(&["inspect", "-f", "{{.Id}}", "web"]);
-    let mut added = vec![watch.next(), watch.next()];
+    let mut added = [watch.next(), watch.next()];
     added.sort_by_key(|e| e["binding"]["host_port"].as_u64());
     for (n, event) in added.iter().enumerate() {
         assert_eq!(event["type"], "added", "{event}");

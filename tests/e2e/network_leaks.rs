@@ -246,3 +246,54 @@ fn engine_kill_keeps_published_ports_and_restart_duplicates_nothing() {
     engine.ok(&["network", "rm", "n1"]);
     assert_back_to(&engine, &base, false, "a kill, a restart and rm -f");
 }
+
+#[test]
+fn a_run_that_ends_while_the_engine_is_down_is_reconciled_at_start() {
+    require_root!();
+    let mut engine = Engine::start();
+    let base = baseline(&engine);
+    engine.ok(&["run", "-d", "--name", "web", "-p", "18183:80", "hello"]);
+    let pid = engine.ok(&["inspect", "-f", "{{.State.Pid}}", "web"]);
+    assert!(engine.nft_ruleset().contains("18183"));
+
+    // The container ends while no engine is there to see it: its rule and
+    // binding are left behind until the next start reconciles them.
+    engine.kill_engine();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    engine.spawn_engine();
+    assert!(
+        eventually(LONG, || engine.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}}",
+            "web"
+        ]) == "exited"),
+        "the restarted engine did not see the exit"
+    );
+    assert!(
+        !engine.nft_ruleset().contains("18183"),
+        "a stale DNAT rule survived the restart:\n{}",
+        engine.nft_ruleset()
+    );
+    let list = vmctl_tests::http::request(
+        &engine.socket,
+        "GET",
+        "/vmctl/port-bindings",
+        "application/json",
+        b"",
+    )
+    .expect("list")
+    .json();
+    assert_eq!(list["bindings"], serde_json::json!([]), "{list}");
+    engine.ok(&["rm", "web"]);
+    assert_back_to(
+        &engine,
+        &base,
+        false,
+        "a run that ended while the engine was down",
+    );
+}

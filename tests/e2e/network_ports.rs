@@ -301,3 +301,44 @@ fn stopped_container_releases_its_port() {
     // Now the first cannot have it back.
     already_allocated(&engine, &["start", "first"]);
 }
+
+#[test]
+fn a_restarted_container_serves_its_published_port_again() {
+    require_root!();
+    let engine = Engine::start();
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--restart",
+        "always",
+        "-p",
+        "18098:80",
+        "hello",
+    ]);
+    serves_hello("before the restart", || {
+        engine.fetch("http://127.0.0.1:18098/")
+    });
+    let pid = engine.ok(&["inspect", "-f", "{{.State.Pid}}", "web"]);
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert!(
+        eventually(LONG, || {
+            let now = engine.ok(&["inspect", "-f", "{{.State.Pid}} {{.RestartCount}}", "web"]);
+            now.split_whitespace().next() != Some(pid.as_str()) && now.ends_with(" 1")
+        }),
+        "the restart policy did not bring the container back"
+    );
+    serves_hello("after the restart", || {
+        engine.fetch("http://127.0.0.1:18098/")
+    });
+    assert_eq!(
+        engine.ok(&["port", "web", "80/tcp"]).lines().next(),
+        Some("0.0.0.0:18098")
+    );
+    engine.ok(&["rm", "-f", "web"]);
+}

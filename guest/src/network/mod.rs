@@ -3,14 +3,20 @@
 //! container and network, addresses from per-network pools, nftables for
 //! NAT, published ports and isolation, and a DNS responder per user network.
 //!
-//! - `manager.rs`: the networks and their verbs; the single lock over all state.
-//! - `sandbox.rs`: one container's addresses, interfaces and ports per run.
+//! - `manager.rs`: the networks, the single lock over all state, the firewall
+//!   rendered from it and the reconcile at start; `create.rs`: creating and
+//!   removing networks.
+//! - `sandbox.rs`: one container's addresses, interfaces and ports per run;
+//!   `attach.rs`: connect/disconnect of a running container, restore after
+//!   an engine restart.
 //! - `record.rs`: what is stored; `ipam.rs`: address pools; `ports.rs`:
 //!   published ports, host-port reservations and the port-binding list.
 //! - `netlink.rs` (rtnetlink), `sysctl.rs`, `nft.rs` (nftables), `dns.rs`
 //!   (hickory): one kernel interface or protocol each.
 //! - `loopback.rs`: `lo` up in a fresh namespace (used by the monitor).
 
+pub mod attach;
+pub mod create;
 pub mod dns;
 pub mod error;
 pub mod ipam;

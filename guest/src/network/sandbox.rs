@@ -103,7 +103,7 @@ pub struct SandboxRequest {
     pub links: Vec<LinkTarget>,
 }
 
-fn short(id: &str) -> &str {
+pub(super) fn short(id: &str) -> &str {
     &id[..12.min(id.len())]
 }
 
@@ -202,7 +202,7 @@ impl Networks {
 
     /// Takes an address on one network for the sandbox; `None` for networks
     /// without interfaces (`host`, `none`).
-    fn allocate_endpoint(
+    pub(super) fn allocate_endpoint(
         &self,
         state: &mut State,
         sandbox: &Sandbox,
@@ -371,7 +371,7 @@ impl Networks {
     }
 
     /// Port rules carry the bridge of the container's primary endpoint.
-    fn fill_port_bridges(&self, state: &mut State, container_id: &str) {
+    pub(super) fn fill_port_bridges(&self, state: &mut State, container_id: &str) {
         let bridge = state
             .sandboxes
             .get(container_id)
@@ -386,7 +386,7 @@ impl Networks {
         }
     }
 
-    fn register_names(&self, state: &State, container_id: &str) {
+    pub(super) fn register_names(&self, state: &State, container_id: &str) {
         let Some(sandbox) = state.sandboxes.get(container_id) else {
             return;
         };
@@ -406,7 +406,7 @@ impl Networks {
     }
 
     /// One interface into the container's namespace, configured.
-    async fn plumb_endpoint(
+    pub(super) async fn plumb_endpoint(
         &self,
         state: &State,
         inside: &Netlink,
@@ -509,199 +509,6 @@ impl Networks {
             }
         }
     }
-
-    /// After an engine restart: takes back the sandbox of a container that
-    /// kept running (addresses, host ports, names); interfaces are still there.
-    pub async fn restore(
-        &self,
-        container_id: &str,
-        name: &str,
-        netns: &Path,
-        endpoints: &BTreeMap<String, EndpointRecord>,
-        bindings: &[PortBinding],
-    ) -> Result<(), NetworkError> {
-        let mut state = self.state.lock().await;
-        let mut sandbox = Sandbox {
-            container_id: container_id.to_owned(),
-            name: name.to_owned(),
-            netns: netns.to_owned(),
-            endpoints: BTreeMap::new(),
-            reservations: Vec::new(),
-            bindings: Vec::new(),
-            port_rules: Vec::new(),
-            link_rules: Vec::new(),
-        };
-        for (network, settings) in endpoints {
-            let Some(address) = settings.address else {
-                continue;
-            };
-            let Ok(id) = state
-                .id_of(&settings.network_id)
-                .or_else(|_| state.id_of(network))
-            else {
-                continue;
-            };
-            let Some(entry) = state.networks.get_mut(&id) else {
-                continue;
-            };
-            if let Some(pool) = entry.pool.as_mut() {
-                pool.mark(address.addr(), container_id);
-            }
-            let record = entry.record.clone();
-            let mut dns_names = vec![name.to_owned()];
-            dns_names.extend(settings.aliases.iter().cloned());
-            dns_names.push(short(container_id).to_owned());
-            sandbox.endpoints.insert(
-                id.clone(),
-                LiveEndpoint {
-                    network_id: id.clone(),
-                    network_name: record.name.clone(),
-                    endpoint_id: settings.endpoint_id.clone(),
-                    order: settings.order,
-                    address,
-                    gateway: settings.gateway,
-                    mac: settings.mac.clone(),
-                    interface: settings.interface.clone(),
-                    host_interface: settings.host_interface.clone(),
-                    aliases: settings.aliases.clone(),
-                    dns_names: if record.has_dns() {
-                        dns_names
-                    } else {
-                        Vec::new()
-                    },
-                    default_route: !record.internal,
-                    driver: record.driver.clone(),
-                    mtu: record.mtu(),
-                },
-            );
-        }
-        for binding in bindings {
-            let request = PortRequest {
-                protocol: binding.protocol,
-                container_port: binding.container_port,
-                host_ip: binding.host_ip,
-                host_ports: binding.host_port..=binding.host_port,
-            };
-            match ports::reserve(&request) {
-                Ok(reservation) => sandbox.reservations.push(reservation),
-                Err(e) => {
-                    tracing::warn!(id = %short(container_id), error = %e, "cannot re-reserve a published port")
-                }
-            }
-            sandbox.port_rules.push(PortRule {
-                bridge: String::new(),
-                protocol: nft_protocol(binding.protocol),
-                host_ip: match binding.host_ip {
-                    IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
-                    _ => None,
-                },
-                host_port: binding.host_port,
-                container_ip: binding.container_ip,
-                container_port: binding.container_port,
-            });
-            sandbox.bindings.push(binding.clone());
-        }
-        state.sandboxes.insert(container_id.to_owned(), sandbox);
-        self.fill_port_bridges(&mut state, container_id);
-        self.register_names(&state, container_id);
-        self.ports.add(bindings);
-        Ok(())
-    }
-
-    /// `docker network connect` of a running container: one more interface.
-    pub async fn connect(
-        &self,
-        container_id: &str,
-        key: &str,
-        settings: &EndpointRecord,
-    ) -> Result<Option<LiveEndpoint>, NetworkError> {
-        let mut state = self.state.lock().await;
-        let Some(sandbox) = state.sandboxes.get(container_id) else {
-            return Err(NetworkError::Invalid(format!(
-                "container {} is not running",
-                short(container_id)
-            )));
-        };
-        let netns = sandbox.netns.clone();
-        let order = sandbox
-            .endpoints
-            .values()
-            .map(|e| e.order + 1)
-            .max()
-            .unwrap_or(0);
-        let count = sandbox.endpoints.len();
-        let probe = Sandbox {
-            container_id: sandbox.container_id.clone(),
-            name: sandbox.name.clone(),
-            netns: netns.clone(),
-            endpoints: sandbox.endpoints.clone(),
-            reservations: Vec::new(),
-            bindings: Vec::new(),
-            port_rules: Vec::new(),
-            link_rules: Vec::new(),
-        };
-        let Some(mut live) = self.allocate_endpoint(&mut state, &probe, key, settings, order)?
-        else {
-            return Ok(None);
-        };
-        live.interface = format!("eth{count}");
-        let inside = match Netlink::in_netns(&netns) {
-            Ok(inside) => inside,
-            Err(e) => {
-                release_one(&mut state, container_id, &live);
-                return Err(e.into());
-            }
-        };
-        if let Err(e) = self.plumb_endpoint(&state, &inside, &netns, &live).await {
-            if !live.host_interface.is_empty() {
-                let _ = self.netlink.delete_link(&live.host_interface).await;
-            }
-            release_one(&mut state, container_id, &live);
-            return Err(e);
-        }
-        if let Some(sandbox) = state.sandboxes.get_mut(container_id) {
-            sandbox
-                .endpoints
-                .insert(live.network_id.clone(), live.clone());
-        }
-        self.register_names(&state, container_id);
-        Ok(Some(live))
-    }
-
-    /// `docker network disconnect` of a running container.
-    pub async fn disconnect(
-        &self,
-        container_id: &str,
-        network_id: &str,
-    ) -> Result<(), NetworkError> {
-        let mut state = self.state.lock().await;
-        let Some(sandbox) = state.sandboxes.get_mut(container_id) else {
-            return Ok(());
-        };
-        let Some(endpoint) = sandbox.endpoints.remove(network_id) else {
-            return Ok(());
-        };
-        let netns = sandbox.netns.clone();
-        if !endpoint.host_interface.is_empty() {
-            self.netlink.delete_link(&endpoint.host_interface).await?;
-        } else if let Ok(inside) = Netlink::in_netns(&netns) {
-            inside.delete_link(&endpoint.interface).await?;
-        }
-        release_one(&mut state, container_id, &endpoint);
-        Ok(())
-    }
-}
-
-/// Returns one endpoint's address and DNS names.
-fn release_one(state: &mut State, container_id: &str, endpoint: &LiveEndpoint) {
-    if let Some(entry) = state.networks.get_mut(&endpoint.network_id) {
-        if let Some(pool) = entry.pool.as_mut() {
-            pool.release(endpoint.address.addr());
-        }
-        if let Some((_, records)) = entry.dns.as_ref() {
-            records.remove(container_id);
-        }
-    }
 }
 
 async fn inside_or_host_macvlan(
@@ -722,7 +529,7 @@ async fn inside_or_host_macvlan(
     Ok(())
 }
 
-fn nft_protocol(protocol: Protocol) -> nft::Protocol {
+pub(super) fn nft_protocol(protocol: Protocol) -> nft::Protocol {
     match protocol {
         Protocol::Tcp => nft::Protocol::Tcp,
         Protocol::Udp => nft::Protocol::Udp,

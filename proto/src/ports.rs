@@ -53,6 +53,12 @@ impl Protocol {
     }
 }
 
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One published port: `host_ip:host_port/protocol` → `container_ip:container_port`.
 ///
 /// The derived order (protocol, host address, host port, …) is the order of

@@ -4,7 +4,6 @@
 //! running (their interfaces are still there).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::Path;
 
 use vmctl_proto::ports::PortBinding;
@@ -12,10 +11,9 @@ use vmctl_proto::ports::PortBinding;
 use super::error::NetworkError;
 use super::manager::{Networks, State};
 use super::netlink::Netlink;
-use super::nft::PortRule;
 use super::ports::{self, PortRequest};
 use super::record::EndpointRecord;
-use super::sandbox::{nft_protocol, short, LiveEndpoint, Sandbox};
+use super::sandbox::{port_rule, short, LiveEndpoint, Sandbox};
 
 impl Networks {
     /// After an engine restart: takes back the sandbox of a container that
@@ -96,17 +94,7 @@ impl Networks {
                     tracing::warn!(id = %short(container_id), error = %e, "cannot re-reserve a published port")
                 }
             }
-            sandbox.port_rules.push(PortRule {
-                bridge: String::new(),
-                protocol: nft_protocol(binding.protocol),
-                host_ip: match binding.host_ip {
-                    IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
-                    _ => None,
-                },
-                host_port: binding.host_port,
-                container_ip: binding.container_ip,
-                container_port: binding.container_port,
-            });
+            sandbox.port_rules.push(port_rule(binding));
             sandbox.bindings.push(binding.clone());
         }
         state.sandboxes.insert(container_id.to_owned(), sandbox);

@@ -77,28 +77,9 @@ pub struct NetworkRules {
     pub icc: bool,
 }
 
-/// Transport protocol of a published port or a link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    /// The name nftables uses (`tcp`, `udp`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
-
-impl std::fmt::Display for Protocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Transport protocol of a published port or a link (nftables uses the
+/// same names, `tcp` and `udp`).
+pub use vmctl_proto::ports::Protocol;
 
 /// A published port: `host_ip:host_port` → `container_ip:container_port`.
 #[derive(Debug, Clone, PartialEq, Eq)]

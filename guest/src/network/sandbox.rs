@@ -20,7 +20,7 @@ use vmctl_proto::ports::{PortBinding, Protocol};
 use super::error::NetworkError;
 use super::manager::{Networks, State};
 use super::netlink::{self, InterfaceConfig, MacvlanSpec, Netlink, VethSpec};
-use super::nft::{self, LinkRule, PortRule};
+use super::nft::{LinkRule, PortRule};
 use super::ports::{self, PortRequest, Reservation};
 use super::record::{EndpointRecord, OPT_PARENT};
 
@@ -190,7 +190,7 @@ impl Networks {
                             bridge: entry.record.bridge_name(),
                             from: primary.address.addr(),
                             to: link.address,
-                            protocol: nft_protocol(*protocol),
+                            protocol: *protocol,
                             port: *port,
                         });
                     }
@@ -295,17 +295,7 @@ impl Networks {
                 container_id: sandbox.container_id.clone(),
                 container_name: sandbox.name.clone(),
             };
-            sandbox.port_rules.push(PortRule {
-                bridge: String::new(),
-                protocol: nft_protocol(request.protocol),
-                host_ip: match request.host_ip {
-                    IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
-                    _ => None,
-                },
-                host_port: reservation.port,
-                container_ip: primary.address.addr(),
-                container_port: request.container_port,
-            });
+            sandbox.port_rules.push(port_rule(&binding));
             sandbox.bindings.push(binding);
             sandbox.reservations.push(reservation);
         }
@@ -529,10 +519,19 @@ async fn inside_or_host_macvlan(
     Ok(())
 }
 
-pub(super) fn nft_protocol(protocol: Protocol) -> nft::Protocol {
-    match protocol {
-        Protocol::Tcp => nft::Protocol::Tcp,
-        Protocol::Udp => nft::Protocol::Udp,
+/// The DNAT rule of a binding (its bridge is filled in at plumbing). An
+/// IPv6 or unspecified host address publishes on every IPv4 address.
+pub(super) fn port_rule(binding: &PortBinding) -> PortRule {
+    PortRule {
+        bridge: String::new(),
+        protocol: binding.protocol,
+        host_ip: match binding.host_ip {
+            IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+            _ => None,
+        },
+        host_port: binding.host_port,
+        container_ip: binding.container_ip,
+        container_port: binding.container_port,
     }
 }
 

@@ -2,13 +2,18 @@
 //! same run.
 //!
 //! ```text
-//! vmctl-bench [all|runtime|api]... [--json FILE] [--runs N] [--warmups N]
+//! vmctl-bench [all|runtime|api|network]... [--json FILE] [--runs N] [--warmups N]
 //! ```
 //!
 //! - `runtime` ([`runtime`]): `/bin/true` start→exit through vmctl's monitor,
 //!   runc and crun (50 runs after 5 warmups).
 //! - `api` ([`api`]): `docker run --rm --network none hello true` against
 //!   vmctl-guest and Debian's dockerd (30 runs after 3 warmups).
+//! - `network` ([`network`], in private network namespaces): one container's
+//!   interface set up by the engine's netlink code vs `ip` and `ip -batch`
+//!   (200 runs after 20 warmups; part `network-setup`), and TCP throughput
+//!   into a container, direct vs published port vs socat (3 runs of 3 s;
+//!   part `network-throughput`).
 //!
 //! Each benchmark prints a table (median, min, max, ratio to the reference)
 //! and `--json` writes every sample with the machine facts and tool versions.
@@ -20,6 +25,9 @@
 mod api;
 mod crun;
 mod machine;
+mod network;
+mod network_setup;
+mod network_throughput;
 mod report;
 mod runtime;
 
@@ -28,6 +36,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
+
+/// The benchmarks of `all` (and of no argument).
+const ALL: [&str; 3] = ["runtime", "api", "network"];
 
 /// What to run and where to write, from the command line.
 #[derive(Debug, Default)]
@@ -47,11 +58,13 @@ fn parse_args() -> Result<Args> {
             "--json" => args.json = Some(PathBuf::from(value("--json")?)),
             "--runs" => args.runs = Some(value("--runs")?.parse()?),
             "--warmups" => args.warmups = Some(value("--warmups")?.parse()?),
-            "all" => args.benches.extend(["runtime".into(), "api".into()]),
+            "all" => args.benches.extend(ALL.map(String::from)),
             "runtime" | "api" => args.benches.push(arg),
+            name if network::NAMES.contains(&name) => args.benches.push(arg),
             "-h" | "--help" => {
                 println!(
-                    "usage: vmctl-bench [all|runtime|api]... [--json FILE] [--runs N] [--warmups N]"
+                    "usage: vmctl-bench [all|runtime|api|network|network-setup|network-throughput]... \
+                     [--json FILE] [--runs N] [--warmups N]"
                 );
                 std::process::exit(0);
             }
@@ -59,7 +72,7 @@ fn parse_args() -> Result<Args> {
         }
     }
     if args.benches.is_empty() {
-        args.benches = vec!["runtime".into(), "api".into()];
+        args.benches = ALL.map(String::from).to_vec();
     }
     Ok(args)
 }
@@ -91,25 +104,36 @@ fn run() -> Result<()> {
     }
     let facts = machine::facts();
     print!("{}", machine::describe(&facts));
-    let guest = vmctl_tests::binary("vmctl-guest");
     let mut reports = Vec::new();
     for bench in &args.benches {
-        let report = match bench.as_str() {
-            "runtime" => runtime::run(&guest, args.runs.unwrap_or(50), args.warmups.unwrap_or(5))?,
-            _ => api::run(args.runs.unwrap_or(30), args.warmups.unwrap_or(3))?,
+        let (table, json) = match bench.as_str() {
+            "runtime" => {
+                let guest = vmctl_tests::binary("vmctl-guest");
+                let report =
+                    runtime::run(&guest, args.runs.unwrap_or(50), args.warmups.unwrap_or(5))?;
+                (report.table(), vec![report.json()])
+            }
+            "api" => {
+                let report = api::run(args.runs.unwrap_or(30), args.warmups.unwrap_or(3))?;
+                (report.table(), vec![report.json()])
+            }
+            network => {
+                let report = network::run(network, args.runs, args.warmups)?;
+                (report.table(), report.json())
+            }
         };
-        print!("{}", report.table());
+        print!("{table}");
         println!(
             "load average now: {}",
             machine::loadavg().unwrap_or_default()
         );
-        reports.push(report);
+        reports.extend(json);
     }
     if let Some(path) = &args.json {
         let doc = json!({
             "machine": facts,
             "loadavg_after": machine::loadavg(),
-            "benches": reports.iter().map(report::Report::json).collect::<Vec<_>>(),
+            "benches": reports,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -5,7 +5,7 @@
 //! parsed, a chunked body decoded, and the body kept as bytes (and as JSON
 //! when it is JSON).
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -46,7 +46,12 @@ pub fn request(
         body.len()
     );
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    // A server may answer (an error, say) and close before it reads the
+    // body, which is valid HTTP: the answer is still there to read.
+    match stream.write_all(body) {
+        Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {}
+        other => other?,
+    }
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse(&raw).ok_or_else(|| {

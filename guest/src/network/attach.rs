@@ -13,7 +13,7 @@ use super::manager::{Networks, State};
 use super::netlink::Netlink;
 use super::ports::{self, PortRequest};
 use super::record::EndpointRecord;
-use super::sandbox::{port_rule, short, LiveEndpoint, Sandbox};
+use super::sandbox::{dns_names, port_rule, short, LiveEndpoint, Sandbox};
 
 impl Networks {
     /// After an engine restart: takes back the sandbox of a container that
@@ -54,9 +54,6 @@ impl Networks {
                 pool.mark(address.addr(), container_id);
             }
             let record = entry.record.clone();
-            let mut dns_names = vec![name.to_owned()];
-            dns_names.extend(settings.aliases.iter().cloned());
-            dns_names.push(short(container_id).to_owned());
             sandbox.endpoints.insert(
                 id.clone(),
                 LiveEndpoint {
@@ -70,11 +67,7 @@ impl Networks {
                     interface: settings.interface.clone(),
                     host_interface: settings.host_interface.clone(),
                     aliases: settings.aliases.clone(),
-                    dns_names: if record.has_dns() {
-                        dns_names
-                    } else {
-                        Vec::new()
-                    },
+                    dns_names: dns_names(&record, name, &settings.aliases, container_id),
                     default_route: !record.internal,
                     driver: record.driver.clone(),
                     mtu: record.mtu(),

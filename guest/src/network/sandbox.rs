@@ -242,9 +242,6 @@ impl Networks {
         } else {
             record.gateway
         };
-        let mut dns_names = vec![sandbox.name.clone()];
-        dns_names.extend(settings.aliases.iter().cloned());
-        dns_names.push(short(&sandbox.container_id).to_owned());
         let endpoint_id = new_endpoint_id();
         Ok(Some(LiveEndpoint {
             network_id: id.clone(),
@@ -263,11 +260,12 @@ impl Networks {
             },
             endpoint_id,
             aliases: settings.aliases.clone(),
-            dns_names: if record.has_dns() {
-                dns_names
-            } else {
-                Vec::new()
-            },
+            dns_names: dns_names(
+                &record,
+                &sandbox.name,
+                &settings.aliases,
+                &sandbox.container_id,
+            ),
             default_route: !record.internal,
             driver: record.driver.clone(),
             mtu: record.mtu(),
@@ -517,6 +515,23 @@ async fn inside_or_host_macvlan(
     })
     .await?;
     Ok(())
+}
+
+/// The names a container answers to in a network's DNS (user networks
+/// only): its name, its aliases and its short id, as Docker's `DNSNames`.
+pub(super) fn dns_names(
+    network: &super::record::NetworkRecord,
+    name: &str,
+    aliases: &[String],
+    container_id: &str,
+) -> Vec<String> {
+    if !network.has_dns() {
+        return Vec::new();
+    }
+    let mut names = vec![name.to_owned()];
+    names.extend(aliases.iter().cloned());
+    names.push(short(container_id).to_owned());
+    names
 }
 
 /// The DNAT rule of a binding (its bridge is filled in at plumbing). An

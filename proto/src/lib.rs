@@ -5,6 +5,7 @@
 //! drift — and the wire types of the published-port list ([`ports`]). It
 //! does no I/O.
 
+pub mod control;
 pub mod ports;
 
 /// The Docker Engine API version the guest advertises in `Api-Version`.

@@ -1,8 +1,17 @@
-//! vmctl, the host side: the CLI's verbs (one file each under [`cli`]) and,
-//! as it grows, the host daemon, hypervisor backends and vsock transports.
+//! vmctl, the host side: the CLI's verbs (one file each under [`cli`]), the
+//! host daemon that owns a machine's VM ([`daemon`]), the hypervisor
+//! backends ([`hypervisor`]), the vsock transports ([`vsock`]), the socket
+//! forwarders ([`forward`]) and the machines' files ([`machine`]).
 
+pub mod binaries;
 pub mod cli;
+pub mod daemon;
 pub mod engine_client;
+pub mod forward;
+pub mod hypervisor;
+pub mod machine;
+pub mod process;
+pub mod vsock;
 
 /// Renders an error with its causes, `outer: inner: …`.
 pub fn error_chain(err: &dyn std::error::Error) -> String {

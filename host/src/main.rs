@@ -21,15 +21,54 @@ enum Command {
         #[arg(long, short = 'H')]
         host: Option<String>,
     },
+    /// Manage the VM that runs the engine.
+    #[command(subcommand)]
+    Machine(vmctl::cli::machine::MachineCommand),
+}
+
+fn init_logging(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(!daemon && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 fn main() {
     let cli = Cli::parse();
+    let daemon = matches!(
+        cli.command,
+        Command::Machine(vmctl::cli::machine::MachineCommand::Daemon(_))
+    );
+    init_logging(daemon);
     let result = match cli.command {
-        Command::Version { host } => vmctl::cli::version::run(host.as_deref()),
+        Command::Version { host } => vmctl::cli::version::run(host.as_deref())
+            .map(|()| 0)
+            .map_err(|e| vmctl::error_chain(&e)),
+        Command::Machine(command) => runtime().block_on(async {
+            vmctl::cli::machine::dispatch(command)
+                .await
+                .map_err(|e| vmctl::error_chain(&e))
+        }),
     };
-    if let Err(e) = result {
-        eprintln!("vmctl: {}", vmctl::error_chain(&e));
-        std::process::exit(1);
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(message) => {
+            eprintln!("vmctl: {message}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("vmctl: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
     }
 }

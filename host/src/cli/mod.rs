@@ -1,3 +1,4 @@
 //! The CLI's verbs, one file each.
 
+pub mod machine;
 pub mod version;

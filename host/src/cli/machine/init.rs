@@ -1,0 +1,24 @@
+//! `vmctl machine init [NAME] [--cpus N] [--memory SIZE] [--disk SIZE]`.
+
+use super::MachineCliError;
+use crate::machine::{Machine, MachineConfig, Roots, SizeFlags, DEFAULT_MACHINE};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Machine name.
+    #[arg(default_value = DEFAULT_MACHINE)]
+    pub name: String,
+    #[command(flatten)]
+    pub sizes: SizeFlags,
+}
+
+pub fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
+    let config = args.sizes.apply(MachineConfig::default())?;
+    let machine = Machine::create(roots, &args.name, config)?;
+    let c = &machine.config;
+    println!(
+        "machine {} created: {} CPUs, {} MiB memory, {} GiB disk",
+        args.name, c.cpus, c.memory_mib, c.disk_gib
+    );
+    Ok(0)
+}

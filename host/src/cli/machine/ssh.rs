@@ -1,0 +1,117 @@
+//! `vmctl machine ssh [NAME] [-- COMMAND…]`: a shell in the VM (not in a
+//! container), over the guest's control service on vsock — no sshd, no
+//! keys, no network. The daemon pipes the connection (see
+//! `daemon::protocol`), so this works whatever vsock transport the VM has.
+
+use std::io::IsTerminal;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use vmctl_proto::control::{ControlRequest, ControlResponse};
+use vmctl_proto::VSOCK_PORT_CONTROL;
+
+use super::{lifecycle, MachineCliError};
+use crate::daemon::protocol::{self, DaemonRequest};
+use crate::machine::{Machine, Roots, DEFAULT_MACHINE};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Machine name.
+    #[arg(default_value = DEFAULT_MACHINE)]
+    pub name: String,
+    /// Command to run instead of a login shell.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+pub async fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
+    let machine = Machine::load(roots, &args.name)?;
+    if !lifecycle::is_running(&machine.paths).await {
+        return Err(MachineCliError::NotRunning(args.name));
+    }
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let (rows, cols) = if tty { terminal_size() } else { (0, 0) };
+    let (_, stream) = protocol::request(
+        &machine.paths.daemon_socket(),
+        &DaemonRequest::Connect {
+            port: VSOCK_PORT_CONTROL,
+        },
+    )
+    .await?;
+    let mut stream = stream;
+    let request = ControlRequest::Shell {
+        command: args.command,
+        tty,
+        rows,
+        cols,
+        term: std::env::var("TERM").ok(),
+    };
+    let io = |e: std::io::Error| MachineCliError::Io(format!("shell: {e}"));
+    let mut line = serde_json::to_vec(&request).map_err(|e| MachineCliError::Io(e.to_string()))?;
+    line.push(b'\n');
+    stream.get_mut().write_all(&line).await.map_err(io)?;
+    let mut answer = String::new();
+    stream.read_line(&mut answer).await.map_err(io)?;
+    let response: ControlResponse =
+        serde_json::from_str(&answer).map_err(|e| MachineCliError::Io(format!("shell: {e}")))?;
+    if !response.ok {
+        return Err(MachineCliError::Io(format!(
+            "the VM refused a shell: {}",
+            response.error.unwrap_or_default()
+        )));
+    }
+    let _raw = tty.then(RawMode::enter).flatten();
+    let (mut from_vm, mut to_vm) = tokio::io::split(stream);
+    let input = tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let _ = tokio::io::copy(&mut stdin, &mut to_vm).await;
+        let _ = to_vm.shutdown().await;
+    });
+    let mut stdout = tokio::io::stdout();
+    let _ = tokio::io::copy(&mut from_vm, &mut stdout).await;
+    let _ = stdout.flush().await;
+    input.abort();
+    Ok(0)
+}
+
+fn terminal_size() -> (u16, u16) {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills the winsize we pass; fd 1 is a terminal here.
+    let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok {
+        (size.ws_row, size.ws_col)
+    } else {
+        (24, 80)
+    }
+}
+
+/// The local terminal in raw mode while the remote shell runs.
+pub struct RawMode {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    fn enter() -> Option<Self> {
+        use nix::sys::termios;
+        let stdin = std::io::stdin();
+        let saved = termios::tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &raw).ok()?;
+        Some(Self { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.saved,
+        );
+    }
+}

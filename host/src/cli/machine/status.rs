@@ -1,0 +1,70 @@
+//! `vmctl machine status [NAME]`.
+
+use super::{lifecycle, MachineCliError};
+use crate::machine::status::{self, State, VmStatus};
+use crate::machine::{Machine, Roots, SizeFlags};
+
+pub async fn run(roots: &Roots, name: &str) -> Result<i32, MachineCliError> {
+    let machine = Machine::load(roots, name)?;
+    let paths = &machine.paths;
+    let mut live = status::liveness(paths);
+    if !live.daemon && live.vmm.is_some() {
+        // The daemon died but the VM runs: bring a daemon back to adopt it.
+        lifecycle::ensure_running(roots, name, &SizeFlags::default()).await?;
+        live = status::liveness(paths);
+    }
+    let mut current = match lifecycle::daemon_status(paths).await {
+        Some(current) => current,
+        None => VmStatus::load(paths)?.unwrap_or_else(|| VmStatus::new(State::Stopped)),
+    };
+    if !live.daemon
+        && matches!(
+            current.state,
+            State::Running | State::Starting | State::Stopping
+        )
+    {
+        current.state = State::Stopped;
+    }
+    if live.vmm.is_none() && current.state == State::Running {
+        current.state = State::Stopped;
+    }
+    print(&machine, &current);
+    Ok(0)
+}
+
+fn print(machine: &Machine, status: &VmStatus) {
+    let c = &machine.config;
+    let running = status.state == State::Running;
+    println!("machine:      {}", machine.paths.name);
+    println!("state:        {}", status.state);
+    println!(
+        "resources:    {} CPUs, {} MiB memory, {} GiB disk",
+        c.cpus, c.memory_mib, c.disk_gib
+    );
+    if running {
+        println!(
+            "hypervisor:   {} ({})",
+            status.hypervisor,
+            status.accelerator.as_deref().unwrap_or("?")
+        );
+        if let Some(note) = &status.accelerator_note {
+            println!("accelerator:  {note}");
+        }
+        if let Some(ms) = status.boot_ms {
+            println!("boot time:    {:.2} s", ms as f64 / 1000.0);
+        }
+        if let Some(kernel) = &status.guest_kernel {
+            println!("guest kernel: {kernel}");
+        }
+        if let Some(address) = &status.guest_address {
+            println!("guest IP:     {address}");
+        }
+        println!(
+            "socket:       unix://{}",
+            machine.paths.docker_socket().display()
+        );
+    }
+    if let Some(error) = status.error.as_deref().filter(|_| !running) {
+        println!("last error:   {error}");
+    }
+}

@@ -1,0 +1,165 @@
+//! Booting the VM: pick the fastest accelerator that really boots a guest
+//! here, start the vsock backend and the VMM, and wait until the guest's
+//! control service answers.
+//!
+//! `/dev/kvm` can exist and still boot nothing (nested hosts: the guest dies
+//! on its first instruction KVM cannot emulate). So an accelerator is judged
+//! by the guest: if the VMM reports an internal error or a panic, exits, or
+//! the guest stays silent past the accelerator's timeout, the attempt is torn
+//! down, the verdict is remembered in the host facts, and the next one (at
+//! last TCG) is tried. The status names the accelerator used and why a
+//! faster one was not.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vmctl_proto::control::Health;
+
+use super::facts::HostFacts;
+use super::guest;
+use super::DaemonError;
+use crate::hypervisor::{Accelerator, Hypervisor, RunState, Vm, VmSpec};
+use crate::process::Owned;
+use crate::vsock::vhost_user::{self, BackendPaths};
+use crate::vsock::VsockTransport;
+
+/// A VM whose guest answered.
+pub struct Booted {
+    pub vm: Arc<dyn Vm>,
+    pub backend: Option<Owned>,
+    pub accelerator: Accelerator,
+    /// Why faster accelerators were skipped.
+    pub note: Option<String>,
+    pub boot: Duration,
+    pub health: Health,
+}
+
+/// Everything [`boot`] needs.
+pub struct BootPlan<'a> {
+    pub hypervisor: &'a dyn Hypervisor,
+    pub spec: VmSpec,
+    /// The vhost-user backend to start before the VMM, if the spec uses one.
+    pub backend: Option<BackendPaths>,
+    pub transport: &'a dyn VsockTransport,
+    pub facts_path: &'a std::path::Path,
+    /// The accelerator to use, skipping detection (`VMCTL_ACCEL`).
+    pub forced: Option<Accelerator>,
+    /// QEMU's version and the host kernel: what a broken-accelerator fact holds under.
+    pub under: String,
+}
+
+pub async fn boot(plan: BootPlan<'_>) -> Result<Booted, DaemonError> {
+    let mut facts = HostFacts::load(plan.facts_path);
+    let mut notes = Vec::new();
+    let candidates = match plan.forced {
+        Some(accel) => vec![accel],
+        None => plan.hypervisor.accelerators(),
+    };
+    let mut last_error = None;
+    for accel in candidates {
+        if plan.forced.is_none() && !accel.is_emulation() {
+            if let Some(reason) = facts.known_broken(accel, &plan.under) {
+                notes.push(format!("{accel} skipped: it failed here before ({reason})"));
+                continue;
+            }
+        }
+        match attempt(&plan, accel).await {
+            Ok(mut booted) => {
+                booted.note = (!notes.is_empty()).then(|| notes.join("; "));
+                return Ok(booted);
+            }
+            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::AcceleratorFailed(reason)) => {
+                tracing::warn!(vm = %plan.spec.name, %accel, %reason, "accelerator did not boot the guest");
+                notes.push(format!("{accel} did not boot the guest ({reason})"));
+                if !accel.is_emulation() {
+                    facts.mark_broken(accel, &plan.under, &reason);
+                    if let Err(e) = facts.save(plan.facts_path) {
+                        tracing::warn!(error = %crate::error_chain(&e), "cannot record host facts");
+                    }
+                }
+                last_error = Some(reason);
+            }
+        }
+    }
+    Err(DaemonError::Boot(
+        last_error.unwrap_or_else(|| "no accelerator left to try".into()),
+    ))
+}
+
+enum Attempt {
+    /// Try the next accelerator.
+    AcceleratorFailed(String),
+    /// Stop: nothing else would do better.
+    Fatal(DaemonError),
+}
+
+async fn attempt(plan: &BootPlan<'_>, accel: Accelerator) -> Result<Booted, Attempt> {
+    let started = Instant::now();
+    let backend = match &plan.backend {
+        Some(paths) => {
+            Some(vhost_user::start(paths).map_err(|e| Attempt::Fatal(DaemonError::Backend(e)))?)
+        }
+        None => None,
+    };
+    let vm: Arc<dyn Vm> = match plan.hypervisor.launch(&plan.spec, accel) {
+        Ok(vm) => Arc::from(vm),
+        Err(e) => {
+            if let Some(backend) = &backend {
+                backend.terminate(Duration::from_secs(2)).await;
+            }
+            return Err(Attempt::Fatal(DaemonError::Hypervisor(e)));
+        }
+    };
+    match wait_for_guest(plan, vm.as_ref(), accel, started).await {
+        Ok(health) => Ok(Booted {
+            vm,
+            backend,
+            accelerator: accel,
+            note: None,
+            boot: started.elapsed(),
+            health,
+        }),
+        Err(reason) => {
+            let _ = vm.quit();
+            vm.process().terminate(Duration::from_secs(3)).await;
+            if let Some(backend) = &backend {
+                backend.terminate(Duration::from_secs(2)).await;
+            }
+            Err(Attempt::AcceleratorFailed(reason))
+        }
+    }
+}
+
+/// Polls the guest's health; watches the VMM meanwhile.
+async fn wait_for_guest(
+    plan: &BootPlan<'_>,
+    vm: &dyn Vm,
+    accel: Accelerator,
+    started: Instant,
+) -> Result<Health, String> {
+    let deadline = started + accel.boot_timeout();
+    let mut last_state_check = Instant::now();
+    loop {
+        if vm.process().has_exited() {
+            return Err("the VMM exited (see the daemon log and console log)".into());
+        }
+        let probe = tokio::time::timeout(Duration::from_secs(2), guest::health(plan.transport));
+        if let Ok(Ok(health)) = probe.await {
+            return Ok(health);
+        }
+        if last_state_check.elapsed() > Duration::from_millis(300) {
+            last_state_check = Instant::now();
+            if let RunState::Failed(status) = vm.state() {
+                return Err(format!("the VMM reports {status}"));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no answer from the guest within {} s",
+                accel.boot_timeout().as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,380 @@
+//! The host daemon: one per running machine, started detached by
+//! `vmctl machine start`.
+//!
+//! It owns the VM: the vsock backend and VMM processes (started, or adopted
+//! from a daemon that died), the forwarded Docker API socket, and its own
+//! socket for the CLI ([`protocol`]). It holds `daemon.lock` for its whole
+//! life and writes `status.json` at each change. It restarts nothing
+//! silently: when the VMM or the vsock backend dies, it records why, tears
+//! the rest down and exits.
+
+pub mod boot;
+pub mod facts;
+pub mod guest;
+pub mod protocol;
+mod server;
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+
+use crate::forward;
+use crate::hypervisor::{self, Accelerator, HypervisorError, Vm, VmSpec, VsockDevice};
+use crate::machine::status::{State, VmStatus};
+use crate::machine::{Machine, MachineError, Roots};
+use crate::process::Owned;
+use crate::vsock::hybrid::HybridVsock;
+use crate::vsock::vhost_user::{BackendError, BackendPaths};
+use crate::vsock::VsockTransport;
+
+/// Environment variable forcing an accelerator (`kvm`, `hvf`, `whpx`, `tcg`).
+pub const ACCEL_ENV: &str = "VMCTL_ACCEL";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("machine {0} already has a daemon")]
+    AlreadyRunning(String),
+    #[error("cannot take the lock {path}")]
+    Lock {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
+    #[error("the vsock backend")]
+    Backend(#[source] BackendError),
+    #[error("no VM image: build it with `vmctl-image vm` (looked in {0})")]
+    NoImage(String),
+    #[error("{ACCEL_ENV}={0} is not an accelerator (kvm, hvf, whpx, tcg)")]
+    BadAccelerator(String),
+    #[error("the VM did not boot: {0}")]
+    Boot(String),
+    #[error(transparent)]
+    Forward(#[from] forward::ForwardError),
+}
+
+/// What the running daemon shares between its tasks.
+pub(crate) struct Running {
+    pub machine: Machine,
+    pub vm: Arc<dyn Vm>,
+    pub backend: Option<Owned>,
+    pub transport: Arc<dyn VsockTransport>,
+    pub status: std::sync::Mutex<VmStatus>,
+    /// Signalled when someone asked to stop.
+    pub stop: Notify,
+}
+
+impl Running {
+    fn set_state(&self, state: State, error: Option<String>) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.state = state;
+        if error.is_some() {
+            status.error = error;
+        }
+        if let Err(e) = status.save(&self.machine.paths) {
+            tracing::warn!(error = %crate::error_chain(&e), "cannot write status");
+        }
+    }
+
+    pub fn status(&self) -> VmStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Runs the daemon of `name` until the VM stops.
+pub async fn run(roots: Roots, name: &str) -> Result<(), DaemonError> {
+    let machine = Machine::load(&roots, name)?;
+    let paths = machine.paths.clone();
+    std::fs::create_dir_all(&paths.run).map_err(|source| DaemonError::Lock {
+        path: paths.run.clone(),
+        source,
+    })?;
+    let _lock = take_lock(&paths.lock(), name)?;
+    let _ = std::fs::write(paths.daemon_pid(), format!("{}\n", std::process::id()));
+    tracing::info!(vm = %name, pid = std::process::id(), "daemon starting");
+
+    let running = match start_or_adopt(&roots, machine).await {
+        Ok(running) => Arc::new(running),
+        Err(e) => {
+            let mut status = VmStatus::new(State::Failed);
+            status.error = Some(crate::error_chain(&e));
+            let _ = status.save(&paths);
+            cleanup_files(&paths);
+            return Err(e);
+        }
+    };
+    serve_until_stopped(running.clone()).await;
+    shut_down(&running).await;
+    cleanup_files(&paths);
+    tracing::info!(vm = %name, "daemon stopped");
+    Ok(())
+}
+
+fn take_lock(path: &std::path::Path, name: &str) -> Result<std::fs::File, DaemonError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|source| DaemonError::Lock {
+            path: path.to_owned(),
+            source,
+        })?;
+    // SAFETY: flock on an fd we own; LOCK_NB never blocks.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(DaemonError::AlreadyRunning(name.to_owned()));
+    }
+    Ok(file)
+}
+
+fn vm_spec(machine: &Machine) -> Result<(VmSpec, BackendPaths), DaemonError> {
+    let image = crate::binaries::vm_image_dir().map_err(|looked| {
+        DaemonError::NoImage(
+            looked
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    })?;
+    let paths = &machine.paths;
+    let backend = BackendPaths {
+        vhost_socket: paths.vhost_socket(),
+        vsock_socket: paths.vsock_socket(),
+        pid_file: paths.vsock_backend_pid(),
+        log: paths.daemon_log(),
+    };
+    let log = std::env::var("VMCTL_GUEST_LOG")
+        .map(|filter| format!(" {}={filter}", vmctl_proto::control::CMDLINE_LOG))
+        .unwrap_or_default();
+    let spec = VmSpec {
+        name: paths.name.clone(),
+        cpus: machine.config.cpus,
+        memory_mib: machine.config.memory_mib,
+        vmlinux: image.join("vmlinux"),
+        bzimage: image.join("bzImage"),
+        initramfs: image.join("initramfs.img"),
+        cmdline: format!(
+            "console=ttyS0 quiet panic=-1 {}={} {}=/dev/vda{log}",
+            vmctl_proto::control::CMDLINE_TIME,
+            guest::cmdline_time(),
+            vmctl_proto::control::CMDLINE_DATA_DISK,
+        ),
+        disk: paths.disk(),
+        console_log: paths.console_log(),
+        vmm_log: paths.daemon_log(),
+        pid_file: paths.vmm_pid(),
+        control_socket: paths.qmp_socket(),
+        vsock: VsockDevice::VhostUser {
+            socket: paths.vhost_socket(),
+        },
+    };
+    Ok((spec, backend))
+}
+
+fn forced_accelerator() -> Result<Option<Accelerator>, DaemonError> {
+    let Ok(text) = std::env::var(ACCEL_ENV) else {
+        return Ok(None);
+    };
+    let accel = match text.as_str() {
+        "" => return Ok(None),
+        "kvm" => Accelerator::Kvm,
+        "hvf" => Accelerator::Hvf,
+        "whpx" => Accelerator::Whpx,
+        "tcg" => Accelerator::Tcg,
+        _ => return Err(DaemonError::BadAccelerator(text)),
+    };
+    Ok(Some(accel))
+}
+
+async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, DaemonError> {
+    let hypervisor = hypervisor::detect()?;
+    let (spec, backend_paths) = vm_spec(&machine)?;
+    let transport: Arc<dyn VsockTransport> =
+        Arc::new(HybridVsock::new(machine.paths.vsock_socket()));
+    let previous = VmStatus::load(&machine.paths).ok().flatten();
+
+    let adopted_backend = crate::vsock::vhost_user::adopt(&backend_paths);
+    if let (Some(vm), Some(backend)) = (hypervisor.adopt(&spec), adopted_backend) {
+        let vm: Arc<dyn Vm> = Arc::from(vm);
+        if let Ok(Ok(health)) =
+            tokio::time::timeout(Duration::from_secs(10), guest::health(transport.as_ref())).await
+        {
+            let _ = guest::sync_time(transport.as_ref()).await;
+            let mut status = previous.unwrap_or_else(|| VmStatus::new(State::Running));
+            status.state = State::Running;
+            status.vmm_pid = Some(vm.process().pid);
+            status.guest_address = health.address;
+            status.error = None;
+            status.save(&machine.paths)?;
+            tracing::info!(vm = %machine.paths.name, "adopted the running VM");
+            return Ok(Running {
+                machine,
+                vm,
+                backend: Some(backend),
+                transport,
+                status: std::sync::Mutex::new(status),
+                stop: Notify::new(),
+            });
+        }
+        tracing::warn!(vm = %machine.paths.name, "the running VM does not answer: stopping it");
+        let _ = vm.quit();
+        vm.process().terminate(Duration::from_secs(3)).await;
+        backend.terminate(Duration::from_secs(2)).await;
+    } else if let Some(backend) = crate::vsock::vhost_user::adopt(&backend_paths) {
+        backend.terminate(Duration::from_secs(2)).await;
+    }
+
+    machine.size_disk()?;
+    let mut status = VmStatus::new(State::Starting);
+    status.hypervisor = hypervisor.name().to_owned();
+    status.started_at = Some(unix_now());
+    status.save(&machine.paths)?;
+    let qemu_version = crate::hypervisor::qemu::Qemu::find()
+        .ok()
+        .and_then(|q| crate::hypervisor::qemu::version(q.binary()))
+        .unwrap_or_default();
+    let booted = boot::boot(boot::BootPlan {
+        hypervisor: hypervisor.as_ref(),
+        spec,
+        backend: Some(backend_paths),
+        transport: transport.as_ref(),
+        facts_path: &roots.host_facts(),
+        forced: forced_accelerator()?,
+        under: format!("{qemu_version}; {}", facts::host_kernel()),
+    })
+    .await?;
+    let _ = guest::sync_time(transport.as_ref()).await;
+    status.state = State::Running;
+    status.accelerator = Some(booted.accelerator.to_string());
+    status.accelerator_note = booted.note;
+    status.boot_ms = Some(booted.boot.as_millis() as u64);
+    status.vmm_pid = Some(booted.vm.process().pid);
+    status.guest_address = booted.health.address;
+    status.guest_kernel = Some(booted.health.kernel);
+    status.save(&machine.paths)?;
+    tracing::info!(vm = %machine.paths.name, accel = %booted.accelerator, boot_ms = booted.boot.as_millis() as u64, "VM running");
+    Ok(Running {
+        machine,
+        vm: booted.vm,
+        backend: booted.backend,
+        transport,
+        status: std::sync::Mutex::new(status),
+        stop: Notify::new(),
+    })
+}
+
+/// Serves the sockets until a stop request, a signal, or the death of the
+/// VMM or the vsock backend.
+async fn serve_until_stopped(running: Arc<Running>) {
+    let paths = running.machine.paths.clone();
+    let api = match forward::bind_private(&paths.docker_socket()) {
+        Ok(listener) => tokio::spawn(forward::api::serve(listener, running.transport.clone())),
+        Err(e) => {
+            running.set_state(State::Failed, Some(crate::error_chain(&e)));
+            return;
+        }
+    };
+    let control = match forward::bind_private(&paths.daemon_socket()) {
+        Ok(listener) => tokio::spawn(server::serve(listener, running.clone())),
+        Err(e) => {
+            api.abort();
+            running.set_state(State::Failed, Some(crate::error_chain(&e)));
+            return;
+        }
+    };
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate());
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt());
+    let backend_exit = async {
+        match &running.backend {
+            Some(backend) => backend.exited().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = running.stop.notified() => tracing::info!("stop requested"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping the VM"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping the VM"),
+        _ = running.vm.process().exited() => {
+            tracing::error!(pid = running.vm.process().pid, "the VMM exited on its own");
+            running.set_state(State::Stopped, Some("the VM process exited on its own (see `vmctl machine logs`)".into()));
+        }
+        _ = backend_exit => {
+            tracing::error!("the vsock backend exited");
+            running.set_state(State::Failed, Some("the vsock backend exited; the VM was stopped".into()));
+        }
+    }
+    api.abort();
+    control.abort();
+    let _ = std::fs::remove_file(paths.docker_socket());
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> tokio::signal::unix::Signal {
+    match tokio::signal::unix::signal(kind) {
+        Ok(signal) => signal,
+        Err(e) => panic!("cannot install a signal handler: {e}"),
+    }
+}
+
+/// Stops the guest cleanly if it still runs (shutdown over vsock, then the
+/// VMM's power button, then quit, then SIGKILL), then the vsock backend.
+async fn shut_down(running: &Running) {
+    let vm = &running.vm;
+    if !vm.process().has_exited() {
+        running.set_state(State::Stopping, None);
+        let asked = guest::shutdown(running.transport.as_ref()).await;
+        if let Err(e) = &asked {
+            tracing::warn!(error = %crate::error_chain(e), "the guest refused a clean shutdown");
+        }
+        let graceful = if asked.is_ok() { 30 } else { 0 };
+        let down = tokio::time::timeout(Duration::from_secs(graceful), vm.process().exited()).await;
+        if down.is_err() {
+            let _ = vm.request_power_off();
+            if tokio::time::timeout(Duration::from_secs(5), vm.process().exited())
+                .await
+                .is_err()
+            {
+                let _ = vm.quit();
+                vm.process().terminate(Duration::from_secs(5)).await;
+            }
+        }
+    }
+    vm.process().forget_pid_file();
+    if let Some(backend) = &running.backend {
+        backend.terminate(Duration::from_secs(2)).await;
+    }
+    let state = running.status().state;
+    if state != State::Failed {
+        running.set_state(State::Stopped, None);
+    }
+}
+
+fn cleanup_files(paths: &crate::machine::MachinePaths) {
+    for file in [
+        paths.docker_socket(),
+        paths.daemon_socket(),
+        paths.qmp_socket(),
+        paths.vhost_socket(),
+        paths.vsock_socket(),
+        paths.daemon_pid(),
+        paths.vmm_pid(),
+        paths.vsock_backend_pid(),
+    ] {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}

@@ -1,0 +1,89 @@
+//! The daemon's own socket (`daemon.sock`, mode 0600): how the CLI asks a
+//! running daemon things. One JSON request line per connection, one JSON
+//! answer line. After a `connect` answered `ok`, the connection is a byte
+//! pipe to the named guest vsock port — the CLI never needs to know which
+//! vsock transport the VM has (on macOS only the daemon's process can reach
+//! the guest's vsock at all).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::machine::status::VmStatus;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum DaemonRequest {
+    /// The VM's status.
+    Status,
+    /// Stop the VM; answered once it is down.
+    Stop,
+    /// Pipe this connection to guest vsock `port`.
+    Connect { port: u32 },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DaemonResponse {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<VmStatus>,
+}
+
+impl DaemonResponse {
+    pub fn ok() -> Self {
+        Self {
+            ok: true,
+            ..Self::default()
+        }
+    }
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            error: Some(message.into()),
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the vmctl daemon is not answering on {path}")]
+    Unreachable {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the vmctl daemon sent a malformed answer")]
+    Malformed(#[source] serde_json::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Sends `request`; answers the reply and the stream (for `connect`).
+pub async fn request(
+    socket: &Path,
+    request: &DaemonRequest,
+) -> Result<(DaemonResponse, BufReader<UnixStream>), ClientError> {
+    let io = |source| ClientError::Unreachable {
+        path: socket.to_owned(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).await.map_err(io)?;
+    let mut line = serde_json::to_vec(request).map_err(ClientError::Malformed)?;
+    line.push(b'\n');
+    stream.write_all(&line).await.map_err(io)?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).await.map_err(io)?;
+    if answer.is_empty() {
+        return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    let response: DaemonResponse = serde_json::from_str(&answer).map_err(ClientError::Malformed)?;
+    if !response.ok {
+        return Err(ClientError::Refused(response.error.unwrap_or_default()));
+    }
+    Ok((response, reader))
+}

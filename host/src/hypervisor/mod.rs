@@ -1,0 +1,158 @@
+//! Hypervisor backends: what starts, watches and stops the VM process.
+//!
+//! One trait, [`Hypervisor`], per backend; [`detect`] returns the first one
+//! available on this desktop. QEMU ([`qemu`]) is the backend on Linux (and
+//! can serve macOS with hvf and Windows with whpx); Apple's
+//! Virtualization.framework and Hyper-V come as backends of their own in
+//! `vz.rs` and `hyperv.rs`, behind `cfg(target_os)`. Backends translate a
+//! [`VmSpec`] into their VMM's terms; the policy — which accelerator to
+//! trust, when to give up, what to tell the user — lives in the daemon.
+
+pub mod qemu;
+pub mod qmp;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::process::{Owned, ProcessError};
+
+/// Everything a backend needs to launch one VM.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// Uncompressed kernel (PVH / direct boot).
+    pub vmlinux: PathBuf,
+    /// Compressed kernel, for VMMs that need a bzImage.
+    pub bzimage: PathBuf,
+    pub initramfs: PathBuf,
+    pub cmdline: String,
+    /// The raw data disk.
+    pub disk: PathBuf,
+    /// Where the serial console goes (appended).
+    pub console_log: PathBuf,
+    /// Where the VMM's own messages go (appended).
+    pub vmm_log: PathBuf,
+    /// The VMM's pid file.
+    pub pid_file: PathBuf,
+    /// The VMM's control socket (QMP for QEMU).
+    pub control_socket: PathBuf,
+    pub vsock: VsockDevice,
+}
+
+/// How the guest's vsock device is provided.
+#[derive(Debug, Clone)]
+pub enum VsockDevice {
+    /// A vhost-user backend listening on this unix socket (vhost-device-vsock).
+    VhostUser { socket: PathBuf },
+    /// The host kernel's vhost-vsock with this guest CID.
+    Kernel { cid: u32 },
+}
+
+/// An accelerator a backend can run guests with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    Kvm,
+    Hvf,
+    Whpx,
+    Tcg,
+}
+
+impl Accelerator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accelerator::Kvm => "kvm",
+            Accelerator::Hvf => "hvf",
+            Accelerator::Whpx => "whpx",
+            Accelerator::Tcg => "tcg",
+        }
+    }
+
+    /// Emulation: always works, slowly.
+    pub fn is_emulation(self) -> bool {
+        self == Accelerator::Tcg
+    }
+
+    /// How long a guest may take to answer before this accelerator is
+    /// judged not to boot guests here.
+    pub fn boot_timeout(self) -> Duration {
+        if self.is_emulation() {
+            Duration::from_secs(180)
+        } else {
+            Duration::from_secs(20)
+        }
+    }
+}
+
+impl std::fmt::Display for Accelerator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The VMM's own view of the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    /// Paused, starting, migrating: alive but not running guest code.
+    Paused(String),
+    /// The VMM gave up on the guest (KVM internal error, guest panic).
+    Failed(String),
+    /// The VMM process is gone.
+    Exited,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HypervisorError {
+    #[error("{program} was not found (install it, or set {env})")]
+    NotInstalled { program: String, env: &'static str },
+    #[error("{0} is missing from the VM image")]
+    MissingImage(PathBuf),
+    #[error("{backend} cannot use the {accelerator} accelerator on this host")]
+    Unsupported {
+        backend: &'static str,
+        accelerator: Accelerator,
+    },
+    #[error("starting the VM")]
+    Launch(#[source] ProcessError),
+    #[error("VMM control socket {path}")]
+    Control {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("VMM command {command} failed: {message}")]
+    Command { command: String, message: String },
+}
+
+/// A VM process and the means to ask it things.
+pub trait Vm: Send + Sync {
+    fn process(&self) -> &Owned;
+    /// The guest's state from the VMM. Blocking, bounded by a short timeout.
+    fn state(&self) -> RunState;
+    /// Asks the guest to power off (ACPI power button); it may ignore it.
+    fn request_power_off(&self) -> Result<(), HypervisorError>;
+    /// Stops the VM at once (the guest gets no say).
+    fn quit(&self) -> Result<(), HypervisorError>;
+}
+
+/// A hypervisor backend.
+pub trait Hypervisor: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Accelerators this backend could use here, fastest first (the last is
+    /// always emulation). Whether they really boot a guest is for the caller
+    /// to verify.
+    fn accelerators(&self) -> Vec<Accelerator>;
+    /// Starts the VM; returns once the VMM process runs.
+    fn launch(&self, spec: &VmSpec, accel: Accelerator) -> Result<Box<dyn Vm>, HypervisorError>;
+    /// Takes over a VM process an earlier daemon started, if it is alive.
+    fn adopt(&self, spec: &VmSpec) -> Option<Box<dyn Vm>>;
+}
+
+/// The first hypervisor backend available on this desktop.
+pub fn detect() -> Result<Box<dyn Hypervisor>, HypervisorError> {
+    let qemu = qemu::Qemu::find()?;
+    Ok(Box::new(qemu))
+}

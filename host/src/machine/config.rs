@@ -1,0 +1,182 @@
+//! A machine's settings (`config.json`): CPUs, memory, disk size, set at
+//! `vmctl machine init` (or changed by flags to `start`) and kept with the
+//! machine.
+
+use serde::{Deserialize, Serialize};
+
+use super::MachineError;
+
+/// Smallest memory a VM is given: the kernel, the engine and a container.
+pub const MIN_MEMORY_MIB: u64 = 256;
+/// Smallest data disk.
+pub const MIN_DISK_GIB: u64 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineConfig {
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        Self {
+            cpus: host_cpus().min(4),
+            memory_mib: 2048,
+            disk_gib: 20,
+        }
+    }
+}
+
+/// Size flags as a user gives them on the command line.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SizeFlags {
+    /// Virtual CPUs (1 to the host's count).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Memory: MiB, or with a unit (`2048`, `512M`, `4G`, `4GiB`).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Data disk: GiB, or with a unit (`20`, `20G`, `100GiB`). It only grows.
+    #[arg(long)]
+    pub disk: Option<String>,
+}
+
+impl SizeFlags {
+    pub fn is_empty(&self) -> bool {
+        self.cpus.is_none() && self.memory.is_none() && self.disk.is_none()
+    }
+
+    /// `config` with these flags applied; every value checked.
+    pub fn apply(&self, mut config: MachineConfig) -> Result<MachineConfig, MachineError> {
+        if let Some(cpus) = self.cpus {
+            let max = host_cpus();
+            if cpus == 0 || cpus > max {
+                return Err(MachineError::BadFlag(format!(
+                    "--cpus {cpus}: this host has {max} CPUs; give 1 to {max}"
+                )));
+            }
+            config.cpus = cpus;
+        }
+        if let Some(memory) = &self.memory {
+            let mib = parse_size(memory, Unit::MiB).ok_or_else(|| {
+                MachineError::BadFlag(format!(
+                    "--memory {memory}: not a size (MiB, or with a unit: 512M, 4G)"
+                ))
+            })?;
+            if mib < MIN_MEMORY_MIB {
+                return Err(MachineError::BadFlag(format!(
+                    "--memory {memory}: a VM needs at least {MIN_MEMORY_MIB} MiB (plain numbers are MiB: 2048, or 2G)"
+                )));
+            }
+            config.memory_mib = mib;
+        }
+        if let Some(disk) = &self.disk {
+            let gib = parse_size(disk, Unit::GiB).ok_or_else(|| {
+                MachineError::BadFlag(format!(
+                    "--disk {disk}: not a size (GiB, or with a unit: 20G, 100GiB)"
+                ))
+            })?;
+            if gib < MIN_DISK_GIB {
+                return Err(MachineError::BadFlag(format!(
+                    "--disk {disk}: the data disk needs at least {MIN_DISK_GIB} GiB"
+                )));
+            }
+            if gib < config.disk_gib {
+                return Err(MachineError::BadFlag(format!(
+                    "--disk {disk}: the disk is {} GiB and cannot shrink",
+                    config.disk_gib
+                )));
+            }
+            config.disk_gib = gib;
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    MiB,
+    GiB,
+}
+
+/// `text` in `unit`s: a plain number is in `unit`; `K/M/G/T` (with optional
+/// `i`/`B`) are binary units. Sizes that are not whole `unit`s are refused.
+fn parse_size(text: &str, unit: Unit) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let suffix = suffix.trim().to_ascii_lowercase();
+    let suffix = suffix.trim_end_matches('b').trim_end_matches('i');
+    let kib: u64 = match suffix {
+        "" => match unit {
+            Unit::MiB => 1024,
+            Unit::GiB => 1024 * 1024,
+        },
+        "k" => 1,
+        "m" => 1024,
+        "g" => 1024 * 1024,
+        "t" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    let total = number.checked_mul(kib)?;
+    let per = match unit {
+        Unit::MiB => 1024,
+        Unit::GiB => 1024 * 1024,
+    };
+    (total % per == 0).then_some(total / per)
+}
+
+/// The host's CPU count.
+pub fn host_cpus() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2048", Unit::MiB), Some(2048));
+        assert_eq!(parse_size("2G", Unit::MiB), Some(2048));
+        assert_eq!(parse_size("2GiB", Unit::MiB), Some(2048));
+        assert_eq!(parse_size("512m", Unit::MiB), Some(512));
+        assert_eq!(parse_size("20", Unit::GiB), Some(20));
+        assert_eq!(parse_size("1T", Unit::GiB), Some(1024));
+        assert_eq!(parse_size("512M", Unit::GiB), None);
+        assert_eq!(parse_size("x", Unit::MiB), None);
+        assert_eq!(parse_size("1Q", Unit::MiB), None);
+    }
+
+    #[test]
+    fn flags_are_checked() {
+        let base = MachineConfig {
+            cpus: 1,
+            memory_mib: 1024,
+            disk_gib: 20,
+        };
+        let flags = |memory: &str| SizeFlags {
+            memory: Some(memory.into()),
+            ..Default::default()
+        };
+        let err = flags("1").apply(base.clone()).unwrap_err().to_string();
+        assert!(err.contains("at least 256 MiB"), "{err}");
+        assert_eq!(flags("4G").apply(base.clone()).unwrap().memory_mib, 4096);
+        let shrink = SizeFlags {
+            disk: Some("10".into()),
+            ..Default::default()
+        };
+        assert!(shrink.apply(base.clone()).is_err());
+        let cpus = SizeFlags {
+            cpus: Some(0),
+            ..Default::default()
+        };
+        assert!(cpus.apply(base).is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! vsock transports: how the host opens a stream to a guest vsock port.
+//!
+//! One trait, [`VsockTransport`], whatever carries the bytes:
+//! - [`hybrid`]: a unix socket speaking `CONNECT <port>\n` / `OK …\n`, the
+//!   protocol of Firecracker and Cloud Hypervisor, which QEMU gets through the
+//!   vhost-user backend `vhost-device-vsock` (used when the host has no
+//!   `/dev/vhost-vsock`, and on macOS/Windows with QEMU);
+//! - [`kernel`] (Linux): AF_VSOCK to the guest's CID, with `vhost-vsock-pci`.
+//!
+//! Virtualization.framework's socket device and Hyper-V sockets join here as
+//! backends of their own when those hypervisors land. The daemon holds an
+//! `Arc<dyn VsockTransport>` and never knows which one it has.
+
+pub mod hybrid;
+#[cfg(target_os = "linux")]
+pub mod kernel;
+pub mod vhost_user;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream to a guest port; shutdown of the write half reaches the
+/// guest as a half-close.
+pub trait GuestIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> GuestIo for T {}
+
+pub type GuestStream = Box<dyn GuestIo>;
+
+pub type ConnectFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<GuestStream, VsockError>> + Send + 'a>>;
+
+/// Opens streams to ports of one guest.
+pub trait VsockTransport: Send + Sync {
+    /// The transport's name for logs and `vmctl machine status`.
+    fn name(&self) -> &'static str;
+
+    /// Connects to guest `port`. A port nobody listens on fails with
+    /// [`VsockError::Refused`], quickly.
+    fn connect(&self, port: u32) -> ConnectFuture<'_>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VsockError {
+    #[error("cannot reach the VM's vsock device at {path}")]
+    Device {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the guest refused vsock port {port} (nothing listens there yet)")]
+    Refused { port: u32 },
+    #[error("vsock port {port}: unexpected handshake answer {answer:?}")]
+    Handshake { port: u32, answer: String },
+    #[error("vsock port {port}")]
+    Io {
+        port: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}

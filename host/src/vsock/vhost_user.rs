@@ -1,0 +1,71 @@
+//! The vhost-user vsock backend process (`vhost-device-vsock`, rust-vmm):
+//! it gives QEMU a virtio-vsock device without `/dev/vhost-vsock` and exposes
+//! the guest's ports as a hybrid-vsock unix socket ([`super::hybrid`]).
+//! Started before QEMU (QEMU connects to its vhost-user socket at launch),
+//! supervised by the daemon, stopped after the VM.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::process::{self, Owned, ProcessError};
+
+/// Environment variable naming the vhost-device-vsock binary.
+pub const BACKEND_ENV: &str = "VMCTL_VHOST_VSOCK";
+const PROGRAM: &str = "vhost-device-vsock";
+
+/// The guest's CID on the vhost-user device.
+pub const GUEST_CID: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(
+        "{PROGRAM} was not found (cargo install vhost-device-vsock --locked, or set {BACKEND_ENV})"
+    )]
+    NotInstalled,
+    #[error("starting {PROGRAM}")]
+    Spawn(#[source] ProcessError),
+    #[error("{PROGRAM} did not open {0} (see the daemon log)")]
+    NoSocket(PathBuf),
+}
+
+/// Where the backend listens.
+#[derive(Debug, Clone)]
+pub struct BackendPaths {
+    /// vhost-user control socket, for QEMU.
+    pub vhost_socket: PathBuf,
+    /// Hybrid-vsock socket, for the host.
+    pub vsock_socket: PathBuf,
+    pub pid_file: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Starts the backend and waits until QEMU can connect to it.
+pub fn start(paths: &BackendPaths) -> Result<Owned, BackendError> {
+    let binary = crate::binaries::find(PROGRAM, BACKEND_ENV).ok_or(BackendError::NotInstalled)?;
+    for stale in [&paths.vhost_socket, &paths.vsock_socket] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let mut command = Command::new(binary);
+    command.arg("--vm").arg(format!(
+        "guest-cid={GUEST_CID},socket={},uds-path={}",
+        paths.vhost_socket.display(),
+        paths.vsock_socket.display()
+    ));
+    let owned = Owned::spawn(command, &paths.log, &paths.pid_file).map_err(BackendError::Spawn)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !paths.vhost_socket.exists() {
+        if owned.has_exited() || Instant::now() > deadline {
+            owned.forget_pid_file();
+            return Err(BackendError::NoSocket(paths.vhost_socket.clone()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(owned)
+}
+
+/// The backend an earlier daemon started, if it still runs.
+pub fn adopt(paths: &BackendPaths) -> Option<Owned> {
+    let pid = process::find_recorded(&paths.pid_file, &paths.vhost_socket)?;
+    Owned::adopt(pid, &paths.pid_file).ok()
+}

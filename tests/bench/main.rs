@@ -2,7 +2,7 @@
 //! same run.
 //!
 //! ```text
-//! vmctl-bench [all|runtime|api|network]... [--json FILE] [--runs N] [--warmups N]
+//! vmctl-bench [all|runtime|api|network|vm]... [--json FILE] [--runs N] [--warmups N]
 //! ```
 //!
 //! - `runtime` ([`runtime`]): `/bin/true` start→exit through vmctl's monitor,
@@ -14,6 +14,10 @@
 //!   (200 runs after 20 warmups; part `network-setup`), and TCP throughput
 //!   into a container, direct vs published port vs socat (3 runs of 3 s;
 //!   part `network-throughput`).
+//! - `vm` ([`vm`], needs the VM image in `target/vm`): `vmctl machine start`
+//!   until the engine answers vs a bare QEMU + kernel boot (5 runs; part
+//!   `vm-boot`), and `GET /version` through the forwarded socket vs raw hybrid
+//!   vsock vs the standalone engine (200 runs after 20 warmups; part `vm-api`).
 //!
 //! Each benchmark prints a table (median, min, max, ratio to the reference)
 //! and `--json` writes every sample with the machine facts and tool versions.
@@ -30,6 +34,7 @@ mod network_setup;
 mod network_throughput;
 mod report;
 mod runtime;
+mod vm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,7 +43,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 /// The benchmarks of `all` (and of no argument).
-const ALL: [&str; 3] = ["runtime", "api", "network"];
+const ALL: [&str; 4] = ["runtime", "api", "network", "vm"];
 
 /// What to run and where to write, from the command line.
 #[derive(Debug, Default)]
@@ -61,9 +66,10 @@ fn parse_args() -> Result<Args> {
             "all" => args.benches.extend(ALL.map(String::from)),
             "runtime" | "api" => args.benches.push(arg),
             name if network::NAMES.contains(&name) => args.benches.push(arg),
+            name if vm::NAMES.contains(&name) => args.benches.push(arg),
             "-h" | "--help" => {
                 println!(
-                    "usage: vmctl-bench [all|runtime|api|network|network-setup|network-throughput]... \
+                    "usage: vmctl-bench [all|runtime|api|network|network-setup|network-throughput|vm|vm-boot|vm-api]... \
                      [--json FILE] [--runs N] [--warmups N]"
                 );
                 std::process::exit(0);
@@ -116,6 +122,11 @@ fn run() -> Result<()> {
             "api" => {
                 let report = api::run(args.runs.unwrap_or(30), args.warmups.unwrap_or(3))?;
                 (report.table(), vec![report.json()])
+            }
+            vm if vm::NAMES.contains(&vm) => {
+                let reports = vm::run(vm, args.runs, args.warmups)?;
+                let table = reports.iter().map(|r| r.table()).collect::<String>();
+                (table, reports.iter().map(|r| r.json()).collect())
             }
             network => {
                 let report = network::run(network, args.runs, args.warmups)?;

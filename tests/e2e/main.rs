@@ -17,4 +17,5 @@ mod network_port_events;
 mod network_ports;
 mod network_user;
 mod run;
+mod vm;
 mod volumes;

@@ -14,6 +14,7 @@
 
 pub mod http;
 pub mod outside;
+pub mod vm;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,247 @@
+//! The VM path end to end: `vmctl machine` boots the real VM image (QEMU,
+//! TCG here), the real docker CLI talks to the engine inside it through the
+//! forwarded socket and vsock, state survives a restart, a stop leaves
+//! nothing behind, and faults (a killed QEMU, a killed daemon) are noticed.
+
+use std::time::Duration;
+
+use vmctl_tests::vm::VmHome;
+use vmctl_tests::{eventually, require_vm};
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_owned()
+}
+
+/// `DOCKER_HOST=…` as `vmctl machine env` prints it.
+fn docker_host(home: &VmHome) -> String {
+    let env = home.ok(&["machine", "env"]);
+    let line = env
+        .lines()
+        .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
+        .unwrap_or_else(|| panic!("no DOCKER_HOST in {env:?}"));
+    line.to_owned()
+}
+
+fn docker_ok(home: &VmHome, host: &str, args: &[&str]) -> String {
+    let out = home.docker(host, args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}\n{}\nconsole tail:\n{}",
+        stdout(&out),
+        stderr(&out),
+        vmctl_tests::tail(&home.console_log("default"), 40)
+    );
+    stdout(&out)
+}
+
+#[test]
+fn machine_runs_containers_keeps_volumes_and_stops_clean() {
+    require_vm!();
+    let home = VmHome::new();
+    home.ok(&[
+        "machine", "init", "--cpus", "2", "--memory", "1024", "--disk", "2",
+    ]);
+    let started = home.ok(&["machine", "start"]);
+    assert!(started.contains("is running"), "{started}");
+
+    let again = home.vmctl(&["machine", "start"]);
+    assert!(again.status.success());
+    assert!(
+        stdout(&again).contains("already running"),
+        "{}",
+        stdout(&again)
+    );
+
+    let status = home.ok(&["machine", "status"]);
+    for field in [
+        "state:        running",
+        "hypervisor:   qemu",
+        "boot time:",
+        "socket:       unix://",
+    ] {
+        assert!(status.contains(field), "{field} missing from:\n{status}");
+    }
+
+    let host = docker_host(&home);
+    assert_eq!(
+        host,
+        format!("unix://{}", home.docker_socket("default").display())
+    );
+    assert_eq!(
+        docker_ok(&home, &host, &["run", "--rm", "hello", "echo", "ok"]),
+        "ok"
+    );
+
+    let id = docker_ok(
+        &home,
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "bg",
+            "hello",
+            "sh",
+            "-c",
+            "echo started; sleep 1000",
+        ],
+    );
+    assert_eq!(id.len(), 64, "{id}");
+    assert!(eventually(Duration::from_secs(30), || {
+        stdout(&home.docker(&host, &["logs", "bg"])) == "started"
+    }));
+    assert_eq!(
+        docker_ok(&home, &host, &["exec", "bg", "cat", "/proc/1/comm"]),
+        "sh"
+    );
+    let code = home.docker(&host, &["exec", "bg", "sh", "-c", "exit 7"]);
+    assert_eq!(code.status.code(), Some(7));
+    docker_ok(&home, &host, &["rm", "-f", "bg"]);
+
+    // A file in a named volume outlives the VM.
+    docker_ok(
+        &home,
+        &host,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "keep:/data",
+            "hello",
+            "sh",
+            "-c",
+            "echo persisted > /data/f",
+        ],
+    );
+    home.ok(&["machine", "restart"]);
+    assert_eq!(
+        docker_ok(
+            &home,
+            &host,
+            &["run", "--rm", "-v", "keep:/data", "hello", "cat", "/data/f"]
+        ),
+        "persisted"
+    );
+    let console = home.console_log("default");
+    assert!(
+        console.contains("vmctl-guest: ready"),
+        "{}",
+        vmctl_tests::tail(&console, 40)
+    );
+
+    // A shell in the VM itself, over vsock.
+    let uname = home.ok(&["machine", "ssh", "--", "uname", "-r"]);
+    assert!(uname.trim().ends_with("-amd64"), "{uname}");
+
+    let daemon = home.pid("default", "daemon.pid").expect("daemon pid");
+    home.ok(&["machine", "stop"]);
+    let status = home.ok(&["machine", "status"]);
+    assert!(status.contains("state:        stopped"), "{status}");
+    assert!(!vmctl_tests_alive(daemon), "the daemon outlived the stop");
+    assert_eq!(
+        home.processes(),
+        Vec::<String>::new(),
+        "processes outlived the stop"
+    );
+    let left: Vec<_> = std::fs::read_dir(home.machine_run("default"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".sock") || name.contains(".vsock") || name.ends_with(".pid"))
+        .collect();
+    assert!(left.is_empty(), "left behind after stop: {left:?}");
+}
+
+fn vmctl_tests_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+}
+
+#[test]
+fn machine_faults_are_noticed_and_bad_flags_refused() {
+    require_vm!();
+    let home = VmHome::new();
+
+    let bad = home.vmctl(&["machine", "init", "--memory", "1"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let message = stderr(&bad);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.contains("--memory 1"), "{message}");
+    let unknown = home.vmctl(&["machine", "status", "nosuch"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        stderr(&unknown).contains("machine nosuch does not exist"),
+        "{}",
+        stderr(&unknown)
+    );
+    assert!(!home.machine_data("nosuch").exists());
+
+    home.ok(&[
+        "machine", "init", "--cpus", "1", "--memory", "768", "--disk", "1",
+    ]);
+    home.ok(&["machine", "start"]);
+    let host = docker_host(&home);
+
+    // The daemon dies: the next command notices and adopts the running VM.
+    let daemon = home.pid("default", "daemon.pid").expect("daemon pid");
+    let vmm = home.pid("default", "vmm.pid").expect("vmm pid");
+    // SAFETY: kill of a pid we just read; the worst case is ESRCH.
+    unsafe { libc::kill(daemon as i32, libc::SIGKILL) };
+    assert!(eventually(Duration::from_secs(10), || !vmctl_tests_alive(
+        daemon
+    )));
+    let status = home.ok(&["machine", "status"]);
+    assert!(status.contains("state:        running"), "{status}");
+    assert_eq!(
+        home.pid("default", "vmm.pid"),
+        Some(vmm),
+        "the VM was adopted, not rebooted"
+    );
+    assert_eq!(
+        docker_ok(&home, &host, &["run", "--rm", "hello", "echo", "adopted"]),
+        "adopted"
+    );
+
+    // QEMU dies: status says stopped (not hung), and start works again.
+    // SAFETY: as above.
+    unsafe { libc::kill(vmm as i32, libc::SIGKILL) };
+    assert!(eventually(Duration::from_secs(20), || {
+        home.ok(&["machine", "status"])
+            .contains("state:        stopped")
+    }));
+    let status = home.ok(&["machine", "status"]);
+    assert!(status.contains("exited on its own"), "{status}");
+    assert!(
+        eventually(Duration::from_secs(10), || home.processes().is_empty()),
+        "{:?}",
+        home.processes()
+    );
+    home.ok(&["machine", "start"]);
+    assert_eq!(
+        docker_ok(&home, &host, &["run", "--rm", "hello", "echo", "back"]),
+        "back"
+    );
+
+    let resize = home.vmctl(&["machine", "start", "--memory", "2G"]);
+    assert_eq!(resize.status.code(), Some(1));
+    assert!(
+        stderr(&resize).contains("stop it before changing"),
+        "{}",
+        stderr(&resize)
+    );
+    let rm = home.vmctl(&["machine", "rm"]);
+    assert_eq!(
+        rm.status.code(),
+        Some(1),
+        "rm of a running machine needs --force"
+    );
+    home.ok(&["machine", "rm", "--force"]);
+    assert!(home.processes().is_empty(), "{:?}", home.processes());
+    assert!(!home.machine_data("default").exists());
+}

@@ -4,8 +4,10 @@
 //! writer of image tarballs it uses ([`archive`]), which the guest engine also
 //! uses for `docker save`. The OCI and docker-archive JSON documents both sides
 //! read and write live in [`oci`], so the writer and the guest's loader cannot
-//! drift. The VM image recipe will join later.
+//! drift. [`vm`] builds the VM image: kernel, initramfs with vmctl-guest as
+//! `/init`, its modules and tools.
 
 pub mod archive;
 pub mod hello;
 pub mod oci;
+pub mod vm;

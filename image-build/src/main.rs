@@ -1,7 +1,8 @@
 //! `vmctl-image`: builds vmctl's images.
 //!
 //! `vmctl-image hello --busybox /bin/busybox --out hello.tar` writes the
-//! built-in `hello:latest` image tarball.
+//! built-in `hello:latest` image tarball; `vmctl-image vm --kernel-deb DEB`
+//! builds the VM image into `target/vm`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -27,6 +28,30 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Build the VM image: vmlinux, bzImage, initramfs.img, manifest.json.
+    Vm {
+        /// The vmctl-guest binary that becomes /init (a release build).
+        #[arg(long, default_value = "target/release/vmctl-guest")]
+        guest: PathBuf,
+        /// The Debian kernel package (image-build/fetch-kernel.sh fetches the pinned one).
+        #[arg(long)]
+        kernel_deb: PathBuf,
+        /// A static busybox (the debug shell, udhcpc, the hello image).
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
+        /// The nft binary the engine runs.
+        #[arg(long, default_value = "/usr/sbin/nft")]
+        nft: PathBuf,
+        /// mke2fs, which formats the data disk on first boot.
+        #[arg(long, default_value = "/usr/sbin/mke2fs")]
+        mke2fs: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "target/vm")]
+        out: PathBuf,
+        /// Build from a kernel package other than the pinned one.
+        #[arg(long)]
+        unpinned: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +67,48 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
             std::fs::rename(&tmp, &out)
                 .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+            Ok(())
+        }
+        Command::Vm {
+            guest,
+            kernel_deb,
+            busybox,
+            nft,
+            mke2fs,
+            out,
+            unpinned,
+        } => {
+            let started = std::time::Instant::now();
+            let options = vmctl_image::vm::Options {
+                guest,
+                kernel_deb,
+                busybox,
+                nft,
+                mke2fs,
+                out,
+                unpinned,
+            };
+            let manifest = vmctl_image::vm::build(&options)?;
+            println!(
+                "VM image for kernel {} in {} ({} modules, {} initramfs entries{}; {:.1} s)",
+                manifest.kernel_release,
+                options.out.display(),
+                manifest.modules,
+                manifest.initramfs_files,
+                if manifest.unpinned {
+                    ", UNPINNED kernel"
+                } else {
+                    ""
+                },
+                started.elapsed().as_secs_f64()
+            );
+            for (name, digest) in &manifest.outputs {
+                println!(
+                    "  {name:<14} {:>7.2} MiB  sha256:{}",
+                    digest.size as f64 / (1024.0 * 1024.0),
+                    digest.sha256
+                );
+            }
             Ok(())
         }
     }

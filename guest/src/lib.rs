@@ -9,4 +9,5 @@ pub mod image;
 pub mod model;
 pub mod network;
 pub mod runtime;
+pub mod vm;
 pub mod volume;

@@ -1,5 +1,6 @@
 //! `vmctl-guest` command line: `serve` runs the engine; `monitor` is the
-//! per-container process the engine starts (not for users).
+//! per-container process the engine starts (not for users). As PID 1 (the
+//! VM's `/init`) it runs the VM's init instead, which starts `vm-engine`.
 
 use std::path::PathBuf;
 
@@ -41,6 +42,10 @@ enum Command {
         #[command(flatten)]
         network: NetworkFlags,
     },
+    /// The engine inside the VM: API on vsock 2375, control on vsock 1025
+    /// (started by PID 1; not for users).
+    #[command(hide = true)]
+    VmEngine,
     /// Run one container (started by the engine; not for users).
     #[command(hide = true)]
     Monitor {
@@ -111,7 +116,8 @@ impl NetworkFlags {
 /// by then fd 2 is the container's stderr, which must not see them.
 fn init_logging() {
     use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal();
+    // Inside the VM stderr is the serial console, read from a log file.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("VMCTL_VM").is_none();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
     let private = nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
@@ -128,9 +134,13 @@ fn init_logging() {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::process::id() == 1 {
+        vmctl_guest::vm::init::main();
+    }
     let cli = Cli::parse();
     init_logging();
     match cli.command {
+        Command::VmEngine => vmctl_guest::vm::engine::main(),
         Command::Monitor { config } => {
             std::process::exit(vmctl_guest::runtime::monitor::main(&config));
         }

@@ -2,10 +2,12 @@
 //!
 //! Owns the numbers both sides must agree on — vsock ports and the Docker
 //! Engine API versions the guest speaks — so the host and the guest cannot
-//! drift — and the wire types of the published-port list ([`ports`]). It
-//! does no I/O.
+//! drift — the wire types of the published-port list ([`ports`]), of the
+//! control service ([`control`]), and the frames every host ↔ guest vsock
+//! stream travels in ([`framing`], the only code here that touches a stream).
 
 pub mod control;
+pub mod framing;
 pub mod ports;
 
 /// The Docker Engine API version the guest advertises in `Api-Version`.

@@ -145,17 +145,53 @@ fn bare_boot() -> Result<Duration> {
     Ok(started.elapsed())
 }
 
-/// One `GET /version` on a fresh connection; `connect` opens it.
-fn version_request(mut stream: UnixStream) -> Result<()> {
-    stream.write_all(b"GET /version HTTP/1.1\r\nHost: vmctl\r\nConnection: close\r\n\r\n")?;
-    let mut answer = Vec::with_capacity(1024);
-    stream.read_to_end(&mut answer)?;
+const REQUEST: &[u8] = b"GET /version HTTP/1.1\r\nHost: vmctl\r\nConnection: close\r\n\r\n";
+
+/// A connection as the benchmark speaks it: plain, or framed as the guest's
+/// vsock ports want (`vmctl_proto::framing`).
+enum Conn {
+    Plain(UnixStream),
+    Framed(UnixStream),
+}
+
+/// One `GET /version` on a fresh connection.
+fn version_request(conn: Conn) -> Result<()> {
+    let answer = match conn {
+        Conn::Plain(mut stream) => {
+            stream.write_all(REQUEST)?;
+            let mut answer = Vec::with_capacity(1024);
+            stream.read_to_end(&mut answer)?;
+            answer
+        }
+        Conn::Framed(mut stream) => {
+            stream.write_all(&vmctl_proto::framing::frame(REQUEST))?;
+            read_frames(&mut stream)?
+        }
+    };
     ensure!(
         answer.starts_with(b"HTTP/1.1 200"),
         "bad answer: {}",
         String::from_utf8_lossy(&answer)
     );
     Ok(())
+}
+
+/// Payloads until the closing frame (or the end of the stream).
+fn read_frames(stream: &mut UnixStream) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        let mut header = [0u8; 4];
+        if stream.read_exact(&mut header).is_err() {
+            return Ok(out);
+        }
+        let len = u32::from_be_bytes(header) as usize;
+        if len == 0 {
+            return Ok(out);
+        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        stream.read_exact(&mut out[start..])?;
+    }
 }
 
 fn hybrid_connect(path: &Path, port: u32) -> Result<UnixStream> {
@@ -174,22 +210,27 @@ fn api(home: &VmHome, runs: usize, warmups: usize) -> Result<Report> {
     let vsock = home.machine_run("default").join("vm.vsock");
     let engine = vmctl_tests::Engine::start();
     let standalone = engine.socket.clone();
-    type Open<'a> = Box<dyn Fn() -> Result<UnixStream> + 'a>;
+    type Open<'a> = Box<dyn Fn() -> Result<Conn> + 'a>;
     let plan: Vec<(Series, Open)> = vec![
         (
             Series::new(
                 "standalone engine",
                 "same engine binary on the host, unix socket",
             ),
-            Box::new(|| Ok(UnixStream::connect(&standalone)?)),
+            Box::new(|| Ok(Conn::Plain(UnixStream::connect(&standalone)?))),
         ),
         (
             Series::new("raw hybrid vsock", "CONNECT 2375 on vm.vsock, no daemon"),
-            Box::new(|| hybrid_connect(&vsock, vmctl_proto::VSOCK_PORT_API)),
+            Box::new(|| {
+                Ok(Conn::Framed(hybrid_connect(
+                    &vsock,
+                    vmctl_proto::VSOCK_PORT_API,
+                )?))
+            }),
         ),
         (
             Series::new("forwarded socket", "docker.sock → daemon → vsock → guest"),
-            Box::new(|| Ok(UnixStream::connect(&forwarded)?)),
+            Box::new(|| Ok(Conn::Plain(UnixStream::connect(&forwarded)?))),
         ),
     ];
     let mut series = Vec::new();

@@ -80,9 +80,21 @@ pub fn unix_path(host: &str) -> Result<PathBuf, ServeError> {
         .ok_or_else(|| ServeError::UnsupportedHost(host.to_owned()))
 }
 
-/// Binds the socket (mode 0600, replacing a stale one) and serves until the
-/// process ends.
-pub async fn serve(engine: Arc<Engine>, path: &Path) -> Result<(), ServeError> {
+/// A source of connections: a unix socket, or vsock inside the VM.
+pub trait Listener: Send + 'static {
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static;
+    fn accept(&mut self) -> impl std::future::Future<Output = std::io::Result<Self::Io>> + Send;
+}
+
+impl Listener for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept(&mut self) -> std::io::Result<Self::Io> {
+        tokio::net::UnixListener::accept(self).await.map(|(s, _)| s)
+    }
+}
+
+/// Binds the unix socket `path` (mode 0600, replacing a stale one).
+pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
     let bind_err = |source| ServeError::Bind {
         path: path.to_owned(),
         source,
@@ -97,13 +109,26 @@ pub async fn serve(engine: Arc<Engine>, path: &Path) -> Result<(), ServeError> {
     }
     let listener = tokio::net::UnixListener::bind(path).map_err(bind_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// Binds the socket (mode 0600, replacing a stale one) and serves until the
+/// process ends.
+pub async fn serve(engine: Arc<Engine>, path: &Path) -> Result<(), ServeError> {
+    let listener = bind_unix(path)?;
     tracing::info!(socket = %path.display(), "serving the Docker Engine API");
-    let router = router(engine);
+    serve_on(router(engine), listener).await;
+    Ok(())
+}
+
+/// Serves the API on every connection `listener` accepts, forever.
+pub async fn serve_on<L: Listener>(router: Router, mut listener: L) {
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 continue;
             }
         };

@@ -198,3 +198,32 @@ mod tests {
         assert!(parse_signal("99").is_err());
     }
 }
+
+impl Engine {
+    /// Engine shutdown (the VM powers off): every running container gets its
+    /// stop signal, then SIGKILL once `grace` has passed. Unlike `docker
+    /// stop`, nothing is marked manually stopped, so restart policies bring
+    /// the containers back at the next boot, as Docker's do.
+    pub async fn stop_all(&self, grace: Duration) {
+        let mut running = Vec::new();
+        for handle in self.handles().await {
+            let record = handle.record.lock().await;
+            if record.state.running {
+                let signal = stop_signal(&record.config.stop_signal);
+                running.push((handle.clone(), record.id.clone(), signal));
+            }
+        }
+        for (_, id, signal) in &running {
+            let _ = self.signal(id, *signal).await;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        for (handle, id, _) in &running {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !handle.wait_stopped(Some(left)).await {
+                tracing::info!(id = %&id[..12], "shutdown: killing");
+                let _ = self.signal(id, Signal::SIGKILL).await;
+                handle.wait_stopped(Some(Duration::from_secs(5))).await;
+            }
+        }
+    }
+}

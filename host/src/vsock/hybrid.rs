@@ -7,11 +7,15 @@
 //! only the prefix is checked); from then on the socket carries the stream's
 //! bytes. A port nobody listens on closes the socket without an answer.
 //! Guest-initiated connections to host port P arrive on `<socket>_P`.
+//! After the handshake the stream is framed ([`vmctl_proto::framing`]),
+//! because vhost-device-vsock turns a half-close into a full close.
 
 use std::path::PathBuf;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+
+use vmctl_proto::framing::Framed;
 
 use super::{ConnectFuture, GuestStream, VsockError, VsockTransport};
 
@@ -67,7 +71,7 @@ impl HybridVsock {
                 answer: String::from_utf8_lossy(&answer).into_owned(),
             });
         }
-        Ok(Box::new(stream))
+        Ok(Box::new(Framed::new(stream)))
     }
 }
 
@@ -100,8 +104,10 @@ mod tests {
                 }
                 let mut stream = reader.into_inner();
                 stream.write_all(b"OK 7\n").await.unwrap();
-                let (mut r, mut w) = stream.split();
+                let (r, w) = tokio::io::split(Framed::new(stream));
+                let (mut r, mut w) = (r, w);
                 tokio::io::copy(&mut r, &mut w).await.unwrap();
+                w.shutdown().await.unwrap();
             });
         }
     }

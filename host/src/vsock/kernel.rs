@@ -33,7 +33,7 @@ impl VsockTransport for KernelVsock {
         let addr = VsockAddr::new(self.cid, port);
         Box::pin(async move {
             match VsockStream::connect(addr).await {
-                Ok(stream) => Ok(Box::new(stream) as _),
+                Ok(stream) => Ok(Box::new(vmctl_proto::framing::Framed::new(stream)) as _),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                     Err(VsockError::Refused { port })
                 }

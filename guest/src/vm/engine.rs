@@ -1,0 +1,99 @@
+//! The engine process of the VM (`/init vm-engine`, started by PID 1): the
+//! Docker Engine API on vsock port 2375 and on `/run/vmctl/docker.sock`, and
+//! the control service on vsock port 1025. A shutdown request (or SIGTERM)
+//! stops the containers and exits 0, which PID 1 takes as "power off".
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::Notify;
+use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
+use vmctl_proto::control::{DATA_MOUNT, READY_MARKER};
+use vmctl_proto::framing::Framed;
+use vmctl_proto::{VSOCK_PORT_API, VSOCK_PORT_CONTROL};
+
+use super::control::Control;
+use crate::engine::{Engine, EngineOptions};
+
+/// The VM's NIC.
+pub const INTERFACE: &str = "eth0";
+
+struct Vsock(VsockListener);
+
+/// Every host connection is framed (`vmctl_proto::framing`): half-close
+/// survives the vhost-user vsock backend.
+impl crate::api::Listener for Vsock {
+    type Io = Framed<tokio_vsock::VsockStream>;
+    async fn accept(&mut self) -> std::io::Result<Self::Io> {
+        self.0.accept().await.map(|(s, _)| Framed::new(s))
+    }
+}
+
+fn bind(port: u32) -> anyhow::Result<VsockListener> {
+    VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
+        .with_context(|| format!("cannot listen on vsock port {port}"))
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
+    runtime.block_on(serve())?;
+    nix::unistd::sync();
+    Ok(())
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let options = EngineOptions {
+        root: PathBuf::from(DATA_MOUNT),
+        exec_root: PathBuf::from("/run/vmctl/engine"),
+        cgroup_parent: "vmctl".into(),
+        builtin_images: Some(PathBuf::from("/usr/share/vmctl/images")),
+        self_exe: std::env::current_exe().context("cannot find own executable")?,
+        network: crate::network::NetworkOptions::default(),
+    };
+    let engine = Engine::open(options).await?;
+    tracing::info!(ms = started.elapsed().as_millis() as u64, "engine open");
+    let router = crate::api::router(engine.clone());
+    let unix = crate::api::bind_unix(std::path::Path::new("/run/vmctl/docker.sock"))?;
+    let api = Vsock(bind(VSOCK_PORT_API)?);
+    let control_listener = bind(VSOCK_PORT_CONTROL)?;
+    tokio::spawn(crate::api::serve_on(router.clone(), unix));
+    tokio::spawn(crate::api::serve_on(router, api));
+
+    let shutdown = Arc::new(Notify::new());
+    let control = Arc::new(Control {
+        shutdown: shutdown.clone(),
+        interface: INTERFACE.into(),
+    });
+    tokio::spawn(async move {
+        loop {
+            match control_listener.accept().await {
+                Ok((stream, _)) => {
+                    let control = control.clone();
+                    tokio::spawn(async move { control.handle(Framed::new(stream)).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    });
+    eprintln!(
+        "{READY_MARKER} (engine up in {} ms, {} ms since boot)",
+        started.elapsed().as_millis(),
+        super::control::uptime_ms()
+    );
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    tokio::select! {
+        _ = shutdown.notified() => {}
+        _ = terminate.recv() => tracing::info!("SIGTERM"),
+    }
+    tracing::info!("stopping containers");
+    engine.stop_all(Duration::from_secs(10)).await;
+    Ok(())
+}

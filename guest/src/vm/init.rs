@@ -1,0 +1,190 @@
+//! PID 1 of the VM. Single-threaded, no async runtime: it mounts the basics,
+//! sets the clock, loads the modules, starts DHCP in the background, prepares
+//! the data disk, then runs the engine as its child (`/init vm-engine`) and
+//! reaps every orphan. The engine exiting 0 means "power off" (the host
+//! asked); a crash restarts it (at most 5 times a minute). SIGTERM, SIGINT
+//! and SIGPWR to PID 1 stop the engine and power off.
+
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use vmctl_proto::control::{CMDLINE_DATA_DISK, CMDLINE_LOG, CMDLINE_TIME, DATA_MOUNT};
+
+use super::{clock, cmdline, dhcp, disk, modules, mounts, power};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Runs PID 1; never returns.
+pub fn main() -> ! {
+    console();
+    std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    std::env::set_var("HOME", "/root");
+    std::env::set_var("VMCTL_VM", "1");
+    let left_rootfs = mounts::leave_rootfs();
+    mounts::mount_all();
+    let line = cmdline::read();
+    logging(cmdline::value(&line, CMDLINE_LOG));
+    step("mounts", || ());
+    if let Err(e) = left_rootfs {
+        tracing::error!(error = %e, "cannot leave the initramfs root: containers will not start");
+    }
+    if let Some((secs, nanos)) = cmdline::value(&line, CMDLINE_TIME).and_then(clock::parse) {
+        if let Err(e) = clock::set(secs, nanos) {
+            tracing::warn!(error = %e, "cannot set the clock");
+        }
+    }
+    hostname();
+    let (loaded, failed) = step("modules", || {
+        modules::load_all(std::path::Path::new(modules::LIST))
+    });
+    tracing::info!(loaded, failed, "kernel modules");
+    step("network", network);
+    match cmdline::value(&line, CMDLINE_DATA_DISK) {
+        Some(device) => {
+            let outcome = step("data disk", || {
+                disk::prepare(
+                    std::path::Path::new(device),
+                    std::path::Path::new(DATA_MOUNT),
+                )
+            });
+            match outcome {
+                disk::DiskOutcome::Memory(reason) => {
+                    tracing::error!(%reason, "the engine's state lives in memory this boot")
+                }
+                other => tracing::info!(device, ?other, "data disk"),
+            }
+        }
+        None => tracing::warn!("no data disk: the engine's state lives in memory"),
+    }
+    install_signal_handlers();
+    supervise();
+    power::power_off(DATA_MOUNT)
+}
+
+/// fds 0, 1, 2 on the console.
+fn console() {
+    if let Ok(console) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard fds; the console file stays open until then.
+            unsafe { libc::dup2(console.as_raw_fd(), fd) };
+        }
+    }
+}
+
+fn logging(filter: Option<&str>) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("info,hickory_server=warn"))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    std::env::set_var("VMCTL_LOG", filter.to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs one boot step, logging its duration.
+fn step<T>(name: &str, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    tracing::info!(
+        step = name,
+        ms = started.elapsed().as_millis() as u64,
+        since_boot_ms = super::control::uptime_ms(),
+        "boot step"
+    );
+    out
+}
+
+fn hostname() {
+    let name = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "vmctl".into());
+    let _ = nix::unistd::sethostname(name.trim());
+}
+
+fn network() {
+    for (interface, up) in [("lo", true), (super::engine::INTERFACE, true)] {
+        let _ = Command::new("/bin/busybox")
+            .args([
+                "ip",
+                "link",
+                "set",
+                interface,
+                if up { "up" } else { "down" },
+            ])
+            .status();
+    }
+    if let Err(e) = dhcp::start(super::engine::INTERFACE) {
+        tracing::warn!(error = %e, "cannot start udhcpc");
+    }
+}
+
+fn install_signal_handlers() {
+    let action = SigAction::new(
+        SigHandler::Handler(on_stop),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGPWR] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            let _ = sigaction(signal, &action);
+        }
+    }
+}
+
+/// Runs the engine child, reaping every orphan, until a power-off is due.
+fn supervise() {
+    let mut crashes: Vec<Instant> = Vec::new();
+    loop {
+        let engine = match Command::new("/proc/self/exe").arg("vm-engine").spawn() {
+            Ok(child) => Pid::from_raw(child.id() as i32),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the engine");
+                return;
+            }
+        };
+        let mut stopping = false;
+        let status = loop {
+            if STOP.load(Ordering::SeqCst) && !stopping {
+                stopping = true;
+                let _ = nix::sys::signal::kill(engine, Signal::SIGTERM);
+            }
+            match waitpid(Pid::from_raw(-1), None) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == engine => break Some(code),
+                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == engine => {
+                    tracing::error!(?signal, "the engine was killed");
+                    break None;
+                }
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "waitpid");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        if status == Some(0) || stopping {
+            return;
+        }
+        tracing::error!(?status, "the engine exited unexpectedly; restarting it");
+        crashes.retain(|t| t.elapsed() < Duration::from_secs(60));
+        crashes.push(Instant::now());
+        if crashes.len() > 5 {
+            tracing::error!("the engine keeps failing; powering off");
+            return;
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! PID-1 duties inside the VM: [`init`] (mounts, clock, modules, network,
+//! data disk, the engine child, reaping, power-off) and the engine process's
+//! VM side in [`engine`]: the API on vsock 2375 and the host's control
+//! service ([`control`], [`shell`]) on vsock 1025.
+//!
+//! Kernel command-line options (keys in `vmctl_proto::control`):
+//!
+//! | option | meaning |
+//! |---|---|
+//! | `vmctl.time=<secs>.<nanos>` | the host's clock at launch |
+//! | `vmctl.data=/dev/vda` | the data disk: formatted on first boot, mounted at `/var/lib/vmctl` |
+//! | `vmctl.log=<filter>` | log filter (`VMCTL_LOG` syntax), default `info` |
+
+pub mod clock;
+pub mod cmdline;
+pub mod control;
+pub mod dhcp;
+pub mod disk;
+pub mod engine;
+pub mod init;
+pub mod modules;
+pub mod mounts;
+pub mod power;
+pub mod shell;

@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
     about = "Containers on your desktop, in a small Linux VM"
 )]
 struct Cli {
+    /// Engine for the container verbs (unix:///path); default: the machine's.
+    #[arg(long, short = 'H', global = true, env = "VMCTL_HOST")]
+    host: Option<String>,
+    /// Machine for the container verbs.
+    #[arg(long, global = true, env = "VMCTL_MACHINE", default_value = "default")]
+    machine: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -16,14 +22,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Show the version of vmctl and of the engine it talks to.
-    Version {
-        /// Engine address (unix:///path); defaults to $DOCKER_HOST.
-        #[arg(long, short = 'H')]
-        host: Option<String>,
-    },
+    Version,
     /// Manage the VM that runs the engine.
     #[command(subcommand)]
     Machine(vmctl::cli::machine::MachineCommand),
+    #[command(flatten)]
+    Container(vmctl::cli::container::ContainerCommand),
 }
 
 fn init_logging(daemon: bool) {
@@ -45,11 +49,19 @@ fn main() {
     );
     init_logging(daemon);
     let result = match cli.command {
-        Command::Version { host } => vmctl::cli::version::run(host.as_deref())
+        Command::Version => vmctl::cli::version::run(cli.host.as_deref())
             .map(|()| 0)
             .map_err(|e| vmctl::error_chain(&e)),
         Command::Machine(command) => runtime().block_on(async {
             vmctl::cli::machine::dispatch(command)
+                .await
+                .map_err(|e| vmctl::error_chain(&e))
+        }),
+        Command::Container(command) => runtime().block_on(async {
+            let docker = vmctl::cli::engine::connect(cli.host.as_deref(), &cli.machine)
+                .await
+                .map_err(|e| vmctl::error_chain(&e))?;
+            vmctl::cli::container::dispatch(&docker, command)
                 .await
                 .map_err(|e| vmctl::error_chain(&e))
         }),

@@ -41,7 +41,7 @@ pub enum ControlRequest {
     /// Set the guest's wall clock (after a host suspend, the guest's clock lags).
     SetTime {
         /// Nanoseconds since the Unix epoch.
-        unix_nanos: u128,
+        unix_nanos: u64,
     },
     /// Stop the containers, flush and unmount the data disk, power off. The
     /// answer comes before the power-off; the VM process then exits.

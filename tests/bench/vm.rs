@@ -119,7 +119,7 @@ fn bare_boot() -> Result<Duration> {
     let started = Instant::now();
     let status = Command::new("qemu-system-x86_64")
         .args([
-            "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024M",
+            "-machine", "q35", "-accel", "tcg", "-smp", "2", "-m", "1024M",
         ])
         .args([
             "-nodefaults",

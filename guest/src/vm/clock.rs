@@ -21,7 +21,7 @@ pub fn set(secs: i64, nanos: i64) -> nix::Result<()> {
 }
 
 /// Sets the clock to `unix_nanos` since the epoch.
-pub fn set_nanos(unix_nanos: u128) -> nix::Result<()> {
+pub fn set_nanos(unix_nanos: u64) -> nix::Result<()> {
     let secs = (unix_nanos / 1_000_000_000) as i64;
     let nanos = (unix_nanos % 1_000_000_000) as i64;
     set(secs, nanos)

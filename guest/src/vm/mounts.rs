@@ -85,7 +85,13 @@ fn table() -> [Mount; 8] {
 pub fn leave_rootfs() -> nix::Result<()> {
     let new_root = "/.vmroot";
     let _ = std::fs::create_dir(new_root);
-    mount(Some("/"), new_root, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+    mount(
+        Some("/"),
+        new_root,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )?;
     nix::unistd::chdir(new_root)?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)?;
     nix::unistd::chroot(".")?;

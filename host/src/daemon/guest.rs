@@ -80,7 +80,7 @@ pub async fn sync_time(transport: &dyn VsockTransport) -> Result<(), GuestError>
     let unix_nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_nanos();
+        .as_nanos() as u64;
     simple(
         transport,
         ControlRequest::SetTime { unix_nanos },

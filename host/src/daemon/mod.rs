@@ -252,7 +252,9 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
         under: format!("{qemu_version}; {}", facts::host_kernel()),
     })
     .await?;
-    let _ = guest::sync_time(transport.as_ref()).await;
+    if let Err(e) = guest::sync_time(transport.as_ref()).await {
+        tracing::warn!(error = %crate::error_chain(&e), "cannot set the guest's clock");
+    }
     status.state = State::Running;
     status.accelerator = Some(booted.accelerator.to_string());
     status.accelerator_note = booted.note;

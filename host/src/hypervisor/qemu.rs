@@ -42,7 +42,10 @@ impl Qemu {
         cmd.arg("-name").arg(format!("vmctl-{}", spec.name));
         cmd.args(["-machine", "q35,vmport=off,i8042=off,sata=off,smbus=off"]);
         cmd.args(["-accel", accel.as_str()]);
-        cmd.args(["-cpu", if accel.is_emulation() { "max" } else { "host" }]);
+        // Under emulation the default model boots ~0.5 s faster than `max`.
+        if !accel.is_emulation() {
+            cmd.args(["-cpu", "host"]);
+        }
         cmd.arg("-smp").arg(spec.cpus.to_string());
         cmd.arg("-m").arg(format!("{mem}M"));
         cmd.arg("-object")

@@ -29,7 +29,11 @@ pub async fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
         return Err(MachineCliError::NotRunning(args.name));
     }
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let (rows, cols) = if tty { terminal_size() } else { (0, 0) };
+    let (rows, cols) = if tty {
+        crate::cli::stream::terminal_size().unwrap_or((24, 80))
+    } else {
+        (0, 0)
+    };
     let (_, stream) = protocol::request(
         &machine.paths.daemon_socket(),
         &DaemonRequest::Connect {
@@ -59,7 +63,7 @@ pub async fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
             response.error.unwrap_or_default()
         )));
     }
-    let _raw = tty.then(RawMode::enter).flatten();
+    let _raw = tty.then(crate::cli::stream::RawMode::enter).flatten();
     let (mut from_vm, mut to_vm) = tokio::io::split(stream);
     let input = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
@@ -71,47 +75,4 @@ pub async fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
     let _ = stdout.flush().await;
     input.abort();
     Ok(0)
-}
-
-fn terminal_size() -> (u16, u16) {
-    let mut size = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ fills the winsize we pass; fd 1 is a terminal here.
-    let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut size) } == 0;
-    if ok {
-        (size.ws_row, size.ws_col)
-    } else {
-        (24, 80)
-    }
-}
-
-/// The local terminal in raw mode while the remote shell runs.
-pub struct RawMode {
-    saved: nix::sys::termios::Termios,
-}
-
-impl RawMode {
-    fn enter() -> Option<Self> {
-        use nix::sys::termios;
-        let stdin = std::io::stdin();
-        let saved = termios::tcgetattr(&stdin).ok()?;
-        let mut raw = saved.clone();
-        termios::cfmakeraw(&mut raw);
-        termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &raw).ok()?;
-        Some(Self { saved })
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        let _ = nix::sys::termios::tcsetattr(
-            std::io::stdin(),
-            nix::sys::termios::SetArg::TCSANOW,
-            &self.saved,
-        );
-    }
 }

@@ -47,6 +47,17 @@ impl SizeFlags {
         self.cpus.is_none() && self.memory.is_none() && self.disk.is_none()
     }
 
+    /// The settings of a new machine: the defaults with these flags applied.
+    pub fn new_config(&self) -> Result<MachineConfig, MachineError> {
+        let mut base = MachineConfig::default();
+        base.disk_gib = MIN_DISK_GIB;
+        let mut config = self.apply(base)?;
+        if self.disk.is_none() {
+            config.disk_gib = MachineConfig::default().disk_gib;
+        }
+        Ok(config)
+    }
+
     /// `config` with these flags applied; every value checked.
     pub fn apply(&self, mut config: MachineConfig) -> Result<MachineConfig, MachineError> {
         if let Some(cpus) = self.cpus {

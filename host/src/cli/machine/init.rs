@@ -1,7 +1,7 @@
 //! `vmctl machine init [NAME] [--cpus N] [--memory SIZE] [--disk SIZE]`.
 
 use super::MachineCliError;
-use crate::machine::{Machine, MachineConfig, Roots, SizeFlags, DEFAULT_MACHINE};
+use crate::machine::{Machine, Roots, SizeFlags, DEFAULT_MACHINE};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -13,7 +13,7 @@ pub struct Args {
 }
 
 pub fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
-    let config = args.sizes.apply(MachineConfig::default())?;
+    let config = args.sizes.new_config()?;
     let machine = Machine::create(roots, &args.name, config)?;
     let c = &machine.config;
     println!(

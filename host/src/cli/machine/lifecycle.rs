@@ -68,27 +68,43 @@ pub async fn ensure_running(
     sizes: &SizeFlags,
 ) -> Result<(Machine, VmStatus, bool), MachineCliError> {
     let mut machine = Machine::load_or_default(roots, name)?;
-    let live = status::liveness(&machine.paths);
+    let mut live = status::liveness(&machine.paths);
+    let mut starting = false;
     if live.daemon {
-        if let Some(status) = daemon_status(&machine.paths).await {
-            if status.state == State::Running {
+        match daemon_status(&machine.paths).await.map(|s| s.state) {
+            Some(State::Running) => {
                 if !sizes.is_empty() {
                     return Err(MachineCliError::RunningResize(name.to_owned()));
                 }
+                let status = daemon_status(&machine.paths)
+                    .await
+                    .unwrap_or_else(|| VmStatus::new(State::Running));
                 return Ok((machine, status, false));
+            }
+            Some(State::Starting) => starting = true,
+            // A daemon on its way out (its VM stopped): let it finish.
+            _ => {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while status::liveness(&machine.paths).daemon && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                live = status::liveness(&machine.paths);
             }
         }
     }
+    if !starting && status_says_starting(&machine.paths) && live.daemon {
+        starting = true;
+    }
     if !sizes.is_empty() {
-        if live.vmm.is_some() {
+        if live.vmm.is_some() || live.daemon {
             return Err(MachineCliError::RunningResize(name.to_owned()));
         }
         machine.config = sizes.apply(machine.config.clone())?;
         machine.save()?;
         machine.size_disk()?;
     }
-    let child = if live.daemon {
-        None // starting already: wait for it
+    let child = if starting {
+        None // another start is under way: wait for it
     } else {
         if live.vmm.is_some() {
             tracing::info!(vm = %name, "the VM runs without its daemon: restarting the daemon");
@@ -98,6 +114,13 @@ pub async fn ensure_running(
     let status = wait_until_running(&machine.paths, child).await?;
     super::context::ensure(name, &machine.paths.docker_socket());
     Ok((machine, status, true))
+}
+
+fn status_says_starting(paths: &MachinePaths) -> bool {
+    VmStatus::load(paths)
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.state == State::Starting)
 }
 
 /// Waits for the daemon to report the VM running, with a spinner on a terminal.

@@ -42,6 +42,9 @@ fn init_logging(daemon: bool) {
 }
 
 fn main() {
+    // `vmctl ps | head -1`: end quietly on a closed pipe, as other CLIs do.
+    // SAFETY: setting a signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let daemon = matches!(
         cli.command,
@@ -52,12 +55,12 @@ fn main() {
         Command::Version => vmctl::cli::version::run(cli.host.as_deref())
             .map(|()| 0)
             .map_err(|e| vmctl::error_chain(&e)),
-        Command::Machine(command) => runtime().block_on(async {
+        Command::Machine(command) => block_on(async {
             vmctl::cli::machine::dispatch(command)
                 .await
                 .map_err(|e| vmctl::error_chain(&e))
         }),
-        Command::Container(command) => runtime().block_on(async {
+        Command::Container(command) => block_on(async {
             let docker = vmctl::cli::engine::connect(cli.host.as_deref(), &cli.machine)
                 .await
                 .map_err(|e| vmctl::error_chain(&e))?;
@@ -75,12 +78,17 @@ fn main() {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Runtime::new() {
+/// Runs `future`, then leaves without waiting for blocked readers of stdin
+/// (tokio reads stdin on a blocking thread that only a keypress would end).
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("vmctl: cannot start the async runtime: {e}");
             std::process::exit(1);
         }
-    }
+    };
+    let out = runtime.block_on(future);
+    runtime.shutdown_background();
+    out
 }

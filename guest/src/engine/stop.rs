@@ -185,20 +185,6 @@ fn stop_signal(configured: &str) -> Signal {
     parse_signal(configured).unwrap_or(Signal::SIGTERM)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_parse_in_every_docker_form() {
-        assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("term").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
-        assert!(parse_signal("NOPE").is_err());
-        assert!(parse_signal("99").is_err());
-    }
-}
-
 impl Engine {
     /// Engine shutdown (the VM powers off): every running container gets its
     /// stop signal, then SIGKILL once `grace` has passed. Unlike `docker
@@ -225,5 +211,19 @@ impl Engine {
                 handle.wait_stopped(Some(Duration::from_secs(5))).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_in_every_docker_form() {
+        assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("term").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("99").is_err());
     }
 }

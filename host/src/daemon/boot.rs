@@ -144,9 +144,13 @@ async fn wait_for_guest(
         if vm.process().has_exited() {
             return Err("the VMM exited (see the daemon log and console log)".into());
         }
-        let probe = tokio::time::timeout(Duration::from_secs(2), guest::health(plan.transport));
-        if let Ok(Ok(health)) = probe.await {
-            return Ok(health);
+        // Before the guest's vsock driver is up a connection hangs rather
+        // than being refused: connect with a short limit, then ask.
+        let connect = plan.transport.connect(vmctl_proto::VSOCK_PORT_CONTROL);
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(150), connect).await {
+            if let Ok(health) = guest::health_on(stream).await {
+                return Ok(health);
+            }
         }
         if last_state_check.elapsed() > Duration::from_millis(300) {
             last_state_check = Instant::now();

@@ -29,10 +29,18 @@ pub async fn call(
     transport: &dyn VsockTransport,
     request: &ControlRequest,
 ) -> Result<(ControlResponse, BufReader<GuestStream>), GuestError> {
-    let mut stream = transport
+    let stream = transport
         .connect(VSOCK_PORT_CONTROL)
         .await
         .map_err(GuestError::Connect)?;
+    call_on(stream, request).await
+}
+
+/// [`call`] on a stream already connected to the control port.
+pub async fn call_on(
+    mut stream: GuestStream,
+    request: &ControlRequest,
+) -> Result<(ControlResponse, BufReader<GuestStream>), GuestError> {
     let mut line = serde_json::to_vec(request).map_err(GuestError::Malformed)?;
     line.push(b'\n');
     stream.write_all(&line).await.map_err(GuestError::Io)?;
@@ -72,6 +80,20 @@ pub async fn health(transport: &dyn VsockTransport) -> Result<Health, GuestError
     response.health.ok_or(GuestError::Refused {
         op: "health",
         message: "no health in the answer".into(),
+    })
+}
+
+/// Health over a stream already connected to the control port.
+pub async fn health_on(stream: GuestStream) -> Result<Health, GuestError> {
+    let limit = Duration::from_secs(10);
+    let (response, _) = tokio::time::timeout(limit, call_on(stream, &ControlRequest::Health))
+        .await
+        .map_err(|_| GuestError::Timeout(limit))??;
+    response.health.ok_or(GuestError::Refused {
+        op: "health",
+        message: response
+            .error
+            .unwrap_or_else(|| "no health in the answer".into()),
     })
 }
 

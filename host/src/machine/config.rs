@@ -49,8 +49,10 @@ impl SizeFlags {
 
     /// The settings of a new machine: the defaults with these flags applied.
     pub fn new_config(&self) -> Result<MachineConfig, MachineError> {
-        let mut base = MachineConfig::default();
-        base.disk_gib = MIN_DISK_GIB;
+        let base = MachineConfig {
+            disk_gib: MIN_DISK_GIB,
+            ..MachineConfig::default()
+        };
         let mut config = self.apply(base)?;
         if self.disk.is_none() {
             config.disk_gib = MachineConfig::default().disk_gib;

@@ -168,13 +168,13 @@ fn add_modules(tree: &mut Tree, package: &deb::KernelPackage) -> Result<usize, V
     }
     let order = deps.load_order(modules::roots(modules::ROOTS))?;
     let base = format!("/lib/modules/{}", package.release);
+    // `<level> <path>` in load order: a level's modules need only lower levels.
     let mut list = String::new();
-    for path in &order {
+    for (path, level) in order.iter().zip(deps.levels(&order)) {
         let bytes = package.modules[path].clone();
         let full = format!("{base}/{path}");
         tree.file(&full, bytes, 0o644);
-        list.push_str(&full);
-        list.push('\n');
+        list.push_str(&format!("{level} {full}\n"));
     }
     tree.file("/etc/vmctl/modules", list.into_bytes(), 0o644);
     Ok(order.len())

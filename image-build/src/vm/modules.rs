@@ -141,6 +141,30 @@ fn elf_section<'a>(elf: &'a [u8], name: &str) -> Option<&'a [u8]> {
     })
 }
 
+impl ModuleDeps {
+    /// The level of each module of `order` (a load order): 0 for modules
+    /// needing nothing, else one more than the deepest dependency. Modules
+    /// of one level can load at the same time.
+    pub fn levels(&self, order: &[String]) -> Vec<usize> {
+        let mut level_of: BTreeMap<String, usize> = BTreeMap::new();
+        order
+            .iter()
+            .map(|path| {
+                let name = module_name(path);
+                let level = self.modules.get(&name).map_or(0, |(_, deps)| {
+                    deps.iter()
+                        .filter_map(|d| level_of.get(d))
+                        .map(|l| l + 1)
+                        .max()
+                        .unwrap_or(0)
+                });
+                level_of.insert(name, level);
+                level
+            })
+            .collect()
+    }
+}
+
 /// The module names listed in a roots file (`#` comments, blank lines ignored).
 pub fn roots(text: &str) -> Vec<&str> {
     text.lines()
@@ -172,6 +196,10 @@ kernel/net/vmw_vsock/vsock.ko:\n";
         assert!(pos("transport_common.ko") < pos("virtio_transport.ko"));
         assert!(pos("jbd2.ko") < pos("ext4.ko"));
         assert_eq!(order.len(), 7);
+        let levels = deps.levels(&order);
+        assert_eq!(levels[pos("/vsock.ko")], 0);
+        assert_eq!(levels[pos("transport_common.ko")], 1);
+        assert_eq!(levels[pos("virtio_transport.ko")], 2);
         assert!(matches!(
             deps.load_order(["nosuch"]),
             Err(VmImageError::UnknownModule(_))

@@ -18,4 +18,5 @@ mod network_ports;
 mod network_user;
 mod run;
 mod vm;
+mod vm_image;
 mod volumes;

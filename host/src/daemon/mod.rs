@@ -180,6 +180,40 @@ fn vm_spec(machine: &Machine) -> Result<(VmSpec, BackendPaths), DaemonError> {
     Ok((spec, backend))
 }
 
+/// The host kernel's vsock when it has `/dev/vhost-vsock` (unless
+/// `VMCTL_VSOCK=hybrid`), else the vhost-user backend and hybrid vsock.
+fn choose_vsock(
+    machine: &Machine,
+    spec: &mut VmSpec,
+    backend: BackendPaths,
+) -> (Option<BackendPaths>, Arc<dyn VsockTransport>) {
+    #[cfg(target_os = "linux")]
+    {
+        let hybrid_forced = std::env::var("VMCTL_VSOCK").is_ok_and(|v| v == "hybrid");
+        if !hybrid_forced && crate::vsock::kernel::is_available() {
+            let cid = guest_cid(&machine.paths.name);
+            spec.vsock = VsockDevice::Kernel { cid };
+            return (None, Arc::new(crate::vsock::kernel::KernelVsock::new(cid)));
+        }
+    }
+    let _ = &spec;
+    (
+        Some(backend),
+        Arc::new(HybridVsock::new(machine.paths.vsock_socket())),
+    )
+}
+
+/// A guest CID for machine `name` on the host kernel's vsock: stable per
+/// name, above the reserved 0–2, below 2^31.
+#[cfg(target_os = "linux")]
+fn guest_cid(name: &str) -> u32 {
+    // FNV-1a: stable across builds, unlike std's hasher.
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    3 + hash % 0x7fff_fff0
+}
+
 fn forced_accelerator() -> Result<Option<Accelerator>, DaemonError> {
     let Ok(text) = std::env::var(ACCEL_ENV) else {
         return Ok(None);
@@ -197,17 +231,25 @@ fn forced_accelerator() -> Result<Option<Accelerator>, DaemonError> {
 
 async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, DaemonError> {
     let hypervisor = hypervisor::detect()?;
-    let (spec, backend_paths) = vm_spec(&machine)?;
-    let transport: Arc<dyn VsockTransport> =
-        Arc::new(HybridVsock::new(machine.paths.vsock_socket()));
+    let (mut spec, backend_paths) = vm_spec(&machine)?;
+    let (backend_paths, transport) = choose_vsock(&machine, &mut spec, backend_paths);
     let previous = VmStatus::load(&machine.paths).ok().flatten();
 
-    let adopted_backend = crate::vsock::vhost_user::adopt(&backend_paths);
-    if let (Some(vm), Some(backend)) = (hypervisor.adopt(&spec), adopted_backend) {
+    let mut adopted_backend = backend_paths
+        .as_ref()
+        .and_then(crate::vsock::vhost_user::adopt);
+    if let Some(vm) = hypervisor.adopt(&spec) {
         let vm: Arc<dyn Vm> = Arc::from(vm);
-        if let Ok(Ok(health)) =
-            tokio::time::timeout(Duration::from_secs(10), guest::health(transport.as_ref())).await
-        {
+        let complete = backend_paths.is_none() || adopted_backend.is_some();
+        let health = if complete {
+            tokio::time::timeout(Duration::from_secs(10), guest::health(transport.as_ref()))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        if let Some(health) = health {
             let _ = guest::sync_time(transport.as_ref()).await;
             let mut status = previous.unwrap_or_else(|| VmStatus::new(State::Running));
             status.state = State::Running;
@@ -219,17 +261,18 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
             return Ok(Running {
                 machine,
                 vm,
-                backend: Some(backend),
+                backend: adopted_backend,
                 transport,
                 status: std::sync::Mutex::new(status),
                 stop: Notify::new(),
             });
         }
-        tracing::warn!(vm = %machine.paths.name, "the running VM does not answer: stopping it");
+        // Never boot a second VM on the same disk: stop the old one first.
+        tracing::warn!(vm = %machine.paths.name, "the running VM does not answer (or lost its vsock backend): stopping it");
         let _ = vm.quit();
         vm.process().terminate(Duration::from_secs(3)).await;
-        backend.terminate(Duration::from_secs(2)).await;
-    } else if let Some(backend) = crate::vsock::vhost_user::adopt(&backend_paths) {
+    }
+    if let Some(backend) = adopted_backend.take() {
         backend.terminate(Duration::from_secs(2)).await;
     }
 
@@ -245,7 +288,7 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
     let booted = boot::boot(boot::BootPlan {
         hypervisor: hypervisor.as_ref(),
         spec,
-        backend: Some(backend_paths),
+        backend: backend_paths,
         transport: transport.as_ref(),
         facts_path: &roots.host_facts(),
         forced: forced_accelerator()?,

@@ -134,6 +134,28 @@ fn machine_runs_containers_keeps_volumes_and_stops_clean() {
     let uname = home.ok(&["machine", "ssh", "--", "uname", "-r"]);
     assert!(uname.trim().ends_with("-amd64"), "{uname}");
 
+    // The docker context exists and points at the socket.
+    let context = home.docker(
+        "",
+        &[
+            "context",
+            "inspect",
+            "vmctl",
+            "--format",
+            "{{.Endpoints.docker.Host}}",
+        ],
+    );
+    assert_eq!(stdout(&context), host, "{}", stderr(&context));
+
+    container_verbs(&home);
+
+    // `vmctl run` starts a stopped machine by itself.
+    home.ok(&["machine", "stop"]);
+    assert_eq!(
+        home.ok(&["run", "--rm", "hello", "echo", "auto"]).trim(),
+        "auto"
+    );
+
     let daemon = home.pid("default", "daemon.pid").expect("daemon pid");
     home.ok(&["machine", "stop"]);
     let status = home.ok(&["machine", "status"]);
@@ -151,6 +173,64 @@ fn machine_runs_containers_keeps_volumes_and_stops_clean() {
         .filter(|name| name.ends_with(".sock") || name.contains(".vsock") || name.ends_with(".pid"))
         .collect();
     assert!(left.is_empty(), "left behind after stop: {left:?}");
+}
+
+/// vmctl's own container verbs, through the machine's socket.
+fn container_verbs(home: &VmHome) {
+    assert_eq!(
+        home.ok(&["run", "--rm", "hello", "echo", "ok"]).trim(),
+        "ok"
+    );
+    assert_eq!(
+        home.vmctl(&["run", "--rm", "hello", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    let mut piped = home.vmctl_command(&["run", "-i", "--rm", "hello", "cat"]);
+    piped
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = piped.spawn().expect("vmctl run -i");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"through stdin\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "through stdin", "input closed, output kept");
+
+    let id = home.ok(&[
+        "run", "-d", "--name", "web", "-p", "8080:80", "-e", "A=b", "hello",
+    ]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let ps = home.ok(&["ps"]);
+    assert!(
+        ps.contains("web") && ps.contains("0.0.0.0:8080->80/tcp"),
+        "{ps}"
+    );
+    assert_eq!(home.ok(&["exec", "web", "sh", "-c", "echo $A"]).trim(), "b");
+    assert_eq!(
+        home.vmctl(&["exec", "web", "sh", "-c", "exit 4"])
+            .status
+            .code(),
+        Some(4)
+    );
+    let page = home.ok(&[
+        "machine",
+        "ssh",
+        "--",
+        "wget",
+        "-qO-",
+        "http://127.0.0.1:8080/",
+    ]);
+    assert!(page.contains("Hello from vmctl"), "{page}");
+    assert!(home.ok(&["images"]).contains("hello"));
+    assert_eq!(home.ok(&["stop", "web"]).trim(), "web");
+    assert_eq!(home.ok(&["rm", "web"]).trim(), "web");
+    let missing = home.vmctl(&["rm", "nosuch"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("No such container: nosuch"),
+        "{}",
+        stderr(&missing)
+    );
 }
 
 fn vmctl_tests_alive(pid: u32) -> bool {

@@ -82,6 +82,8 @@ pub async fn ensure_running(
                 return Ok((machine, status, false));
             }
             Some(State::Starting) => starting = true,
+            // Booting: its socket opens once the VM answers.
+            None if status_says_starting(&machine.paths) => starting = true,
             // A daemon on its way out (its VM stopped): let it finish.
             _ => {
                 let deadline = Instant::now() + Duration::from_secs(60);
@@ -91,9 +93,6 @@ pub async fn ensure_running(
                 live = status::liveness(&machine.paths);
             }
         }
-    }
-    if !starting && status_says_starting(&machine.paths) && live.daemon {
-        starting = true;
     }
     if !sizes.is_empty() {
         if live.vmm.is_some() || live.daemon {

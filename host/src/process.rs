@@ -98,21 +98,15 @@ impl Owned {
     }
 
     /// Whether the process has exited (it is reaped if it was our child).
+    /// `/proc` is the authority: a pidfd's readiness alone has been seen
+    /// to fire for a live QEMU under load.
     pub fn has_exited(&self) -> bool {
-        let mut poll = libc::pollfd {
-            fd: self.pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout.
-        let ready = unsafe { libc::poll(&mut poll, 1, 0) } > 0;
-        if ready {
-            self.reap();
-        }
-        ready
+        self.reap();
+        !crate::machine::status::pid_alive(self.pid)
     }
 
-    /// Waits until the process exits.
+    /// Waits until the process exits: woken by the pidfd, confirmed by
+    /// [`Self::has_exited`], and re-checked twice a second in any case.
     pub async fn exited(&self) {
         let registered = self.pidfd.try_clone().ok().and_then(|fd| {
             // SAFETY: the AsyncFd owns this duplicate fd until it is dropped;
@@ -122,16 +116,19 @@ impl Owned {
             }
             .ok()
         });
-        match registered {
-            Some(fd) => {
-                let _ = fd.readable().await;
-                self.reap();
+        loop {
+            if self.has_exited() {
+                return;
             }
-            // No reactor registration possible: poll slowly instead.
-            None => {
-                while !self.has_exited() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+            match &registered {
+                Some(fd) => {
+                    if let Ok(Ok(mut guard)) =
+                        tokio::time::timeout(Duration::from_millis(500), fd.readable()).await
+                    {
+                        guard.clear_ready();
+                    }
                 }
+                None => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
     }

@@ -30,9 +30,10 @@ fn docker_ok(home: &VmHome, host: &str, args: &[&str]) -> String {
     let out = home.docker(host, args);
     assert!(
         out.status.success(),
-        "docker {args:?} failed: {}\n{}\nconsole tail:\n{}",
+        "docker {args:?} failed: {}\n{}\ndaemon log tail:\n{}\nconsole tail:\n{}",
         stdout(&out),
         stderr(&out),
+        vmctl_tests::tail(&home.daemon_log("default"), 15),
         vmctl_tests::tail(&home.console_log("default"), 40)
     );
     stdout(&out)

@@ -140,17 +140,23 @@ async fn wait_for_guest(
 ) -> Result<Health, String> {
     let deadline = started + accel.boot_timeout();
     let mut last_state_check = Instant::now();
+    // Before the guest's vsock driver is up a connection hangs rather than
+    // being refused: connect with a short limit, doubled after each miss so
+    // a loaded host (where a handshake alone can take longer) still gets in.
+    let mut connect_limit = Duration::from_millis(150);
     loop {
         if vm.process().has_exited() {
             return Err("the VMM exited (see the daemon log and console log)".into());
         }
-        // Before the guest's vsock driver is up a connection hangs rather
-        // than being refused: connect with a short limit, then ask.
         let connect = plan.transport.connect(vmctl_proto::VSOCK_PORT_CONTROL);
-        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(150), connect).await {
-            if let Ok(health) = guest::health_on(stream).await {
-                return Ok(health);
+        match tokio::time::timeout(connect_limit, connect).await {
+            Ok(Ok(stream)) => {
+                if let Ok(health) = guest::health_on(stream).await {
+                    return Ok(health);
+                }
             }
+            Ok(Err(_)) => {}
+            Err(_) => connect_limit = (connect_limit * 2).min(Duration::from_secs(3)),
         }
         if last_state_check.elapsed() > Duration::from_millis(300) {
             last_state_check = Instant::now();

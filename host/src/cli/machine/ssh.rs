@@ -5,8 +5,8 @@
 
 use std::io::IsTerminal;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-use vmctl_proto::control::{ControlRequest, ControlResponse};
+use tokio::io::AsyncWriteExt;
+use vmctl_proto::control::ControlRequest;
 use vmctl_proto::VSOCK_PORT_CONTROL;
 
 use super::{lifecycle, MachineCliError};
@@ -41,7 +41,6 @@ pub async fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
         },
     )
     .await?;
-    let mut stream = stream;
     let request = ControlRequest::Shell {
         command: args.command,
         tty,
@@ -49,14 +48,10 @@ pub async fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
         cols,
         term: std::env::var("TERM").ok(),
     };
-    let io = |e: std::io::Error| MachineCliError::Io(format!("shell: {e}"));
-    let mut line = serde_json::to_vec(&request).map_err(|e| MachineCliError::Io(e.to_string()))?;
-    line.push(b'\n');
-    stream.get_mut().write_all(&line).await.map_err(io)?;
-    let mut answer = String::new();
-    stream.read_line(&mut answer).await.map_err(io)?;
-    let response: ControlResponse =
-        serde_json::from_str(&answer).map_err(|e| MachineCliError::Io(format!("shell: {e}")))?;
+    // The daemon pipes this connection to the guest's control port.
+    let (response, stream) = crate::daemon::guest::call_on(Box::new(stream.into_inner()), &request)
+        .await
+        .map_err(|e| MachineCliError::Io(format!("shell: {}", crate::error_chain(&e))))?;
     if !response.ok {
         return Err(MachineCliError::Io(format!(
             "the VM refused a shell: {}",

@@ -46,6 +46,10 @@ pub enum ControlRequest {
     /// Stop the containers, flush and unmount the data disk, power off. The
     /// answer comes before the power-off; the VM process then exits.
     Shutdown,
+    /// Follow the published-port list: after the `ok` answer, the connection
+    /// carries [`crate::ports::PortEvent`] JSON lines, a snapshot first, until
+    /// either side closes it.
+    WatchPorts,
     /// Open a shell in the VM (not in a container): `command` (empty: a login
     /// shell) on a terminal of `rows`×`cols` when `tty`, on pipes otherwise.
     Shell {

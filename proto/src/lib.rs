@@ -2,11 +2,12 @@
 //!
 //! Owns the numbers both sides must agree on — vsock ports and the Docker
 //! Engine API versions the guest speaks — so the host and the guest cannot
-//! drift — the wire types of the published-port list ([`ports`]), of the
-//! control service ([`control`]), and the frames every host ↔ guest vsock
+//! drift — the wire types of the published-port list ([`ports`]) and its
+//! forwarding ([`forward`]), of the control service ([`control`]), and the frames every host ↔ guest vsock
 //! stream travels in ([`framing`], the only code here that touches a stream).
 
 pub mod control;
+pub mod forward;
 pub mod framing;
 pub mod ports;
 
@@ -24,6 +25,10 @@ pub const VSOCK_PORT_CONTROL: u32 = 1025;
 
 /// Guest vsock port of the published-port forwarder.
 pub const VSOCK_PORT_FORWARD: u32 = 1026;
+
+/// *Host* vsock port where the daemon takes the guest engine's port
+/// reservations (a guest → host connection).
+pub const VSOCK_PORT_HOST_PORTS: u32 = 1027;
 
 /// Parses an API version such as `1.44` into `(major, minor)`.
 pub fn parse_api_version(text: &str) -> Option<(u32, u32)> {

@@ -46,6 +46,10 @@ enum Command {
     /// (started by PID 1; not for users).
     #[command(hide = true)]
     VmEngine,
+    /// The VM's published-port forwarder on vsock 1026 (started by PID 1;
+    /// not for users).
+    #[command(hide = true)]
+    VmForward,
     /// Run one container (started by the engine; not for users).
     #[command(hide = true)]
     Monitor {
@@ -81,6 +85,9 @@ struct NetworkFlags {
     /// MASQUERADE traffic leaving the bridges.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     ip_masq: bool,
+    /// The host address of ports published without one (`-p 8080:80`).
+    #[arg(long, default_value = "0.0.0.0")]
+    ip: std::net::IpAddr,
 }
 
 impl NetworkFlags {
@@ -107,6 +114,8 @@ impl NetworkFlags {
             ip_forward: self.ip_forward,
             ip_masq: self.ip_masq,
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            default_bind_ip: self.ip,
+            port_authority: Default::default(),
         })
     }
 }
@@ -141,6 +150,7 @@ fn main() -> anyhow::Result<()> {
     init_logging();
     match cli.command {
         Command::VmEngine => vmctl_guest::vm::engine::main(),
+        Command::VmForward => vmctl_guest::vm::forward::main(),
         Command::Monitor { config } => {
             std::process::exit(vmctl_guest::runtime::monitor::main(&config));
         }

@@ -229,8 +229,12 @@ impl Engine {
         if mode_network(mode).is_none() || record.networking.endpoints.is_empty() {
             return Ok(Vec::new());
         }
-        let ports = crate::network::ports::requests(&record.config, &record.host_config)
-            .map_err(NetworkError::InvalidPort)?;
+        let ports = crate::network::ports::requests(
+            &record.config,
+            &record.host_config,
+            self.networks.options.default_bind_ip,
+        )
+        .map_err(NetworkError::InvalidPort)?;
         let request = SandboxRequest {
             container_id: record.id.clone(),
             name: record.name.clone(),

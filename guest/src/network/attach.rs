@@ -81,7 +81,7 @@ impl Networks {
                 host_ip: binding.host_ip,
                 host_ports: binding.host_port..=binding.host_port,
             };
-            match ports::reserve(&request) {
+            match ports::reserve(&self.options.port_authority, &request, binding) {
                 Ok(reservation) => sandbox.reservations.push(reservation),
                 Err(e) => {
                     tracing::warn!(id = %short(container_id), error = %e, "cannot re-reserve a published port")

@@ -41,6 +41,10 @@ pub struct NetworkOptions {
     pub ip_masq: bool,
     /// The engine's resolv.conf: DNS upstreams of user networks.
     pub resolv_conf: PathBuf,
+    /// `--ip`: the host address of ports published without one.
+    pub default_bind_ip: std::net::IpAddr,
+    /// Who holds published host ports (the host daemon, in the VM).
+    pub port_authority: super::ports::PortAuthority,
 }
 
 impl Default for NetworkOptions {
@@ -55,6 +59,8 @@ impl Default for NetworkOptions {
             ip_forward: true,
             ip_masq: true,
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            default_bind_ip: std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port_authority: super::ports::PortAuthority::Local,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod attach;
 pub mod create;
 pub mod dns;
 pub mod error;
+pub mod host_ports;
 pub mod ipam;
 pub mod loopback;
 pub mod manager;

@@ -9,6 +9,12 @@
 //! to anyone else — another container or any program — and a port someone
 //! else holds fails our bind: that is Docker's "port is already allocated".
 //! Traffic never reaches these sockets: the nftables DNAT rewrites it first.
+//!
+//! Inside the VM the ports belong to the desktop: [`PortAuthority::Host`]
+//! asks the host daemon to listen instead ([`super::host_ports`]), so a port
+//! taken on the desktop fails the start the same way. Ports published
+//! without a host IP get the engine's default address (dockerd's `--ip`;
+//! in the VM the machine's `port-bind-address`).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,6 +33,9 @@ pub enum PortError {
     InvalidHostIp(String),
     #[error("Bind for {address}:{port} failed: port is already allocated")]
     Allocated { address: IpAddr, port: u16 },
+    /// The host daemon's refusal, in Docker's words.
+    #[error("{0}")]
+    Host(String),
     #[error("cannot reserve host port {address}:{port}")]
     Reserve {
         address: IpAddr,
@@ -64,9 +73,9 @@ fn parse_range(text: &str) -> Option<std::ops::RangeInclusive<u16>> {
     (low <= high).then_some(low..=high)
 }
 
-fn parse_host_ip(text: &str) -> Result<IpAddr, PortError> {
+fn parse_host_ip(text: &str, default: IpAddr) -> Result<IpAddr, PortError> {
     if text.is_empty() {
-        return Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        return Ok(default);
     }
     text.trim_start_matches('[')
         .trim_end_matches(']')
@@ -74,8 +83,13 @@ fn parse_host_ip(text: &str) -> Result<IpAddr, PortError> {
         .map_err(|_| PortError::InvalidHostIp(text.to_owned()))
 }
 
-/// Every host port the container asks for, in a stable order.
-pub fn requests(config: &Config, host_config: &HostConfig) -> Result<Vec<PortRequest>, PortError> {
+/// Every host port the container asks for, in a stable order; `default_ip`
+/// for bindings without a host IP.
+pub fn requests(
+    config: &Config,
+    host_config: &HostConfig,
+    default_ip: IpAddr,
+) -> Result<Vec<PortRequest>, PortError> {
     let mut list = Vec::new();
     let mut bound = BTreeSet::new();
     for (key, bindings) in &host_config.port_bindings {
@@ -92,7 +106,7 @@ pub fn requests(config: &Config, host_config: &HostConfig) -> Result<Vec<PortReq
                 list.push(PortRequest {
                     protocol,
                     container_port: port,
-                    host_ip: parse_host_ip(&binding.host_ip)?,
+                    host_ip: parse_host_ip(&binding.host_ip, default_ip)?,
                     host_ports,
                 });
             }
@@ -108,7 +122,7 @@ pub fn requests(config: &Config, host_config: &HostConfig) -> Result<Vec<PortReq
                 list.push(PortRequest {
                     protocol,
                     container_port: port,
-                    host_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    host_ip: default_ip,
                     host_ports: 0..=0,
                 });
             }
@@ -119,7 +133,17 @@ pub fn requests(config: &Config, host_config: &HostConfig) -> Result<Vec<PortReq
 
 /// Checks a container's port specification at create time.
 pub fn validate(config: &Config, host_config: &HostConfig) -> Result<(), PortError> {
-    requests(config, host_config).map(|_| ())
+    requests(config, host_config, IpAddr::V4(Ipv4Addr::UNSPECIFIED)).map(|_| ())
+}
+
+/// Who holds published host ports.
+#[derive(Debug, Clone, Default)]
+pub enum PortAuthority {
+    /// This machine: a socket bound in the engine's namespace (standalone).
+    #[default]
+    Local,
+    /// The desktop, through the host daemon (inside the VM).
+    Host(super::host_ports::HostPorts),
 }
 
 /// A held host port.
@@ -128,7 +152,21 @@ pub struct Reservation {
     pub protocol: Protocol,
     pub address: IpAddr,
     pub port: u16,
-    _socket: OwnedFd,
+    _socket: Option<OwnedFd>,
+    _lease: Option<HostLease>,
+}
+
+/// A port the host daemon holds for us; released when dropped.
+#[derive(Debug)]
+struct HostLease {
+    client: super::host_ports::HostPorts,
+    binding: PortBinding,
+}
+
+impl Drop for HostLease {
+    fn drop(&mut self) {
+        self.client.release_later(self.binding.clone());
+    }
 }
 
 /// Binds a socket to `address:port` (`port` 0: the kernel picks a free one).
@@ -167,12 +205,69 @@ fn bind(protocol: Protocol, address: IpAddr, port: u16) -> Result<Reservation, P
         protocol,
         address,
         port,
-        _socket: socket,
+        _socket: Some(socket),
+        _lease: None,
     })
 }
 
-/// Reserves a host port for `request`: the first free one of its range.
-pub fn reserve(request: &PortRequest) -> Result<Reservation, PortError> {
+/// Reserves a host port for `request`, the first free one of its range, for
+/// `binding` (whose `host_port` is filled in here).
+pub fn reserve(
+    authority: &PortAuthority,
+    request: &PortRequest,
+    binding: &PortBinding,
+) -> Result<Reservation, PortError> {
+    match authority {
+        PortAuthority::Local => reserve_locally(request),
+        PortAuthority::Host(client) => reserve_on_host(client, request, binding),
+    }
+}
+
+fn reserve_on_host(
+    client: &super::host_ports::HostPorts,
+    request: &PortRequest,
+    binding: &PortBinding,
+) -> Result<Reservation, PortError> {
+    let mut last = None;
+    for port in request.host_ports.clone() {
+        let mut wanted = binding.clone();
+        wanted.host_port = port;
+        match client.reserve(&wanted) {
+            Ok(answer) if answer.ok => {
+                wanted.host_port = answer.host_port.unwrap_or(port);
+                return Ok(Reservation {
+                    protocol: request.protocol,
+                    address: request.host_ip,
+                    port: wanted.host_port,
+                    _socket: None,
+                    _lease: Some(HostLease {
+                        client: client.clone(),
+                        binding: wanted,
+                    }),
+                });
+            }
+            Ok(answer) => {
+                let message = answer.error.unwrap_or_else(|| "refused".into());
+                if !answer.taken {
+                    return Err(PortError::Host(message));
+                }
+                last = Some(PortError::Host(message));
+            }
+            Err(e) => {
+                // No daemon (it restarts): hold the port in the VM; the
+                // daemon lists the bindings and listens when it is back.
+                tracing::warn!(error = %e, port, "the host daemon is unreachable; reserving in the VM");
+                return reserve_locally(request);
+            }
+        }
+    }
+    Err(last.unwrap_or(PortError::Allocated {
+        address: request.host_ip,
+        port: *request.host_ports.start(),
+    }))
+}
+
+fn reserve_locally(request: &PortRequest) -> Result<Reservation, PortError> {
     let mut last = None;
     for port in request.host_ports.clone() {
         match bind(request.protocol, request.host_ip, port) {
@@ -266,6 +361,8 @@ mod tests {
     use crate::model::PortBinding as HostPort;
     use std::collections::BTreeMap;
 
+    const ANY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
     fn host_config(bindings: &[(&str, &str, &str)]) -> HostConfig {
         let mut port_bindings: BTreeMap<String, Option<Vec<HostPort>>> = BTreeMap::new();
         for (key, ip, port) in bindings {
@@ -293,17 +390,17 @@ mod tests {
             ("53/udp", "", "5353"),
             ("81/tcp", "", "9000-9010"),
         ]);
-        let got = requests(&Config::default(), &hc).unwrap();
+        let got = requests(&Config::default(), &hc, ANY).unwrap();
         assert_eq!(got.len(), 4);
         assert_eq!(got[2].host_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(got[2].host_ports, 0..=0);
         assert_eq!(got[3].host_ports, 9000..=9010);
         assert_eq!(got[0].protocol, Protocol::Udp);
         let bad = host_config(&[("http/tcp", "", "80")]);
-        assert!(requests(&Config::default(), &bad).is_err());
+        assert!(requests(&Config::default(), &bad, ANY).is_err());
         let bad = host_config(&[("80/tcp", "localhost", "80")]);
         assert!(matches!(
-            requests(&Config::default(), &bad),
+            requests(&Config::default(), &bad, ANY),
             Err(PortError::InvalidHostIp(_))
         ));
     }
@@ -319,7 +416,7 @@ mod tests {
             ])),
             ..Default::default()
         };
-        let got = requests(&config, &hc).unwrap();
+        let got = requests(&config, &hc, ANY).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].container_port, 443);
         assert_eq!(got[1].host_ports, 0..=0);
@@ -333,13 +430,13 @@ mod tests {
             host_ip: "127.0.0.1".parse().unwrap(),
             host_ports: 0..=0,
         };
-        let first = reserve(&request).unwrap();
+        let first = reserve_locally(&request).unwrap();
         assert_ne!(first.port, 0, "the kernel picked a port");
         let again = PortRequest {
             host_ports: first.port..=first.port,
             ..request.clone()
         };
-        let error = reserve(&again).unwrap_err();
+        let error = reserve_locally(&again).unwrap_err();
         assert_eq!(
             error.to_string(),
             format!(
@@ -349,7 +446,7 @@ mod tests {
         );
         assert!(std::net::TcpListener::bind(("127.0.0.1", first.port)).is_err());
         drop(first);
-        assert!(reserve(&again).is_ok(), "released with the socket");
+        assert!(reserve_locally(&again).is_ok(), "released with the socket");
     }
 
     #[test]

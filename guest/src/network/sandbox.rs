@@ -279,20 +279,22 @@ impl Networks {
         requests: &[PortRequest],
     ) -> Result<(), NetworkError> {
         for request in requests {
-            let reservation = ports::reserve(request).map_err(|source| NetworkError::Port {
-                endpoint: sandbox.name.clone(),
-                id: primary.endpoint_id.clone(),
-                source,
-            })?;
-            let binding = PortBinding {
+            let mut binding = PortBinding {
                 protocol: request.protocol,
                 host_ip: request.host_ip,
-                host_port: reservation.port,
+                host_port: 0,
                 container_ip: primary.address.addr(),
                 container_port: request.container_port,
                 container_id: sandbox.container_id.clone(),
                 container_name: sandbox.name.clone(),
             };
+            let reservation = ports::reserve(&self.options.port_authority, request, &binding)
+                .map_err(|source| NetworkError::Port {
+                    endpoint: sandbox.name.clone(),
+                    id: primary.endpoint_id.clone(),
+                    source,
+                })?;
+            binding.host_port = reservation.port;
             sandbox.port_rules.push(port_rule(&binding));
             sandbox.bindings.push(binding);
             sandbox.reservations.push(reservation);

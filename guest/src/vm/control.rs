@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::Notify;
 use vmctl_proto::control::{ControlRequest, ControlResponse, Health};
+use vmctl_proto::ports::PortEvent;
 
 /// What the service needs from the rest of the guest.
 pub struct Control {
@@ -14,6 +15,8 @@ pub struct Control {
     pub shutdown: Arc<Notify>,
     /// The NIC whose address health reports.
     pub interface: String,
+    /// The published-port list the host follows (`None`: no engine here).
+    pub ports: Option<Arc<crate::engine::Engine>>,
 }
 
 impl Control {
@@ -57,6 +60,7 @@ impl Control {
                 let _ = answer(reader.get_mut(), ControlResponse::ok()).await;
                 self.shutdown.notify_one();
             }
+            ControlRequest::WatchPorts => self.watch_ports(reader.into_inner()).await,
             ControlRequest::Shell {
                 command,
                 tty,
@@ -73,6 +77,48 @@ impl Control {
                 };
                 super::shell::run(reader, request).await;
             }
+        }
+    }
+
+    /// `ok`, then the port list and its changes, one JSON line each, until
+    /// the host hangs up; a snapshot again whenever this watcher lagged.
+    async fn watch_ports<S>(&self, mut stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(engine) = &self.ports else {
+            let _ = answer(&mut stream, ControlResponse::error("no engine here")).await;
+            return;
+        };
+        if answer(&mut stream, ControlResponse::ok()).await.is_err() {
+            return;
+        }
+        let (snapshot, mut receiver) = engine.networks.ports.watch();
+        let mut event = PortEvent::Snapshot(snapshot);
+        let (mut from_host, mut to_host) = tokio::io::split(stream);
+        let mut sink = [0u8; 64];
+        loop {
+            let mut line = serde_json::to_vec(&event).unwrap_or_default();
+            line.push(b'\n');
+            if to_host.write_all(&line).await.is_err() || to_host.flush().await.is_err() {
+                return;
+            }
+            event = tokio::select! {
+                // The host closing its side ends the watch.
+                read = from_host.read(&mut sink) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                },
+                next = receiver.recv() => match next {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let (snapshot, fresh) = engine.networks.ports.watch();
+                        receiver = fresh;
+                        PortEvent::Snapshot(snapshot)
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            };
         }
     }
 
@@ -133,6 +179,7 @@ mod tests {
         let control = Arc::new(Control {
             shutdown: Arc::new(Notify::new()),
             interface: "lo".into(),
+            ports: None,
         });
         let health = ask(control.clone(), "{\"op\":\"health\"}\n").await;
         let response: ControlResponse = serde_json::from_str(health.trim()).unwrap();

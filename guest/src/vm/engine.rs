@@ -20,6 +20,10 @@ use crate::engine::{Engine, EngineOptions};
 /// The VM's NIC.
 pub const INTERFACE: &str = "eth0";
 
+/// Environment variable (set by PID 1 from `vmctl.bind`) with the desktop
+/// address of ports published without a host IP.
+pub const BIND_ENV: &str = "VMCTL_BIND";
+
 struct Vsock(VsockListener);
 
 /// Every host connection is framed (`vmctl_proto::framing`): half-close
@@ -43,6 +47,24 @@ pub fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Published ports live on the desktop: the host daemon holds them, and
+/// ports without a host IP get the machine's `port-bind-address`.
+fn network_options() -> crate::network::NetworkOptions {
+    let mut options = crate::network::NetworkOptions {
+        port_authority: crate::network::ports::PortAuthority::Host(Default::default()),
+        ..Default::default()
+    };
+    match std::env::var(BIND_ENV).map(|text| text.parse()) {
+        Ok(Ok(address)) => options.default_bind_ip = address,
+        Ok(Err(_)) => tracing::warn!(
+            variable = BIND_ENV,
+            "not an IP address; publishing on 0.0.0.0"
+        ),
+        Err(_) => {}
+    }
+    options
+}
+
 async fn serve() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let options = EngineOptions {
@@ -51,7 +73,7 @@ async fn serve() -> anyhow::Result<()> {
         cgroup_parent: "vmctl".into(),
         builtin_images: Some(PathBuf::from("/usr/share/vmctl/images")),
         self_exe: std::env::current_exe().context("cannot find own executable")?,
-        network: crate::network::NetworkOptions::default(),
+        network: network_options(),
     };
     let engine = Engine::open(options).await?;
     tracing::info!(ms = started.elapsed().as_millis() as u64, "engine open");
@@ -66,6 +88,7 @@ async fn serve() -> anyhow::Result<()> {
     let control = Arc::new(Control {
         shutdown: shutdown.clone(),
         interface: INTERFACE.into(),
+        ports: Some(engine.clone()),
     });
     tokio::spawn(async move {
         loop {

@@ -1,7 +1,7 @@
 //! PID 1 of the VM. Single-threaded, no async runtime: it mounts the basics,
 //! sets the clock, loads the modules, starts DHCP in the background, prepares
-//! the data disk, then runs the engine as its child (`/init vm-engine`) and
-//! reaps every orphan. The engine exiting 0 means "power off" (the host
+//! the data disk, then runs the engine (`/init vm-engine`) and the port
+//! forwarder (`/init vm-forward`) as its children and reaps every orphan. The engine exiting 0 means "power off" (the host
 //! asked); a crash restarts it (at most 5 times a minute). SIGTERM, SIGINT
 //! and SIGPWR to PID 1 stop the engine and power off.
 
@@ -14,6 +14,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use vmctl_proto::control::{CMDLINE_DATA_DISK, CMDLINE_LOG, CMDLINE_TIME, DATA_MOUNT};
+use vmctl_proto::forward::CMDLINE_BIND;
 
 use super::{clock, cmdline, dhcp, disk, modules, mounts, power};
 
@@ -33,6 +34,9 @@ pub fn main() -> ! {
     mounts::mount_all();
     let line = cmdline::read();
     logging(cmdline::value(&line, CMDLINE_LOG));
+    if let Some(address) = cmdline::value(&line, CMDLINE_BIND) {
+        std::env::set_var(super::engine::BIND_ENV, address);
+    }
     step("mounts", || ());
     if let Err(e) = left_rootfs {
         tracing::error!(error = %e, "cannot leave the initramfs root: containers will not start");
@@ -145,8 +149,29 @@ fn install_signal_handlers() {
     }
 }
 
-/// Runs the engine child, reaping every orphan, until a power-off is due.
+/// The forwarder child: restarted whenever it exits, never a reason to stop.
+fn spawn_forwarder() -> Option<Pid> {
+    match Command::new("/proc/self/exe").arg("vm-forward").spawn() {
+        Ok(child) => Some(Pid::from_raw(child.id() as i32)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the port forwarder");
+            None
+        }
+    }
+}
+
+/// Runs the engine and forwarder children, reaping every orphan, until a
+/// power-off is due; then stops the forwarder too.
 fn supervise() {
+    let mut forwarder = spawn_forwarder();
+    supervise_engine(&mut forwarder);
+    if let Some(pid) = forwarder {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    }
+}
+
+fn supervise_engine(forwarder: &mut Option<Pid>) {
     let mut crashes: Vec<Instant> = Vec::new();
     loop {
         let engine = match Command::new("/proc/self/exe").arg("vm-engine").spawn() {
@@ -167,6 +192,13 @@ fn supervise() {
                 Ok(WaitStatus::Signaled(pid, signal, _)) if pid == engine => {
                     tracing::error!(?signal, "the engine was killed");
                     break None;
+                }
+                Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))
+                    if Some(pid) == *forwarder && !stopping =>
+                {
+                    tracing::error!("the port forwarder exited; restarting it");
+                    std::thread::sleep(Duration::from_millis(100));
+                    *forwarder = spawn_forwarder();
                 }
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => {}

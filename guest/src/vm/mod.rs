@@ -1,7 +1,8 @@
 //! PID-1 duties inside the VM: [`init`] (mounts, clock, modules, network,
-//! data disk, the engine child, reaping, power-off) and the engine process's
-//! VM side in [`engine`]: the API on vsock 2375 and the host's control
-//! service ([`control`], [`shell`]) on vsock 1025.
+//! data disk, the engine and forwarder children, reaping, power-off), the
+//! engine process's VM side in [`engine`]: the API on vsock 2375 and the
+//! host's control service ([`control`], [`shell`]) on vsock 1025, and the
+//! published-port forwarder ([`forward`]) on vsock 1026.
 //!
 //! Kernel command-line options (keys in `vmctl_proto::control`):
 //!
@@ -10,6 +11,7 @@
 //! | `vmctl.time=<secs>.<nanos>` | the host's clock at launch |
 //! | `vmctl.data=/dev/vda` | the data disk: formatted on first boot, mounted at `/var/lib/vmctl` |
 //! | `vmctl.log=<filter>` | log filter (`VMCTL_LOG` syntax), default `info` |
+//! | `vmctl.bind=<ip>` | where ports published without a host IP listen on the desktop (the machine's `port-bind-address`) |
 
 pub mod clock;
 pub mod cmdline;
@@ -17,6 +19,7 @@ pub mod control;
 pub mod dhcp;
 pub mod disk;
 pub mod engine;
+pub mod forward;
 pub mod init;
 pub mod modules;
 pub mod mounts;

@@ -26,6 +26,9 @@ enum Command {
     /// Manage the VM that runs the engine.
     #[command(subcommand)]
     Machine(vmctl::cli::machine::MachineCommand),
+    /// Forward desktop ports to the VM (live) and list every forward.
+    #[command(subcommand)]
+    Port(vmctl::cli::port::PortCommand),
     #[command(flatten)]
     Container(vmctl::cli::container::ContainerCommand),
 }
@@ -57,6 +60,11 @@ fn main() {
             .map_err(|e| vmctl::error_chain(&e)),
         Command::Machine(command) => block_on(async {
             vmctl::cli::machine::dispatch(command)
+                .await
+                .map_err(|e| vmctl::error_chain(&e))
+        }),
+        Command::Port(command) => block_on(async {
+            vmctl::cli::port::dispatch(cli.host.as_deref(), &cli.machine, command)
                 .await
                 .map_err(|e| vmctl::error_chain(&e))
         }),

@@ -10,6 +10,7 @@ pub mod images;
 pub mod load;
 pub mod logs;
 pub mod machine;
+pub mod port;
 pub mod ps;
 pub mod pull;
 pub mod rm;

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 use crate::forward;
+use crate::forward::ports::Forwarder;
 use crate::hypervisor::{self, Accelerator, HypervisorError, Vm, VmSpec, VsockDevice};
 use crate::machine::status::{State, VmStatus};
 use crate::machine::{Machine, MachineError, Roots};
@@ -67,6 +68,12 @@ pub(crate) struct Running {
     pub status: std::sync::Mutex<VmStatus>,
     /// Signalled when someone asked to stop.
     pub stop: Notify,
+    /// Published ports and manual rules.
+    pub forwarder: Arc<Forwarder>,
+    /// Serializes changes to the rules file.
+    pub rules_lock: std::sync::Mutex<()>,
+    /// The host-port service (guest → host), up from before the boot.
+    host_ports: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -163,10 +170,12 @@ fn vm_spec(machine: &Machine) -> Result<(VmSpec, BackendPaths), DaemonError> {
         bzimage: image.join("bzImage"),
         initramfs: image.join("initramfs.img"),
         cmdline: format!(
-            "console=ttyS0 quiet panic=-1 {}={} {}=/dev/vda{log}",
+            "console=ttyS0 quiet panic=-1 {}={} {}=/dev/vda {}={}{log}",
             vmctl_proto::control::CMDLINE_TIME,
             guest::cmdline_time(),
             vmctl_proto::control::CMDLINE_DATA_DISK,
+            vmctl_proto::forward::CMDLINE_BIND,
+            machine.config.port_bind_address,
         ),
         disk: paths.disk(),
         console_log: paths.console_log(),
@@ -234,6 +243,8 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
     let (mut spec, backend_paths) = vm_spec(&machine)?;
     let (backend_paths, transport) = choose_vsock(&machine, &mut spec, backend_paths);
     let previous = VmStatus::load(&machine.paths).ok().flatten();
+    // Before the guest runs: its engine reserves ports as it starts containers.
+    let (forwarder, host_ports) = start_forwarder(&machine, transport.clone());
 
     let mut adopted_backend = backend_paths
         .as_ref()
@@ -265,6 +276,9 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
                 transport,
                 status: std::sync::Mutex::new(status),
                 stop: Notify::new(),
+                forwarder,
+                rules_lock: Default::default(),
+                host_ports,
             });
         }
         // Never boot a second VM on the same disk: stop the old one first.
@@ -314,7 +328,37 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
         transport,
         status: std::sync::Mutex::new(status),
         stop: Notify::new(),
+        forwarder,
+        rules_lock: Default::default(),
+        host_ports,
     })
+}
+
+/// The forwarder with the machine's manual rules, and the host-port service
+/// the guest reserves published ports through.
+fn start_forwarder(
+    machine: &Machine,
+    transport: Arc<dyn VsockTransport>,
+) -> (Arc<Forwarder>, tokio::task::JoinHandle<()>) {
+    let forwarder = Forwarder::new(transport.clone());
+    match crate::machine::port_rules::load(&machine.paths) {
+        Ok(rules) => {
+            for rule in rules {
+                if let Err(refusal) = forwarder.add_rule(rule.clone()) {
+                    tracing::warn!(rule = %rule.name, error = %refusal.message, "cannot listen for a port rule");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %crate::error_chain(&e), "cannot read the port rules"),
+    }
+    let service = match transport.listen(vmctl_proto::VSOCK_PORT_HOST_PORTS) {
+        Ok(listener) => tokio::spawn(forward::host_ports::serve(listener, forwarder.clone())),
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "no host-port service: published ports are reconciled, not reserved");
+            tokio::spawn(async {})
+        }
+    };
+    (forwarder, service)
 }
 
 /// Serves the sockets until a stop request, a signal, or the death of the
@@ -336,6 +380,10 @@ async fn serve_until_stopped(running: Arc<Running>) {
             return;
         }
     };
+    let watch = tokio::spawn(forward::watch::follow(
+        running.transport.clone(),
+        running.forwarder.clone(),
+    ));
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate());
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt());
     let backend_exit = async {
@@ -359,6 +407,7 @@ async fn serve_until_stopped(running: Arc<Running>) {
     }
     api.abort();
     control.abort();
+    watch.abort();
     let _ = std::fs::remove_file(paths.docker_socket());
 }
 
@@ -393,6 +442,7 @@ async fn shut_down(running: &Running) {
         }
     }
     vm.process().forget_pid_file();
+    running.host_ports.abort();
     if let Some(backend) = &running.backend {
         backend.terminate(Duration::from_secs(2)).await;
     }
@@ -409,12 +459,20 @@ fn cleanup_files(paths: &crate::machine::MachinePaths) {
         paths.qmp_socket(),
         paths.vhost_socket(),
         paths.vsock_socket(),
+        host_port_socket(paths),
         paths.daemon_pid(),
         paths.vmm_pid(),
         paths.vsock_backend_pid(),
     ] {
         let _ = std::fs::remove_file(file);
     }
+}
+
+/// Where the hybrid backend hands over the guest's host-port connections.
+fn host_port_socket(paths: &crate::machine::MachinePaths) -> std::path::PathBuf {
+    let mut path = paths.vsock_socket().into_os_string();
+    path.push(format!("_{}", vmctl_proto::VSOCK_PORT_HOST_PORTS));
+    path.into()
 }
 
 fn unix_now() -> u64 {

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use crate::forward::ports::ForwardInfo;
+use crate::machine::port_rules::PortRule;
 use crate::machine::status::VmStatus;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,6 +24,12 @@ pub enum DaemonRequest {
     Stop,
     /// Pipe this connection to guest vsock `port`.
     Connect { port: u32 },
+    /// Add a manual port rule: listening at once, then saved.
+    PortAdd { rule: PortRule },
+    /// Remove manual port rules by name or host port.
+    PortRm { target: String },
+    /// Every forward, rules and published ports.
+    PortLs,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -31,6 +39,11 @@ pub struct DaemonResponse {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<VmStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<ForwardInfo>>,
+    /// The rules a `port_rm` removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Vec<PortRule>>,
 }
 
 impl DaemonResponse {

@@ -8,6 +8,7 @@ use tokio::net::{UnixListener, UnixStream};
 use super::protocol::{DaemonRequest, DaemonResponse};
 use super::Running;
 use crate::forward::pipe;
+use crate::machine::port_rules::{self, PortRule};
 
 pub(super) async fn serve(listener: UnixListener, running: Arc<Running>) {
     loop {
@@ -73,5 +74,67 @@ async fn handle(stream: UnixStream, running: Arc<Running>) {
                 let _ = answer(&mut stream, &DaemonResponse::error(crate::error_chain(&e))).await;
             }
         },
+        DaemonRequest::PortAdd { rule } => {
+            let response = match add_rule(&running, rule) {
+                Ok(()) => DaemonResponse::ok(),
+                Err(message) => DaemonResponse::error(message),
+            };
+            let _ = answer(&mut stream, &response).await;
+        }
+        DaemonRequest::PortRm { target } => {
+            let response = match remove_rules(&running, &target) {
+                Ok(removed) => DaemonResponse {
+                    ok: true,
+                    removed: Some(removed),
+                    ..DaemonResponse::default()
+                },
+                Err(message) => DaemonResponse::error(message),
+            };
+            let _ = answer(&mut stream, &response).await;
+        }
+        DaemonRequest::PortLs => {
+            let response = DaemonResponse {
+                ok: true,
+                ports: Some(running.forwarder.list()),
+                ..DaemonResponse::default()
+            };
+            let _ = answer(&mut stream, &response).await;
+        }
     }
+}
+
+/// Listens for `rule`, then saves it; a rule that cannot listen is not saved.
+fn add_rule(running: &Running, rule: PortRule) -> Result<(), String> {
+    let paths = &running.machine.paths;
+    let _guard = running.rules_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rules = port_rules::load(paths).map_err(|e| crate::error_chain(&e))?;
+    if rules.iter().any(|r| r.name == rule.name) {
+        return Err(format!("port rule {} already exists", rule.name));
+    }
+    running
+        .forwarder
+        .add_rule(rule.clone())
+        .map_err(|refusal| refusal.message)?;
+    rules.push(rule.clone());
+    if let Err(e) = port_rules::save(paths, &rules) {
+        running.forwarder.remove_rule(&rule.name);
+        return Err(crate::error_chain(&e));
+    }
+    Ok(())
+}
+
+/// Removes the rules named `target`, or on host port `target`.
+fn remove_rules(running: &Running, target: &str) -> Result<Vec<PortRule>, String> {
+    let paths = &running.machine.paths;
+    let _guard = running.rules_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let rules = port_rules::load(paths).map_err(|e| crate::error_chain(&e))?;
+    let (removed, kept) = port_rules::split_matching(rules, target);
+    if removed.is_empty() {
+        return Ok(removed);
+    }
+    port_rules::save(paths, &kept).map_err(|e| crate::error_chain(&e))?;
+    for rule in &removed {
+        running.forwarder.remove_rule(&rule.name);
+    }
+    Ok(removed)
 }

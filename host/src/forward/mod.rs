@@ -1,9 +1,17 @@
 //! Forwarders: host sockets whose connections become guest vsock streams.
 //!
-//! [`api`] forwards the Docker API socket. The published-port forwarder
-//! (`ports.rs`) joins it with the port events of the guest.
+//! [`api`] forwards the Docker API socket. [`ports`] keeps one desktop
+//! listener per published port and manual rule ([`tcp`], [`udp`]), fed by
+//! the guest's reservations ([`host_ports`]) and its port list ([`watch`]).
 
 pub mod api;
+pub mod holder;
+pub mod host_ports;
+pub mod ports;
+pub mod stats;
+pub mod tcp;
+pub mod udp;
+pub mod watch;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! `vmctl machine init` (or changed by flags to `start`) and kept with the
 //! machine.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use serde::{Deserialize, Serialize};
 
 use super::MachineError;
@@ -16,6 +18,14 @@ pub struct MachineConfig {
     pub cpus: u32,
     pub memory_mib: u64,
     pub disk_gib: u64,
+    /// Where ports published without a host IP (`-p 8080:80`) listen on the
+    /// desktop. `127.0.0.1` by default: safer than Docker's all-interfaces.
+    #[serde(default = "default_bind_address")]
+    pub port_bind_address: IpAddr,
+}
+
+fn default_bind_address() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
 }
 
 impl Default for MachineConfig {
@@ -24,6 +34,7 @@ impl Default for MachineConfig {
             cpus: host_cpus().min(4),
             memory_mib: 2048,
             disk_gib: 20,
+            port_bind_address: default_bind_address(),
         }
     }
 }
@@ -40,11 +51,18 @@ pub struct SizeFlags {
     /// Data disk: GiB, or with a unit (`20`, `20G`, `100GiB`). It only grows.
     #[arg(long)]
     pub disk: Option<String>,
+    /// Where ports published without a host IP listen on the desktop
+    /// (default 127.0.0.1; 0.0.0.0 for every interface, like Docker).
+    #[arg(long, value_name = "IP")]
+    pub port_bind_address: Option<IpAddr>,
 }
 
 impl SizeFlags {
     pub fn is_empty(&self) -> bool {
-        self.cpus.is_none() && self.memory.is_none() && self.disk.is_none()
+        self.cpus.is_none()
+            && self.memory.is_none()
+            && self.disk.is_none()
+            && self.port_bind_address.is_none()
     }
 
     /// The settings of a new machine: the defaults with these flags applied.
@@ -102,6 +120,9 @@ impl SizeFlags {
                 )));
             }
             config.disk_gib = gib;
+        }
+        if let Some(address) = self.port_bind_address {
+            config.port_bind_address = address;
         }
         Ok(config)
     }
@@ -173,6 +194,7 @@ mod tests {
             cpus: 1,
             memory_mib: 1024,
             disk_gib: 20,
+            ..MachineConfig::default()
         };
         let flags = |memory: &str| SizeFlags {
             memory: Some(memory.into()),

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod paths;
+pub mod port_rules;
 pub mod status;
 pub mod store;
 
@@ -175,6 +176,7 @@ mod tests {
             cpus: 1,
             memory_mib: 512,
             disk_gib: 2,
+            ..MachineConfig::default()
         };
         let made = Machine::create(&roots, "dev", config.clone()).unwrap();
         assert_eq!(std::fs::metadata(made.paths.disk()).unwrap().len(), 2 << 30);

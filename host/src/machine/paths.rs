@@ -72,6 +72,10 @@ impl MachinePaths {
     pub fn config(&self) -> PathBuf {
         self.data.join("config.json")
     }
+    /// The manual port rules (`vmctl port add`).
+    pub fn port_rules(&self) -> PathBuf {
+        self.data.join("ports.json")
+    }
     pub fn disk(&self) -> PathBuf {
         self.data.join("disk.raw")
     }

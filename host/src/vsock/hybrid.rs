@@ -17,7 +17,7 @@ use tokio::net::UnixStream;
 
 use vmctl_proto::framing::Framed;
 
-use super::{ConnectFuture, GuestStream, VsockError, VsockTransport};
+use super::{AcceptFuture, ConnectFuture, GuestListener, GuestStream, VsockError, VsockTransport};
 
 /// The longest handshake answer accepted (`OK 4294967295\n` is 14 bytes).
 const MAX_ANSWER: usize = 64;
@@ -82,6 +82,32 @@ impl VsockTransport for HybridVsock {
 
     fn connect(&self, port: u32) -> ConnectFuture<'_> {
         Box::pin(self.open(port))
+    }
+
+    /// The backend hands guest connections to host port P to `<socket>_P`.
+    fn listen(&self, port: u32) -> Result<Box<dyn GuestListener>, VsockError> {
+        let mut path = self.socket.clone().into_os_string();
+        path.push(format!("_{port}"));
+        let path = PathBuf::from(path);
+        let listener = crate::forward::bind_private(&path).map_err(|e| VsockError::Listen {
+            port,
+            path: path.clone(),
+            source: match e {
+                crate::forward::ForwardError::Bind { source, .. } => source,
+            },
+        })?;
+        Ok(Box::new(HybridListener(listener)))
+    }
+}
+
+struct HybridListener(tokio::net::UnixListener);
+
+impl GuestListener for HybridListener {
+    fn accept(&mut self) -> AcceptFuture<'_> {
+        Box::pin(async move {
+            let (stream, _) = self.0.accept().await?;
+            Ok(Box::new(Framed::new(stream)) as GuestStream)
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 
 use tokio_vsock::{VsockAddr, VsockStream};
 
-use super::{ConnectFuture, VsockError, VsockTransport};
+use super::{AcceptFuture, ConnectFuture, GuestListener, GuestStream, VsockError, VsockTransport};
 
 /// Whether this host can give guests a kernel vsock device.
 pub fn is_available() -> bool {
@@ -41,6 +41,39 @@ impl VsockTransport for KernelVsock {
                     Err(VsockError::Refused { port })
                 }
                 Err(source) => Err(VsockError::Io { port, source }),
+            }
+        })
+    }
+
+    fn listen(&self, port: u32) -> Result<Box<dyn GuestListener>, VsockError> {
+        let listener =
+            tokio_vsock::VsockListener::bind(VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port))
+                .map_err(|source| VsockError::Listen {
+                    port,
+                    path: "/dev/vsock".into(),
+                    source,
+                })?;
+        Ok(Box::new(KernelListener {
+            listener,
+            cid: self.cid,
+        }))
+    }
+}
+
+/// Accepts only connections from this machine's guest.
+struct KernelListener {
+    listener: tokio_vsock::VsockListener,
+    cid: u32,
+}
+
+impl GuestListener for KernelListener {
+    fn accept(&mut self) -> AcceptFuture<'_> {
+        Box::pin(async move {
+            loop {
+                let (stream, peer) = self.listener.accept().await?;
+                if peer.cid() == self.cid {
+                    return Ok(Box::new(vmctl_proto::framing::Framed::new(stream)) as GuestStream);
+                }
             }
         })
     }

@@ -39,6 +39,22 @@ pub trait VsockTransport: Send + Sync {
     /// Connects to guest `port`. A port nobody listens on fails with
     /// [`VsockError::Refused`], quickly.
     fn connect(&self, port: u32) -> ConnectFuture<'_>;
+
+    /// Listens on host `port` for connections the guest opens (framed, like
+    /// every host ↔ guest stream). The default: this transport cannot.
+    fn listen(&self, port: u32) -> Result<Box<dyn GuestListener>, VsockError> {
+        Err(VsockError::Unsupported {
+            port,
+            transport: self.name(),
+        })
+    }
+}
+
+pub type AcceptFuture<'a> = Pin<Box<dyn Future<Output = std::io::Result<GuestStream>> + Send + 'a>>;
+
+/// Connections the guest opens to one host port.
+pub trait GuestListener: Send {
+    fn accept(&mut self) -> AcceptFuture<'_>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +69,15 @@ pub enum VsockError {
     Refused { port: u32 },
     #[error("vsock port {port}: unexpected handshake answer {answer:?}")]
     Handshake { port: u32, answer: String },
+    #[error("{transport} cannot listen on host vsock port {port}")]
+    Unsupported { port: u32, transport: &'static str },
+    #[error("cannot listen on host vsock port {port} at {path}")]
+    Listen {
+        port: u32,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("vsock port {port}")]
     Io {
         port: u32,

@@ -1,0 +1,611 @@
+//! The published-port forwarder: exactly one desktop listener per published
+//! binding of the guest engine, plus the machine's manual port rules.
+//!
+//! Three inputs change the set, all through [`Forwarder`]:
+//! - the engine *reserves* a port before it starts a container (guest → host
+//!   vsock 1027, [`super::host_ports`]): the listener is bound then, so a
+//!   port taken on the desktop fails the start. It is *pending* until the
+//!   engine's port list shows it, and dropped if that never happens;
+//! - the engine's port list and its changes ([`super::watch`]): after every
+//!   change, [`Forwarder::reconcile`] makes the set equal the list (plus
+//!   pending reservations and rules): missing listeners are bound, stale
+//!   ones closed. Any reconnect (engine restart, VM restart, daemon restart)
+//!   starts with the whole list, so nothing stale survives it;
+//! - `vmctl port add|rm` ([`Forwarder::add_rule`], [`Forwarder::remove_rule`]).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use vmctl_proto::forward::HostPortResponse;
+use vmctl_proto::ports::{PortBinding, PortBindingList, Protocol};
+
+use super::stats::{Stats, StatsSnapshot};
+use crate::machine::port_rules::{overlaps, PortRule};
+use crate::vsock::VsockTransport;
+
+/// How long a reservation waits for the engine's list to show it.
+const PENDING: Duration = Duration::from_secs(60);
+
+/// A desktop socket: protocol, address, port.
+type Key = (Protocol, IpAddr, u16);
+
+enum Source {
+    Published {
+        binding: PortBinding,
+        /// Reserved, not yet in the engine's list: dropped after this.
+        pending_until: Option<Instant>,
+    },
+    Rule(PortRule),
+}
+
+struct Entry {
+    source: Source,
+    target: SocketAddr,
+    stats: Arc<Stats>,
+    task: Option<JoinHandle<()>>,
+    /// Why there is no listener (the bind failed; retried by [`Forwarder::sweep`]).
+    error: Option<String>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// One forward as `vmctl port ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardInfo {
+    /// The rule's name; empty for a published port.
+    pub name: String,
+    pub protocol: Protocol,
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+    /// Where the guest connects.
+    pub target: SocketAddr,
+    /// The publishing container's name; empty for a rule.
+    pub container: String,
+    #[serde(default)]
+    pub pending: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub stats: StatsSnapshot,
+}
+
+/// Why a desktop port could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindRefusal {
+    pub message: String,
+    /// Someone else has it (worth trying the next port of a range).
+    pub taken: bool,
+}
+
+pub struct Forwarder {
+    transport: Arc<dyn VsockTransport>,
+    entries: Mutex<BTreeMap<Key, Entry>>,
+}
+
+fn key_of(binding: &PortBinding) -> Key {
+    (binding.protocol, binding.host_ip, binding.host_port)
+}
+
+fn target_of(binding: &PortBinding) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(binding.container_ip), binding.container_port)
+}
+
+/// `127.0.0.1:80`, `[::1]:80`.
+fn address_text(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
+
+impl Forwarder {
+    pub fn new(transport: Arc<dyn VsockTransport>) -> Arc<Self> {
+        Arc::new(Forwarder {
+            transport,
+            entries: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The engine asks for `binding`'s desktop port (0: any) before the
+    /// container starts.
+    pub fn reserve(&self, binding: &PortBinding) -> HostPortResponse {
+        let mut entries = self.entries();
+        let key = key_of(binding);
+        if binding.host_port != 0 {
+            if let Some(entry) = entries.get_mut(&key) {
+                if let Source::Published { binding: held, .. } = &entry.source {
+                    if held.container_id == binding.container_id && entry.error.is_none() {
+                        // The engine restarted and reserves again: same owner, same port.
+                        if held != binding {
+                            entry.source = Source::Published {
+                                binding: binding.clone(),
+                                pending_until: Some(Instant::now() + PENDING),
+                            };
+                        }
+                        return HostPortResponse {
+                            ok: true,
+                            host_port: Some(binding.host_port),
+                            ..Default::default()
+                        };
+                    }
+                }
+            }
+            if let Some(refusal) = conflict(&entries, key, &binding.container_id) {
+                return refused(refusal);
+            }
+        }
+        let target = target_of(binding);
+        match self.listen(key, target) {
+            Ok((port, task, stats)) => {
+                let mut binding = binding.clone();
+                binding.host_port = port;
+                tracing::info!(address = %address_text(binding.host_ip, port), protocol = %binding.protocol, container = %binding.container_name, "port reserved");
+                entries.insert(
+                    key_of(&binding),
+                    Entry {
+                        source: Source::Published {
+                            binding,
+                            pending_until: Some(Instant::now() + PENDING),
+                        },
+                        target,
+                        stats,
+                        task: Some(task),
+                        error: None,
+                    },
+                );
+                HostPortResponse {
+                    ok: true,
+                    host_port: Some(port),
+                    ..Default::default()
+                }
+            }
+            Err(refusal) => refused(refusal),
+        }
+    }
+
+    /// The engine gives up a reservation (its container did not start, or stopped).
+    pub fn release(&self, binding: &PortBinding) {
+        let mut entries = self.entries();
+        let key = key_of(binding);
+        let owned = matches!(
+            entries.get(&key).map(|e| &e.source),
+            Some(Source::Published { binding: held, .. }) if held.container_id == binding.container_id
+        );
+        if owned {
+            entries.remove(&key);
+            tracing::info!(address = %address_text(key.1, key.2), protocol = %key.0, "port released");
+        }
+    }
+
+    /// Makes the published listeners equal `list` (pending reservations and
+    /// rules stay).
+    pub fn reconcile(&self, list: &PortBindingList) {
+        let wanted: BTreeMap<Key, &PortBinding> =
+            list.bindings.iter().map(|b| (key_of(b), b)).collect();
+        let mut entries = self.entries();
+        let now = Instant::now();
+        entries.retain(|key, entry| match &entry.source {
+            Source::Rule(_) => true,
+            Source::Published {
+                binding,
+                pending_until,
+            } => match wanted.get(key) {
+                Some(want) => {
+                    want.container_id == binding.container_id && target_of(want) == entry.target
+                }
+                None => pending_until.is_some_and(|until| until > now),
+            },
+        });
+        for (key, binding) in wanted {
+            if let Some(entry) = entries.get_mut(&key) {
+                if let Source::Published { pending_until, .. } = &mut entry.source {
+                    *pending_until = None;
+                }
+                continue;
+            }
+            let target = target_of(binding);
+            let (task, stats, error) = match self.listen(key, target) {
+                Ok((_, task, stats)) => (Some(task), stats, None),
+                Err(refusal) => {
+                    tracing::warn!(address = %address_text(key.1, key.2), error = %refusal.message, "cannot listen for a published port");
+                    (None, Arc::default(), Some(refusal.message))
+                }
+            };
+            entries.insert(
+                key,
+                Entry {
+                    source: Source::Published {
+                        binding: binding.clone(),
+                        pending_until: None,
+                    },
+                    target,
+                    stats,
+                    task,
+                    error,
+                },
+            );
+        }
+    }
+
+    /// Drops expired reservations and retries listeners whose bind failed.
+    pub fn sweep(&self) {
+        let mut entries = self.entries();
+        let now = Instant::now();
+        entries.retain(|_, entry| {
+            !matches!(&entry.source, Source::Published { pending_until: Some(until), .. } if *until <= now)
+        });
+        let failed: Vec<Key> = entries
+            .iter()
+            .filter(|(_, e)| e.error.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in failed {
+            let Some(target) = entries.get(&key).map(|e| e.target) else {
+                continue;
+            };
+            if let Ok((_, task, stats)) = self.listen(key, target) {
+                if let Some(entry) = entries.get_mut(&key) {
+                    tracing::info!(address = %address_text(key.1, key.2), "listening at last");
+                    entry.task = Some(task);
+                    entry.stats = stats;
+                    entry.error = None;
+                }
+            }
+        }
+    }
+
+    /// Adds a manual rule and listens for it at once.
+    pub fn add_rule(&self, rule: PortRule) -> Result<(), BindRefusal> {
+        let mut entries = self.entries();
+        let key = (rule.protocol, rule.host_ip, rule.host_port);
+        if let Some(refusal) = conflict(&entries, key, "") {
+            return Err(refusal);
+        }
+        let target = rule.target();
+        let (_, task, stats) = self.listen(key, target)?;
+        tracing::info!(rule = %rule.name, address = %address_text(key.1, key.2), "port rule added");
+        entries.insert(
+            key,
+            Entry {
+                source: Source::Rule(rule),
+                target,
+                stats,
+                task: Some(task),
+                error: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes the rule named `name`; whether there was one.
+    pub fn remove_rule(&self, name: &str) -> bool {
+        let mut entries = self.entries();
+        let before = entries.len();
+        entries.retain(|_, e| !matches!(&e.source, Source::Rule(rule) if rule.name == name));
+        before != entries.len()
+    }
+
+    pub fn list(&self) -> Vec<ForwardInfo> {
+        self.entries()
+            .iter()
+            .map(|((protocol, host_ip, host_port), entry)| {
+                let (name, container, pending) = match &entry.source {
+                    Source::Rule(rule) => (rule.name.clone(), String::new(), false),
+                    Source::Published {
+                        binding,
+                        pending_until,
+                    } => (
+                        String::new(),
+                        binding.container_name.clone(),
+                        pending_until.is_some(),
+                    ),
+                };
+                ForwardInfo {
+                    name,
+                    protocol: *protocol,
+                    host_ip: *host_ip,
+                    host_port: *host_port,
+                    target: entry.target,
+                    container,
+                    pending,
+                    error: entry.error.clone(),
+                    stats: entry.stats.snapshot(),
+                }
+            })
+            .collect()
+    }
+
+    /// Binds the desktop socket for `key` and starts serving it.
+    fn listen(
+        &self,
+        key: Key,
+        target: SocketAddr,
+    ) -> Result<(u16, JoinHandle<()>, Arc<Stats>), BindRefusal> {
+        let (protocol, ip, port) = key;
+        let socket = bind(protocol, ip, port).map_err(|e| refusal(protocol, ip, port, e))?;
+        let bound = local_port(&socket).unwrap_or(port);
+        let stats = Arc::new(Stats::default());
+        let transport = self.transport.clone();
+        let io = |e: std::io::Error| refusal(protocol, ip, port, e);
+        let task = match protocol {
+            Protocol::Tcp => {
+                let listener = std::net::TcpListener::from(socket);
+                listener.set_nonblocking(true).map_err(io)?;
+                let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
+                tokio::spawn(super::tcp::serve(
+                    listener,
+                    target,
+                    transport,
+                    stats.clone(),
+                ))
+            }
+            Protocol::Udp => {
+                let socket = std::net::UdpSocket::from(socket);
+                socket.set_nonblocking(true).map_err(io)?;
+                let socket = tokio::net::UdpSocket::from_std(socket).map_err(io)?;
+                tokio::spawn(super::udp::serve(socket, target, transport, stats.clone()))
+            }
+        };
+        Ok((bound, task, stats))
+    }
+}
+
+fn refused(refusal: BindRefusal) -> HostPortResponse {
+    HostPortResponse {
+        ok: false,
+        host_port: None,
+        error: Some(refusal.message),
+        taken: refusal.taken,
+    }
+}
+
+/// A held socket that `key` would collide with (another owner's).
+fn conflict(entries: &BTreeMap<Key, Entry>, key: Key, owner: &str) -> Option<BindRefusal> {
+    let (other_key, entry) = entries.iter().find(|(k, _)| overlaps(**k, key))?;
+    let by = match &entry.source {
+        Source::Published { binding, .. } if binding.container_id == owner && *other_key == key => {
+            return None
+        }
+        Source::Published { binding, .. } => format!("container {}", binding.container_name),
+        Source::Rule(rule) => format!("port rule {}", rule.name),
+    };
+    Some(BindRefusal {
+        message: format!(
+            "Bind for {} failed: port is already allocated (by {by})",
+            address_text(key.1, key.2)
+        ),
+        taken: true,
+    })
+}
+
+/// Docker's wording, with who holds the port when the desktop knows.
+fn refusal(protocol: Protocol, ip: IpAddr, port: u16, error: std::io::Error) -> BindRefusal {
+    let address = address_text(ip, port);
+    match error.raw_os_error() {
+        Some(libc::EADDRINUSE) => {
+            let by = super::holder::find(protocol, port)
+                .map(|h| format!(" by {} (pid {})", h.name, h.pid))
+                .unwrap_or_default();
+            BindRefusal {
+                message: format!(
+                    "Bind for {address} failed: port is already in use on the desktop{by}"
+                ),
+                taken: true,
+            }
+        }
+        Some(libc::EADDRNOTAVAIL) => BindRefusal {
+            message: format!("Bind for {address} failed: {ip} is not an address of this desktop"),
+            taken: false,
+        },
+        Some(libc::EACCES) => BindRefusal {
+            message: format!(
+                "Bind for {address} failed: permission denied (ports below 1024 need privileges on the desktop)"
+            ),
+            taken: false,
+        },
+        _ => BindRefusal {
+            message: format!("Bind for {address} failed: {error}"),
+            taken: false,
+        },
+    }
+}
+
+/// A socket bound to `ip:port` (TCP: listening). `::` takes IPv6 only, so
+/// every address means exactly what it says.
+fn bind(protocol: Protocol, ip: IpAddr, port: u16) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{
+        self as sock, setsockopt, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
+    };
+    let family = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let kind = match protocol {
+        Protocol::Tcp => SockType::Stream,
+        Protocol::Udp => SockType::Datagram,
+    };
+    let fd = sock::socket(family, kind, SockFlag::SOCK_CLOEXEC, None)?;
+    if ip.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    if protocol == Protocol::Tcp {
+        // A listener of a container that was just removed may leave
+        // TIME_WAIT connections behind; they must not block the port.
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    sock::bind(
+        fd.as_raw_fd(),
+        &SockaddrStorage::from(SocketAddr::new(ip, port)),
+    )?;
+    if protocol == Protocol::Tcp {
+        sock::listen(
+            &fd,
+            sock::Backlog::new(1024).unwrap_or(sock::Backlog::MAXCONN),
+        )?;
+    }
+    Ok(fd)
+}
+
+fn local_port(fd: &OwnedFd) -> Option<u16> {
+    let local: nix::sys::socket::SockaddrStorage =
+        nix::sys::socket::getsockname(fd.as_raw_fd()).ok()?;
+    local
+        .as_sockaddr_in()
+        .map(|a| a.port())
+        .or_else(|| local.as_sockaddr_in6().map(|a| a.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vsock::{ConnectFuture, VsockError};
+
+    /// No guest: every connect is refused (these tests look at listeners only).
+    struct NoGuest;
+    impl VsockTransport for NoGuest {
+        fn name(&self) -> &'static str {
+            "none"
+        }
+        fn connect(&self, port: u32) -> ConnectFuture<'_> {
+            Box::pin(async move { Err(VsockError::Refused { port }) })
+        }
+    }
+
+    fn binding(container: &str, port: u16) -> PortBinding {
+        PortBinding {
+            protocol: Protocol::Tcp,
+            host_ip: "127.0.0.1".parse().unwrap(),
+            host_port: port,
+            container_ip: "172.17.0.2".parse().unwrap(),
+            container_port: 80,
+            container_id: container.repeat(64),
+            container_name: container.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn reserve_listens_and_a_second_owner_is_refused() {
+        let forwarder = Forwarder::new(Arc::new(NoGuest));
+        let answer = forwarder.reserve(&binding("a", 0));
+        assert!(answer.ok, "{answer:?}");
+        let port = answer.host_port.unwrap();
+        assert_ne!(port, 0);
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+        let again = forwarder.reserve(&binding("a", port));
+        assert!(again.ok, "the same owner may reserve again");
+        let other = forwarder.reserve(&binding("b", port));
+        assert!(!other.ok && other.taken);
+        assert!(other
+            .error
+            .unwrap()
+            .contains("port is already allocated (by container a)"),);
+        forwarder.release(&binding("a", port));
+        assert!(forwarder.list().is_empty());
+        tokio::task::yield_now().await;
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_desktop_port_in_use_names_its_holder() {
+        let forwarder = Forwarder::new(Arc::new(NoGuest));
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let answer = forwarder.reserve(&binding("a", port));
+        assert!(!answer.ok && answer.taken);
+        let message = answer.error.unwrap();
+        assert!(
+            message.starts_with(&format!(
+                "Bind for 127.0.0.1:{port} failed: port is already in use on the desktop by "
+            )),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("(pid {})", std::process::id())),
+            "{message}"
+        );
+        assert!(forwarder.list().is_empty(), "nothing left behind");
+    }
+
+    #[tokio::test]
+    async fn reconcile_binds_the_missing_and_closes_the_stale() {
+        let forwarder = Forwarder::new(Arc::new(NoGuest));
+        let free = |_: ()| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (p1, p2) = (free(()), free(()));
+        forwarder.reconcile(&PortBindingList {
+            generation: 1,
+            bindings: vec![binding("a", p1), binding("b", p2)],
+        });
+        assert_eq!(forwarder.list().len(), 2);
+        forwarder.reconcile(&PortBindingList {
+            generation: 2,
+            bindings: vec![binding("b", p2)],
+        });
+        let list = forwarder.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].container, "b");
+        tokio::task::yield_now().await;
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", p1)).is_ok(),
+            "stale listener closed"
+        );
+        // A pending reservation survives a list that does not show it yet.
+        let reserved = forwarder.reserve(&binding("c", 0));
+        forwarder.reconcile(&PortBindingList {
+            generation: 3,
+            bindings: vec![binding("b", p2)],
+        });
+        assert_eq!(forwarder.list().len(), 2);
+        assert!(forwarder
+            .list()
+            .iter()
+            .any(|f| f.pending && Some(f.host_port) == reserved.host_port));
+    }
+
+    #[tokio::test]
+    async fn rules_conflict_with_published_ports() {
+        let forwarder = Forwarder::new(Arc::new(NoGuest));
+        let reserved = forwarder.reserve(&binding("a", 0)).host_port.unwrap();
+        let rule = PortRule {
+            name: "web".into(),
+            protocol: Protocol::Tcp,
+            host_ip: "0.0.0.0".parse().unwrap(),
+            host_port: reserved,
+            guest_port: 80,
+        };
+        let refusal = forwarder.add_rule(rule.clone()).unwrap_err();
+        assert!(
+            refusal.message.contains("by container a"),
+            "{}",
+            refusal.message
+        );
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        forwarder
+            .add_rule(PortRule {
+                host_ip: "127.0.0.1".parse().unwrap(),
+                host_port: free,
+                ..rule
+            })
+            .unwrap();
+        assert!(forwarder.remove_rule("web"));
+        assert!(!forwarder.remove_rule("web"));
+    }
+}

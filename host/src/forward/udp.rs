@@ -1,0 +1,154 @@
+//! UDP forwards: one desktop socket; each client address is a flow with its
+//! own vsock stream to the guest's forward service, datagrams length-prefixed
+//! (`vmctl_proto::forward`). A flow idle for [`IDLE`] is closed, like a
+//! conntrack entry; the guest closes its side at the same age.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use vmctl_proto::forward::{
+    read_datagram, write_datagram, ForwardHeader, ForwardReply, MAX_DATAGRAM,
+};
+use vmctl_proto::ports::Protocol;
+use vmctl_proto::VSOCK_PORT_FORWARD;
+
+use super::stats::Stats;
+use crate::vsock::VsockTransport;
+
+/// How long a flow lives without a datagram either way.
+pub const IDLE: Duration = Duration::from_secs(60);
+
+/// Datagrams queued per flow while its stream opens; more are dropped (UDP).
+const QUEUE: usize = 256;
+
+/// Serves `socket` until the task is dropped.
+pub async fn serve(
+    socket: UdpSocket,
+    target: SocketAddr,
+    transport: Arc<dyn VsockTransport>,
+    stats: Arc<Stats>,
+) {
+    let socket = Arc::new(socket);
+    let mut flows: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut buffer = vec![0u8; MAX_DATAGRAM];
+    let mut sweep = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        let (n, client) = tokio::select! {
+            received = socket.recv_from(&mut buffer) => match received {
+                Ok(got) => got,
+                Err(e) => {
+                    tracing::debug!(%target, error = %e, "UDP receive failed");
+                    continue;
+                }
+            },
+            _ = sweep.tick() => {
+                flows.retain(|_, sender| !sender.is_closed());
+                continue;
+            }
+        };
+        stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        let datagram = buffer[..n].to_vec();
+        if let Some(sender) = flows.get(&client) {
+            match sender.try_send(datagram) {
+                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => continue,
+                Err(mpsc::error::TrySendError::Closed(datagram)) => {
+                    flows.remove(&client);
+                    start_flow(
+                        &mut flows, client, datagram, &socket, target, &transport, &stats,
+                    );
+                }
+            }
+        } else {
+            start_flow(
+                &mut flows, client, datagram, &socket, target, &transport, &stats,
+            );
+        }
+    }
+}
+
+fn start_flow(
+    flows: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    client: SocketAddr,
+    first: Vec<u8>,
+    socket: &Arc<UdpSocket>,
+    target: SocketAddr,
+    transport: &Arc<dyn VsockTransport>,
+    stats: &Arc<Stats>,
+) {
+    let (sender, receiver) = mpsc::channel(QUEUE);
+    let _ = sender.try_send(first);
+    flows.insert(client, sender);
+    tokio::spawn(flow(
+        client,
+        receiver,
+        socket.clone(),
+        target,
+        transport.clone(),
+        stats.clone(),
+    ));
+}
+
+async fn flow(
+    client: SocketAddr,
+    mut datagrams: mpsc::Receiver<Vec<u8>>,
+    socket: Arc<UdpSocket>,
+    target: SocketAddr,
+    transport: Arc<dyn VsockTransport>,
+    stats: Arc<Stats>,
+) {
+    let _open = stats.open();
+    let mut guest = match transport.connect(VSOCK_PORT_FORWARD).await {
+        Ok(guest) => guest,
+        Err(e) => {
+            tracing::warn!(%target, error = %crate::error_chain(&e), "cannot reach the guest's forwarder");
+            return;
+        }
+    };
+    let header = ForwardHeader {
+        protocol: Protocol::Udp,
+        target,
+    };
+    if guest.write_all(&header.encode()).await.is_err() || guest.flush().await.is_err() {
+        return;
+    }
+    match ForwardReply::read(&mut guest).await {
+        Ok(ForwardReply::Connected) => {}
+        Ok(ForwardReply::Failed(message)) => {
+            tracing::debug!(%target, %message, "the guest could not open the flow");
+            return;
+        }
+        Err(_) => return,
+    }
+    let (mut from_guest, mut to_guest) = tokio::io::split(guest);
+    let mut reply = Vec::new();
+    loop {
+        tokio::select! {
+            datagram = datagrams.recv() => match datagram {
+                Some(datagram) => {
+                    if write_datagram(&mut to_guest, &datagram).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            read = read_datagram(&mut from_guest, &mut reply) => match read {
+                Ok(Some(())) => {
+                    stats.bytes_out.fetch_add(reply.len() as u64, Ordering::Relaxed);
+                    let _ = socket.send_to(&reply, client).await;
+                }
+                _ => return,
+            },
+            _ = tokio::time::sleep(IDLE) => {
+                tracing::debug!(%client, %target, "UDP flow idle: closed");
+                let _ = to_guest.shutdown().await;
+                return;
+            }
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! same run.
 //!
 //! ```text
-//! vmctl-bench [all|runtime|api|network|vm]... [--json FILE] [--runs N] [--warmups N]
+//! vmctl-bench [all|runtime|api|network|vm|vm-ports]... [--json FILE] [--runs N] [--warmups N]
 //! ```
 //!
 //! - `runtime` ([`runtime`]): `/bin/true` start→exit through vmctl's monitor,
@@ -35,6 +35,7 @@ mod network_throughput;
 mod report;
 mod runtime;
 mod vm;
+mod vm_ports;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,7 +44,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 /// The benchmarks of `all` (and of no argument).
-const ALL: [&str; 4] = ["runtime", "api", "network", "vm"];
+const ALL: [&str; 5] = ["runtime", "api", "network", "vm", "vm-ports"];
 
 /// What to run and where to write, from the command line.
 #[derive(Debug, Default)]
@@ -67,9 +68,10 @@ fn parse_args() -> Result<Args> {
             "runtime" | "api" => args.benches.push(arg),
             name if network::NAMES.contains(&name) => args.benches.push(arg),
             name if vm::NAMES.contains(&name) => args.benches.push(arg),
+            name if vm_ports::NAMES.contains(&name) => args.benches.push(arg),
             "-h" | "--help" => {
                 println!(
-                    "usage: vmctl-bench [all|runtime|api|network|network-setup|network-throughput|vm|vm-boot|vm-api]... \
+                    "usage: vmctl-bench [all|runtime|api|network|network-setup|network-throughput|vm|vm-boot|vm-api|vm-ports]... \
                      [--json FILE] [--runs N] [--warmups N]"
                 );
                 std::process::exit(0);
@@ -122,6 +124,11 @@ fn run() -> Result<()> {
             "api" => {
                 let report = api::run(args.runs.unwrap_or(30), args.warmups.unwrap_or(3))?;
                 (report.table(), vec![report.json()])
+            }
+            "vm-ports" => {
+                let reports = vm_ports::run(args.runs, args.warmups)?;
+                let table = reports.iter().map(|r| r.table()).collect::<String>();
+                (table, reports.iter().map(|r| r.json()).collect())
             }
             vm if vm::NAMES.contains(&vm) => {
                 let reports = vm::run(vm, args.runs, args.warmups)?;

@@ -194,7 +194,7 @@ fn read_frames(stream: &mut UnixStream) -> Result<Vec<u8>> {
     }
 }
 
-fn hybrid_connect(path: &Path, port: u32) -> Result<UnixStream> {
+pub(crate) fn hybrid_connect(path: &Path, port: u32) -> Result<UnixStream> {
     let mut stream = UnixStream::connect(path)?;
     stream.write_all(format!("CONNECT {port}\n").as_bytes())?;
     let mut reader = BufReader::new(stream.try_clone()?);

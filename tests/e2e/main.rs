@@ -19,4 +19,5 @@ mod network_user;
 mod run;
 mod vm;
 mod vm_image;
+mod vm_ports;
 mod volumes;

@@ -13,6 +13,7 @@
 //! [`Engine::links`] and [`Engine::nft_ruleset`].
 
 pub mod http;
+pub mod netpeer;
 pub mod outside;
 pub mod vm;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::Notify;
-use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
+use tokio_vsock::VsockListener;
 use vmctl_proto::control::{DATA_MOUNT, READY_MARKER};
 use vmctl_proto::framing::Framed;
 use vmctl_proto::{VSOCK_PORT_API, VSOCK_PORT_CONTROL};
@@ -36,8 +36,7 @@ impl crate::api::Listener for Vsock {
 }
 
 fn bind(port: u32) -> anyhow::Result<VsockListener> {
-    VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
-        .with_context(|| format!("cannot listen on vsock port {port}"))
+    super::vsock_listener(port)
 }
 
 pub fn main() -> anyhow::Result<()> {

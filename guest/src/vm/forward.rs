@@ -127,16 +127,7 @@ pub fn main() -> anyhow::Result<()> {
     use anyhow::Context;
     let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
     runtime.block_on(async {
-        let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(
-            tokio_vsock::VMADDR_CID_ANY,
-            vmctl_proto::VSOCK_PORT_FORWARD,
-        ))
-        .with_context(|| {
-            format!(
-                "cannot listen on vsock port {}",
-                vmctl_proto::VSOCK_PORT_FORWARD
-            )
-        })?;
+        let listener = super::vsock_listener(vmctl_proto::VSOCK_PORT_FORWARD)?;
         tracing::info!(port = vmctl_proto::VSOCK_PORT_FORWARD, "forward service up");
         loop {
             match listener.accept().await {

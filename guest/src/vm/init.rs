@@ -52,6 +52,7 @@ pub fn main() -> ! {
     });
     tracing::info!(loaded, failed, "kernel modules");
     step("network", network);
+    step("sysctls", tune);
     match cmdline::value(&line, CMDLINE_DATA_DISK) {
         Some(device) => {
             let outcome = step("data disk", || {
@@ -132,6 +133,24 @@ fn network() {
     }
     if let Err(e) = dhcp::start(super::engine::INTERFACE) {
         tracing::warn!(error = %e, "cannot start udhcpc");
+    }
+}
+
+/// Kernel settings a container host needs beyond the defaults of a 1 GiB VM.
+/// Connection tracking sizes its table from memory (8192 entries here), and
+/// every forwarded connection is tracked until 120 s after its TIME_WAIT:
+/// ~70 short connections a second through one published port filled it and
+/// the next ones were dropped. Docker Desktop's VM raises it likewise.
+const SYSCTLS: [(&str, &str); 2] = [
+    ("/sys/module/nf_conntrack/parameters/hashsize", "65536"),
+    ("/proc/sys/net/netfilter/nf_conntrack_max", "262144"),
+];
+
+fn tune() {
+    for (path, value) in SYSCTLS {
+        if let Err(e) = std::fs::write(path, value) {
+            tracing::warn!(path, value, error = %e, "cannot set a kernel parameter");
+        }
     }
 }
 

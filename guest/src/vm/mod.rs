@@ -25,3 +25,26 @@ pub mod modules;
 pub mod mounts;
 pub mod power;
 pub mod shell;
+
+/// A vsock listener on `port` (any CID) whose accept queue holds
+/// [`BACKLOG`] connections: the vsock crate listens with 128, and a burst
+/// beyond the queue is refused outright (vsock has no SYN retry), so 200
+/// clients connecting at once through one forward would lose some.
+pub fn vsock_listener(port: u32) -> anyhow::Result<tokio_vsock::VsockListener> {
+    use anyhow::Context;
+    use std::os::fd::AsFd;
+    let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(
+        tokio_vsock::VMADDR_CID_ANY,
+        port,
+    ))
+    .with_context(|| format!("cannot listen on vsock port {port}"))?;
+    // listen(2) again on a listening socket only changes its queue length.
+    let backlog =
+        nix::sys::socket::Backlog::new(BACKLOG).unwrap_or(nix::sys::socket::Backlog::MAXCONN);
+    nix::sys::socket::listen(&listener.as_fd(), backlog)
+        .with_context(|| format!("cannot deepen the accept queue of vsock port {port}"))?;
+    Ok(listener)
+}
+
+/// Accept queue of the guest's vsock services (capped by `net.core.somaxconn`).
+const BACKLOG: i32 = 4096;

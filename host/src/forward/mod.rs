@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
 
+use crate::vsock::{GuestStream, VsockError, VsockTransport};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error("cannot listen on {path}")]
@@ -57,4 +59,22 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
 {
     tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024).await
+}
+
+/// Connects to the guest's forward service. A refusal while the guest is up
+/// means its accept queue overflowed under a burst (vsock refuses instead of
+/// letting the peer retry, as TCP's SYN would): tried again a few times,
+/// about 0.3 s in all, before the client is let go.
+pub async fn connect_forward(transport: &dyn VsockTransport) -> Result<GuestStream, VsockError> {
+    let mut pause = std::time::Duration::from_millis(5);
+    for _ in 0..6 {
+        match transport.connect(vmctl_proto::VSOCK_PORT_FORWARD).await {
+            Err(VsockError::Refused { .. }) => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    transport.connect(vmctl_proto::VSOCK_PORT_FORWARD).await
 }

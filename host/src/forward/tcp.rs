@@ -12,7 +12,6 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use vmctl_proto::forward::{ForwardHeader, ForwardReply};
 use vmctl_proto::ports::Protocol;
-use vmctl_proto::VSOCK_PORT_FORWARD;
 
 use super::stats::Stats;
 use crate::vsock::VsockTransport;
@@ -46,7 +45,7 @@ async fn connection(
 ) {
     let _active = stats.open();
     let _ = client.set_nodelay(true);
-    let mut guest = match transport.connect(VSOCK_PORT_FORWARD).await {
+    let mut guest = match super::connect_forward(transport.as_ref()).await {
         Ok(guest) => guest,
         Err(e) => {
             tracing::warn!(%target, error = %crate::error_chain(&e), "cannot reach the guest's forwarder");

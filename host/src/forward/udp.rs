@@ -16,7 +16,6 @@ use vmctl_proto::forward::{
     read_datagram, write_datagram, ForwardHeader, ForwardReply, MAX_DATAGRAM,
 };
 use vmctl_proto::ports::Protocol;
-use vmctl_proto::VSOCK_PORT_FORWARD;
 
 use super::stats::Stats;
 use crate::vsock::VsockTransport;
@@ -103,7 +102,7 @@ async fn flow(
     stats: Arc<Stats>,
 ) {
     let _open = stats.open();
-    let mut guest = match transport.connect(VSOCK_PORT_FORWARD).await {
+    let mut guest = match super::connect_forward(transport.as_ref()).await {
         Ok(guest) => guest,
         Err(e) => {
             tracing::warn!(%target, error = %crate::error_chain(&e), "cannot reach the guest's forwarder");

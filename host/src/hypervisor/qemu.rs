@@ -18,6 +18,11 @@ pub const QEMU_ENV: &str = "VMCTL_QEMU";
 /// Environment variable overriding the CPU model (`-cpu`).
 pub const CPU_ENV: &str = "VMCTL_QEMU_CPU";
 
+/// Environment variable adding QEMU user-mode `hostfwd` rules to the NIC
+/// (`tcp:127.0.0.1:18190-:7001`, several separated by `;`): the peer that
+/// `vmctl-bench vm-ports` measures vmctl's own forwards against.
+pub const HOSTFWD_ENV: &str = "VMCTL_QEMU_HOSTFWD";
+
 pub struct Qemu {
     binary: PathBuf,
 }
@@ -83,7 +88,14 @@ impl Qemu {
             spec.disk.display()
         ));
         cmd.args(["-device", "virtio-blk-pci,drive=data"]);
-        cmd.args(["-netdev", "user,id=net0"]);
+        let mut netdev = "user,id=net0".to_owned();
+        for rule in std::env::var(HOSTFWD_ENV).unwrap_or_default().split(';') {
+            if !rule.trim().is_empty() {
+                netdev.push_str(",hostfwd=");
+                netdev.push_str(rule.trim());
+            }
+        }
+        cmd.arg("-netdev").arg(netdev);
         cmd.args(["-device", "virtio-net-pci,netdev=net0,romfile="]);
         match &spec.vsock {
             VsockDevice::VhostUser { socket } => {

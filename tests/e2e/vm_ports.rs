@@ -1,0 +1,479 @@
+//! Published ports desktop → VM → container, end to end in a real VM: the
+//! host daemon listens on the desktop for every published port, each
+//! connection or UDP flow crosses vsock to the guest's forward service, and
+//! the set of listeners follows the engine through container removal,
+//! engine and daemon kills and a machine restart. Manual rules (`vmctl port`)
+//! change live. Polls everywhere; no fixed sleeps.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use vmctl_tests::vm::VmHome;
+use vmctl_tests::{eventually, require_vm};
+
+/// How long anything may take to converge under TCG on a loaded CI host.
+const LONG: Duration = Duration::from_secs(60);
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_owned()
+}
+
+fn docker_host(home: &VmHome) -> String {
+    let env = home.ok(&["machine", "env"]);
+    env.lines()
+        .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
+        .unwrap_or_else(|| panic!("no DOCKER_HOST in {env:?}"))
+        .to_owned()
+}
+
+fn docker_ok(home: &VmHome, host: &str, args: &[&str]) -> String {
+    let out = home.docker(host, args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}\n{}\ndaemon log tail:\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        vmctl_tests::tail(&home.daemon_log("default"), 20),
+    );
+    text(&out.stdout)
+}
+
+/// `GET /` on 127.0.0.1:`port`; the whole answer.
+fn http_get(port: u16) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+fn serves_hello(port: u16) -> bool {
+    http_get(port).is_ok_and(|page| page.contains("Hello from vmctl"))
+}
+
+/// Whether anything accepts TCP on 127.0.0.1:`port` of the desktop.
+fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// One datagram to 127.0.0.1:`port` from `socket`; the answer, if one came.
+fn udp_round_trip(socket: &UdpSocket, port: u16, message: &str) -> Option<String> {
+    socket
+        .send_to(message.as_bytes(), ("127.0.0.1", port))
+        .ok()?;
+    let mut buffer = [0u8; 2048];
+    let (n, _) = socket.recv_from(&mut buffer).ok()?;
+    Some(String::from_utf8_lossy(&buffer[..n]).into_owned())
+}
+
+/// One short connection through a TCP echo: `message` out, half-close,
+/// the same bytes back, EOF.
+fn echo_once(port: u16, message: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(message)?;
+    stream.shutdown(Shutdown::Write)?;
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back)?;
+    Ok(back)
+}
+
+/// The port `docker port NAME PRIVATE` reports (`127.0.0.1:49153` → 49153).
+fn docker_port(home: &VmHome, host: &str, name: &str, private: &str) -> (String, u16) {
+    let line = docker_ok(home, host, &["port", name, private]);
+    let first = line.lines().next().unwrap_or_default().to_owned();
+    let (ip, port) = first
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("docker port said {line:?}"));
+    (ip.to_owned(), port.parse().expect("port number"))
+}
+
+/// `vmctl port ls --json`.
+fn forwards(home: &VmHome) -> Vec<serde_json::Value> {
+    let out = home.ok(&["port", "ls", "--json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("port ls --json: {e}: {out}"))
+}
+
+fn forward_on(home: &VmHome, port: u16) -> Option<serde_json::Value> {
+    forwards(home).into_iter().find(|f| f["host_port"] == port)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The pid of the guest engine (`/init vm-engine`), read in the VM.
+fn guest_engine_pid(home: &VmHome) -> Option<String> {
+    let out = home.vmctl(&[
+        "machine",
+        "ssh",
+        "--",
+        "sh",
+        "-c",
+        "for p in /proc/[0-9]*; do grep -q vm-engine $p/cmdline 2>/dev/null && echo ${p#/proc/}; done",
+    ]);
+    text(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
+}
+
+#[test]
+fn published_ports_reach_containers_and_follow_every_reset() {
+    require_vm!();
+    let home = VmHome::new();
+    home.ok(&[
+        "machine", "init", "--cpus", "2", "--memory", "1024", "--disk", "2",
+    ]);
+    home.ok(&["machine", "start"]);
+    let host = docker_host(&home);
+    let netpeer = vmctl_tests::netpeer::image_tar().display().to_string();
+    docker_ok(&home, &host, &["load", "-q", "-i", &netpeer]);
+
+    // The headline: vmctl run -p, the desktop's 127.0.0.1 reaches the container.
+    home.ok(&["run", "-d", "--name", "web", "-p", "18080:80", "hello"]);
+    assert!(
+        eventually(LONG, || serves_hello(18080)),
+        "127.0.0.1:18080 never served the page: {:?}\n{}",
+        http_get(18080),
+        vmctl_tests::tail(&home.daemon_log("default"), 20)
+    );
+    // An empty HostIp means the machine's port-bind-address, 127.0.0.1.
+    assert_eq!(
+        docker_ok(&home, &host, &["port", "web", "80"]),
+        "127.0.0.1:18080"
+    );
+    let web = forward_on(&home, 18080).expect("port ls shows the published port");
+    assert_eq!(web["container"], "web");
+    assert_eq!(web["host_ip"], "127.0.0.1");
+    assert!(web["stats"]["bytes_out"].as_u64().unwrap_or(0) > 0, "{web}");
+
+    // A random desktop port, reported by docker port.
+    docker_ok(
+        &home,
+        &host,
+        &["run", "-d", "--name", "rnd", "-p", "127.0.0.1::80", "hello"],
+    );
+    let (ip, random) = docker_port(&home, &host, "rnd", "80/tcp");
+    assert_eq!(ip, "127.0.0.1");
+    assert_ne!(random, 0);
+    assert!(
+        eventually(LONG, || serves_hello(random)),
+        "random port {random}"
+    );
+
+    // UDP: datagrams round-trip, two clients are two flows.
+    docker_ok(
+        &home,
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "echo",
+            "-p",
+            "15353:5353/udp",
+            "netpeer:latest",
+            "udp-echo",
+            "5353",
+        ],
+    );
+    let client = UdpSocket::bind("127.0.0.1:0").expect("udp client");
+    client
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let other = UdpSocket::bind("127.0.0.1:0").expect("udp client");
+    other
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    assert!(
+        eventually(LONG, || udp_round_trip(&client, 15353, "ping").as_deref()
+            == Some("echo:ping")),
+        "no UDP echo through 127.0.0.1:15353"
+    );
+    assert_eq!(
+        udp_round_trip(&other, 15353, "pong").as_deref(),
+        Some("echo:pong")
+    );
+    assert_eq!(
+        udp_round_trip(&client, 15353, "again").as_deref(),
+        Some("echo:again")
+    );
+    let echo = forward_on(&home, 15353).expect("udp forward listed");
+    assert_eq!(echo["protocol"], "udp");
+    assert!(echo["stats"]["connections"].as_u64() >= Some(2), "{echo}");
+
+    // A second container on a published port fails cleanly…
+    let before = forwards(&home).len();
+    let clash = home.docker(
+        &host,
+        &["run", "-d", "--name", "web2", "-p", "18080:80", "hello"],
+    );
+    assert!(!clash.status.success());
+    let message = text(&clash.stderr);
+    assert!(
+        message.contains("127.0.0.1:18080") && message.contains("already allocated"),
+        "{message}"
+    );
+    assert_eq!(forwards(&home).len(), before, "nothing left behind");
+    assert!(serves_hello(18080), "the first owner still serves");
+    docker_ok(&home, &host, &["rm", "web2"]);
+    // …and so does one whose port a desktop process holds, naming it.
+    let holder = TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let held = holder.local_addr().expect("addr").port();
+    let clash = home.docker(
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "held",
+            "-p",
+            &format!("{held}:80"),
+            "hello",
+        ],
+    );
+    assert!(!clash.status.success());
+    let message = text(&clash.stderr);
+    assert!(
+        message.contains(&format!("127.0.0.1:{held}"))
+            && message.contains("in use on the desktop")
+            && message.contains(&format!("(pid {})", std::process::id())),
+        "{message}"
+    );
+    assert_eq!(forwards(&home).len(), before, "nothing left behind");
+    docker_ok(&home, &host, &["rm", "held"]);
+    drop(holder);
+
+    // docker rm -f: the listener goes with the container.
+    docker_ok(&home, &host, &["rm", "-f", "rnd"]);
+    assert!(
+        eventually(LONG, || !listening(random)),
+        "127.0.0.1:{random} still listens after rm -f"
+    );
+    assert!(forward_on(&home, random).is_none());
+
+    // A manual rule to a process in the VM (not published by a container),
+    // live, then removed live.
+    docker_ok(
+        &home,
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "vmweb",
+            "--network",
+            "host",
+            "hello",
+            "httpd",
+            "-f",
+            "-p",
+            "8081",
+            "-h",
+            "/www",
+        ],
+    );
+    let added = home.ok(&["port", "add", "18081:8081"]);
+    assert!(added.contains("tcp-18081"), "{added}");
+    assert!(
+        eventually(LONG, || serves_hello(18081)),
+        "rule 18081 → 8081"
+    );
+    let listed = home.ok(&["port", "ls"]);
+    assert!(
+        listed.lines().any(|l| l.starts_with("tcp-18081")),
+        "{listed}"
+    );
+    let dup = home.vmctl(&["port", "add", "18081:8081"]);
+    assert_eq!(dup.status.code(), Some(1));
+    assert_eq!(
+        text(&dup.stderr).lines().count(),
+        1,
+        "{}",
+        text(&dup.stderr)
+    );
+    home.ok(&["port", "rm", "18081"]);
+    assert!(!listening(18081), "port rm closes the listener at once");
+    let missing = home.vmctl(&["port", "rm", "18081"]);
+    assert_eq!(missing.status.code(), Some(1));
+
+    // The guest engine killed: init restarts it and the forwards converge.
+    let engine = guest_engine_pid(&home).expect("guest engine pid");
+    home.ok(&["machine", "ssh", "--", "kill", "-9", &engine]);
+    assert!(
+        eventually(LONG, || guest_engine_pid(&home)
+            .is_some_and(|p| p != engine)),
+        "the guest engine did not come back"
+    );
+    assert!(
+        eventually(LONG, || serves_hello(18080)),
+        "18080 after the engine restart"
+    );
+    assert!(eventually(LONG, || udp_round_trip(&client, 15353, "x")
+        .as_deref()
+        == Some("echo:x")));
+
+    // The host daemon killed: the next command adopts the VM and the
+    // listeners come back without touching the containers.
+    let daemon = home.pid("default", "daemon.pid").expect("daemon pid");
+    // SAFETY: kill of a pid just read; the worst case is ESRCH.
+    unsafe { libc::kill(daemon as i32, libc::SIGKILL) };
+    assert!(
+        eventually(LONG, || !listening(18080)),
+        "the dead daemon's listener"
+    );
+    home.ok(&["machine", "status"]);
+    assert!(
+        eventually(LONG, || serves_hello(18080)),
+        "18080 after the daemon was adopted"
+    );
+
+    // Load: 200 connections at once through one forward, then 10 000 short
+    // ones in a row; none lost, and the daemon holds no more descriptors
+    // afterwards than before.
+    docker_ok(
+        &home,
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "tcpecho",
+            "-p",
+            "18083:7",
+            "netpeer:latest",
+            "tcp-echo",
+            "7",
+        ],
+    );
+    assert!(eventually(LONG, || echo_once(18083, b"warm")
+        .is_ok_and(|b| b == b"warm")));
+    let daemon = home.pid("default", "daemon.pid").expect("daemon pid");
+    let baseline = open_fds(daemon);
+    let concurrent: Vec<_> = (0..200)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let message = format!("concurrent {i} ").repeat(100);
+                echo_once(18083, message.as_bytes()).map(|back| back == message.as_bytes())
+            })
+        })
+        .collect();
+    let lost: Vec<String> = concurrent
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| match t.join().expect("thread") {
+            Ok(true) => None,
+            Ok(false) => Some(format!("{i}: wrong bytes")),
+            Err(e) => Some(format!("{i}: {e}")),
+        })
+        .collect();
+    assert!(lost.is_empty(), "lost among 200 concurrent: {lost:?}");
+    for i in 0..10_000u32 {
+        let message = i.to_be_bytes();
+        let back = echo_once(18083, &message);
+        assert!(
+            back.as_ref().is_ok_and(|b| b == &message),
+            "sequential connection {i}: {back:?}"
+        );
+    }
+    assert!(
+        eventually(LONG, || open_fds(daemon) <= baseline),
+        "daemon fds: {} before, {} after",
+        baseline,
+        open_fds(daemon)
+    );
+    let load = forward_on(&home, 18083).expect("echo forward");
+    assert!(
+        load["stats"]["connections"].as_u64() >= Some(10_201),
+        "{load}"
+    );
+
+    // A machine restart: a restart-policy container comes back, so does its
+    // forward; containers without one are not forwarded any more.
+    docker_ok(
+        &home,
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "keep",
+            "--restart",
+            "always",
+            "-p",
+            "18082:80",
+            "hello",
+        ],
+    );
+    assert!(eventually(LONG, || serves_hello(18082)));
+    home.ok(&["port", "add", "again", "18084:8081"]);
+    home.ok(&["machine", "restart"]);
+    assert!(
+        eventually(LONG, || serves_hello(18082)),
+        "18082 after the machine restart"
+    );
+    assert!(
+        eventually(LONG, || !listening(18080)),
+        "web has no restart policy"
+    );
+    assert!(
+        forward_on(&home, 18084).is_some(),
+        "rules persist across a restart"
+    );
+    assert!(listening(18084));
+
+    // A stop closes every desktop listener.
+    home.ok(&["machine", "stop"]);
+    for port in [18082, 18083, 18084] {
+        assert!(!listening(port), "{port} after stop");
+    }
+    let stopped = home.ok(&["port", "ls"]);
+    assert!(stopped.contains("again"), "{stopped}");
+    home.ok(&["machine", "rm", "--force"]);
+    assert!(home.processes().is_empty(), "{:?}", home.processes());
+}
+
+#[test]
+fn port_rules_are_vm_only_and_bad_specs_refused() {
+    require_vm!();
+    let home = VmHome::new();
+    home.ok(&["machine", "init"]);
+    for (args, needle) in [
+        (vec!["port", "add", "80"], "HOSTPORT:GUESTPORT"),
+        (vec!["port", "add", "0:80"], "0"),
+        (vec!["port", "add", "70000:80"], "70000"),
+        (vec!["port", "add", "80:80/sctp"], "sctp"),
+        (vec!["port", "add", "bad name!", "18085:80"], "bad name!"),
+        (vec!["port", "rm", "nosuch"], "nosuch"),
+    ] {
+        let out = home.vmctl(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let message = text(&out.stderr);
+        assert_eq!(message.lines().count(), 1, "{args:?}: {message}");
+        assert!(message.contains(needle), "{args:?}: {message}");
+    }
+    // A stopped machine's rules are edited offline and kept.
+    home.ok(&["port", "add", "web", "18085:80"]);
+    let listed = home.ok(&["port", "ls"]);
+    assert!(
+        listed.contains("web") && listed.contains("18085"),
+        "{listed}"
+    );
+    assert!(!listening(18085), "nothing listens while stopped");
+    home.ok(&["port", "rm", "web"]);
+    assert!(!home.ok(&["port", "ls"]).contains("web"));
+    // Standalone engines have no VM to forward into.
+    let standalone = home.vmctl(&["--host", "unix:///tmp/nosuch.sock", "port", "ls"]);
+    assert_eq!(standalone.status.code(), Some(1));
+    assert!(
+        text(&standalone.stderr).contains("VM"),
+        "{}",
+        text(&standalone.stderr)
+    );
+}

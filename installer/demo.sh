@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # vmctl demo on Linux: installs what is missing, builds vmctl, vmctl-guest and
 # the VM image, boots the VM (`vmctl machine start`), runs the built-in `hello`
-# web container with port 8080 published, and fetches its page through the
-# published port inside the VM. (Forwarding that port to the desktop's own
-# 127.0.0.1:8080 is the next issue, "port forwarding".)
+# web container with port 8080 published, and fetches its page from the
+# desktop's own 127.0.0.1:8080 (desktop → host daemon → vsock → VM → container).
 #
 #   installer/demo.sh          set up and run
 #   installer/demo.sh stop     remove the container and stop the VM
@@ -29,6 +28,7 @@ command -v nft >/dev/null || need+=(nftables)
 command -v mke2fs >/dev/null || need+=(e2fsprogs)
 command -v strip >/dev/null || need+=(binutils)
 command -v python3 >/dev/null || need+=(python3)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
     echo "== installing ${need[*]}"
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
@@ -58,19 +58,21 @@ echo "== vmctl machine start"
 echo "== vmctl run -d --name hello -p 8080:80 hello"
 "$VMCTL" run -d --name hello -p 8080:80 hello
 "$VMCTL" ps
-echo "== the page, through the published port 8080 (fetched inside the VM)"
+"$VMCTL" port ls
+echo "== curl http://127.0.0.1:8080/ (on this desktop)"
 page=
 for _ in $(seq 50); do
-    page=$("$VMCTL" machine ssh -- wget -qO- http://127.0.0.1:8080/ 2>/dev/null) && [ -n "$page" ] && break
+    page=$(curl -fsS http://127.0.0.1:8080/ 2>/dev/null) && [ -n "$page" ] && break
     sleep 0.2
 done
-[ -n "$page" ] || { echo "demo.sh: no page at 127.0.0.1:8080 in the VM" >&2; "$VMCTL" machine logs | tail -5 >&2; exit 1; }
+[ -n "$page" ] || { echo "demo.sh: no page at 127.0.0.1:8080" >&2; "$VMCTL" machine logs | tail -5 >&2; exit 1; }
 echo "$page"
 cat <<MSG
 
 The VM is running. Use it with any Docker client:
     $("$VMCTL" machine env | head -1)
     docker ps; docker logs hello; docker exec -it hello sh
+    curl http://127.0.0.1:8080/; $VMCTL port ls
     $VMCTL machine status; $VMCTL machine ssh
 Stop it with: installer/demo.sh stop
 MSG

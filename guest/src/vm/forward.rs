@@ -125,7 +125,13 @@ where
 /// Serves vsock port 1026 until the process ends.
 pub fn main() -> anyhow::Result<()> {
     use anyhow::Context;
-    let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
+    // One thread: a byte pipe is bound by syscalls, not CPU, and a task woken
+    // on the thread that polls its sockets costs no cross-CPU wakeup (an
+    // emulated IPI under TCG).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start tokio")?;
     runtime.block_on(async {
         let listener = super::vsock_listener(vmctl_proto::VSOCK_PORT_FORWARD)?;
         tracing::info!(port = vmctl_proto::VSOCK_PORT_FORWARD, "forward service up");

@@ -41,7 +41,12 @@ fn docker_ok(home: &VmHome, host: &str, args: &[&str]) -> String {
 
 /// `GET /` on 127.0.0.1:`port`; the whole answer.
 fn http_get(port: u16) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    http_get_at(&format!("127.0.0.1:{port}"))
+}
+
+/// `GET /` on `address` (`[::1]:8080`); the whole answer.
+fn http_get_at(address: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
     let mut answer = String::new();
@@ -166,6 +171,59 @@ fn published_ports_reach_containers_and_follow_every_reset() {
         eventually(LONG, || serves_hello(random)),
         "random port {random}"
     );
+
+    // A HostIp is used exactly: all IPv4 interfaces, one address, IPv6
+    // loopback (where the desktop has it); an address the desktop does not
+    // have is refused by name.
+    let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    for (i, (spec, shown, connect)) in [
+        ("0.0.0.0:18086:80", "0.0.0.0:18086", "127.0.0.1:18086"),
+        ("127.0.0.2:18087:80", "127.0.0.2:18087", "127.0.0.2:18087"),
+        ("[::1]:18088:80", "[::1]:18088", "[::1]:18088"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if spec.starts_with('[') && !ipv6 {
+            eprintln!("no IPv6 loopback on this desktop: {spec} not tried");
+            continue;
+        }
+        let name = format!("addr{i}");
+        docker_ok(
+            &home,
+            &host,
+            &["run", "-d", "--name", &name, "-p", spec, "hello"],
+        );
+        assert_eq!(docker_ok(&home, &host, &["port", &name, "80"]), shown);
+        assert!(
+            eventually(LONG, || http_get_at(connect)
+                .is_ok_and(|page| page.contains("Hello from vmctl"))),
+            "{spec}: no page at {connect}"
+        );
+        if spec.starts_with("127.0.0.2") {
+            assert!(!listening(18087), "127.0.0.2 only, not 127.0.0.1");
+        }
+        docker_ok(&home, &host, &["rm", "-f", &name]);
+    }
+    let foreign = home.docker(
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "foreign",
+            "-p",
+            "192.0.2.1:18089:80",
+            "hello",
+        ],
+    );
+    assert!(!foreign.status.success());
+    assert!(
+        text(&foreign.stderr).contains("192.0.2.1 is not an address of this desktop"),
+        "{}",
+        text(&foreign.stderr)
+    );
+    docker_ok(&home, &host, &["rm", "foreign"]);
 
     // UDP: datagrams round-trip, two clients are two flows.
     docker_ok(

@@ -202,14 +202,8 @@ pub fn run(runs: Option<usize>, warmups: Option<usize>) -> Result<Vec<Report>> {
     }
     let _ = home.vmctl(&["machine", "stop"]);
 
-    let mib_per_s = |series: &[Series], name: &str| {
-        series
-            .iter()
-            .find(|s| s.name == name)
-            .and_then(|s| s.summary())
-            .map(|s| (TRANSFER >> 20) as f64 / (s.median_ms / 1000.0))
-            .unwrap_or(f64::NAN)
-    };
+    let mib_per_s =
+        |series: &[Series], name: &str| (TRANSFER >> 20) as f64 / (median(series, name) / 1000.0);
     let raw = mib_per_s(&throughput, "raw vsock");
     let forward = mib_per_s(&throughput, "vmctl forward");
     let qemu = mib_per_s(&throughput, "QEMU hostfwd");
@@ -231,14 +225,6 @@ pub fn run(runs: Option<usize>, warmups: Option<usize>) -> Result<Vec<Report>> {
             if ratio >= 0.8 { "met" } else { "missed" }
         )],
     };
-    let median = |series: &[Series], name: &str| {
-        series
-            .iter()
-            .find(|s| s.name == name)
-            .and_then(|s| s.summary())
-            .map(|s| s.median_ms)
-            .unwrap_or(f64::NAN)
-    };
     let extra_us = (median(&latency, "vmctl forward") - median(&latency, "raw vsock")) * 1000.0;
     let latency = Report {
         bench: "vm-ports-latency",
@@ -259,6 +245,16 @@ pub fn run(runs: Option<usize>, warmups: Option<usize>) -> Result<Vec<Report>> {
         )],
     };
     Ok(vec![throughput, latency])
+}
+
+/// The median of the series `name`, in ms (NaN if it has no samples).
+fn median(series: &[Series], name: &str) -> f64 {
+    series
+        .iter()
+        .find(|s| s.name == name)
+        .and_then(|s| s.summary())
+        .map(|s| s.median_ms)
+        .unwrap_or(f64::NAN)
 }
 
 /// Length, 64 MiB, then the sink's answer (the same length).

@@ -5,7 +5,6 @@
 use std::io::Write;
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use vmctl_tests::http::{self, Answer};
 use vmctl_tests::{require_root, Engine};
 
@@ -215,34 +214,7 @@ fn impossible_limits_and_options_are_400() {
 
 /// A docker-archive holding one image whose single layer is `layer`.
 fn archive_with_layer(layer: &[u8], tag: &str) -> Vec<u8> {
-    let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(layer)));
-    let config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-    })
-    .to_string();
-    let config_name = format!("{}.json", hex::encode(Sha256::digest(config.as_bytes())));
-    let manifest = json!([{
-        "Config": config_name,
-        "RepoTags": [tag],
-        "Layers": ["layer/layer.tar"],
-    }])
-    .to_string();
-    let mut out = tar::Builder::new(Vec::new());
-    for (name, bytes) in [
-        ("manifest.json", manifest.as_bytes()),
-        (config_name.as_str(), config.as_bytes()),
-        ("layer/layer.tar", layer),
-    ] {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        out.append_data(&mut header, name, bytes).expect("append");
-    }
-    out.into_inner().expect("archive")
+    vmctl_tests::netpeer::load_archive(layer, json!({"Cmd": ["/bin/sh"]}), tag)
 }
 
 /// Writes a raw ustar header + data; `tar::Builder` refuses `..` in names.

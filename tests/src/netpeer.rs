@@ -48,10 +48,6 @@ pub fn image_tar() -> &'static Path {
     })
 }
 
-fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
 fn archive(binary: &[u8]) -> Vec<u8> {
     let mut layer = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
@@ -62,17 +58,28 @@ fn archive(binary: &[u8]) -> Vec<u8> {
         .append_data(&mut header, "netpeer", binary)
         .expect("layer");
     let layer = layer.into_inner().expect("layer");
+    load_archive(
+        &layer,
+        json!({"Entrypoint": ["/netpeer"], "Cmd": ["tcp-echo", "7"]}),
+        IMAGE,
+    )
+}
+
+/// A `docker load` archive of one image: one layer (a tar), the image
+/// config's `config` section, one tag.
+pub fn load_archive(layer: &[u8], config: serde_json::Value, tag: &str) -> Vec<u8> {
+    let digest = |bytes: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
     let config = json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Entrypoint": ["/netpeer"], "Cmd": ["tcp-echo", "7"]},
-        "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]},
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [digest(layer)]},
     })
     .to_string();
     let config_name = format!("{}.json", &digest(config.as_bytes())[7..]);
     let manifest = json!([{
         "Config": config_name,
-        "RepoTags": [IMAGE],
+        "RepoTags": [tag],
         "Layers": ["layer/layer.tar"],
     }])
     .to_string();
@@ -80,7 +87,7 @@ fn archive(binary: &[u8]) -> Vec<u8> {
     for (name, bytes) in [
         ("manifest.json", manifest.as_bytes()),
         (config_name.as_str(), config.as_bytes()),
-        ("layer/layer.tar", layer.as_slice()),
+        ("layer/layer.tar", layer),
     ] {
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);

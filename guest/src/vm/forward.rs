@@ -154,6 +154,15 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    async fn send_header(
+        stream: &mut tokio::io::DuplexStream,
+        protocol: Protocol,
+        target: std::net::SocketAddr,
+    ) {
+        let header = ForwardHeader { protocol, target }.encode();
+        stream.write_all(&header).await.unwrap();
+    }
+
     #[tokio::test]
     async fn tcp_forward_keeps_half_close() {
         let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -169,15 +178,7 @@ mod tests {
         let (host, guest) = tokio::io::duplex(1 << 16);
         tokio::spawn(handle(guest));
         let mut host = host;
-        host.write_all(
-            &ForwardHeader {
-                protocol: Protocol::Tcp,
-                target,
-            }
-            .encode(),
-        )
-        .await
-        .unwrap();
+        send_header(&mut host, Protocol::Tcp, target).await;
         assert_eq!(
             ForwardReply::read(&mut host).await.unwrap(),
             ForwardReply::Connected
@@ -196,15 +197,7 @@ mod tests {
         drop(free);
         let (mut host, guest) = tokio::io::duplex(1024);
         tokio::spawn(handle(guest));
-        host.write_all(
-            &ForwardHeader {
-                protocol: Protocol::Tcp,
-                target,
-            }
-            .encode(),
-        )
-        .await
-        .unwrap();
+        send_header(&mut host, Protocol::Tcp, target).await;
         match ForwardReply::read(&mut host).await.unwrap() {
             ForwardReply::Failed(message) => assert!(message.contains("refused"), "{message}"),
             other => panic!("{other:?}"),
@@ -224,15 +217,7 @@ mod tests {
         });
         let (mut host, guest) = tokio::io::duplex(1 << 16);
         tokio::spawn(handle(guest));
-        host.write_all(
-            &ForwardHeader {
-                protocol: Protocol::Udp,
-                target,
-            }
-            .encode(),
-        )
-        .await
-        .unwrap();
+        send_header(&mut host, Protocol::Udp, target).await;
         assert_eq!(
             ForwardReply::read(&mut host).await.unwrap(),
             ForwardReply::Connected

@@ -13,11 +13,15 @@ pub mod tcp;
 pub mod udp;
 pub mod watch;
 
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixListener;
+
+use vmctl_proto::forward::{ForwardHeader, ForwardReply};
+use vmctl_proto::ports::Protocol;
 
 use crate::vsock::{GuestStream, VsockError, VsockTransport};
 
@@ -61,11 +65,44 @@ where
     tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024).await
 }
 
+/// Opens one forwarded stream: connects to the guest's forward service,
+/// names `target`, and waits for the guest's answer. `None` (logged) when
+/// the guest cannot be reached or cannot reach the target; the caller then
+/// drops its client.
+pub async fn open_forward(
+    transport: &dyn VsockTransport,
+    protocol: Protocol,
+    target: SocketAddr,
+) -> Option<GuestStream> {
+    let mut guest = match connect_forward(transport).await {
+        Ok(guest) => guest,
+        Err(e) => {
+            tracing::warn!(%target, error = %crate::error_chain(&e), "cannot reach the guest's forwarder");
+            return None;
+        }
+    };
+    let header = ForwardHeader { protocol, target };
+    if guest.write_all(&header.encode()).await.is_err() || guest.flush().await.is_err() {
+        return None;
+    }
+    match ForwardReply::read(&mut guest).await {
+        Ok(ForwardReply::Connected) => Some(guest),
+        Ok(ForwardReply::Failed(message)) => {
+            tracing::debug!(%target, %protocol, %message, "the guest could not reach the target");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(%target, error = %e, "no answer from the guest's forwarder");
+            None
+        }
+    }
+}
+
 /// Connects to the guest's forward service. A refusal while the guest is up
 /// means its accept queue overflowed under a burst (vsock refuses instead of
 /// letting the peer retry, as TCP's SYN would): tried again a few times,
 /// about 0.3 s in all, before the client is let go.
-pub async fn connect_forward(transport: &dyn VsockTransport) -> Result<GuestStream, VsockError> {
+async fn connect_forward(transport: &dyn VsockTransport) -> Result<GuestStream, VsockError> {
     let mut pause = std::time::Duration::from_millis(5);
     for _ in 0..6 {
         match transport.connect(vmctl_proto::VSOCK_PORT_FORWARD).await {

@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use vmctl_proto::forward::{ForwardHeader, ForwardReply};
 use vmctl_proto::ports::Protocol;
 
 use super::stats::Stats;
@@ -45,31 +44,9 @@ async fn connection(
 ) {
     let _active = stats.open();
     let _ = client.set_nodelay(true);
-    let mut guest = match super::connect_forward(transport.as_ref()).await {
-        Ok(guest) => guest,
-        Err(e) => {
-            tracing::warn!(%target, error = %crate::error_chain(&e), "cannot reach the guest's forwarder");
-            return;
-        }
-    };
-    let header = ForwardHeader {
-        protocol: Protocol::Tcp,
-        target,
-    };
-    if guest.write_all(&header.encode()).await.is_err() || guest.flush().await.is_err() {
+    let Some(guest) = super::open_forward(transport.as_ref(), Protocol::Tcp, target).await else {
         return;
-    }
-    match ForwardReply::read(&mut guest).await {
-        Ok(ForwardReply::Connected) => {}
-        Ok(ForwardReply::Failed(message)) => {
-            tracing::debug!(%target, %message, "the guest could not connect");
-            return;
-        }
-        Err(e) => {
-            tracing::debug!(%target, error = %e, "no answer from the guest's forwarder");
-            return;
-        }
-    }
+    };
     let mut client = Counted {
         inner: client,
         read: &stats.bytes_in,

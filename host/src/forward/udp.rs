@@ -12,9 +12,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use vmctl_proto::forward::{
-    read_datagram, write_datagram, ForwardHeader, ForwardReply, MAX_DATAGRAM,
-};
+use vmctl_proto::forward::{read_datagram, write_datagram, MAX_DATAGRAM};
 use vmctl_proto::ports::Protocol;
 
 use super::stats::Stats;
@@ -102,28 +100,9 @@ async fn flow(
     stats: Arc<Stats>,
 ) {
     let _open = stats.open();
-    let mut guest = match super::connect_forward(transport.as_ref()).await {
-        Ok(guest) => guest,
-        Err(e) => {
-            tracing::warn!(%target, error = %crate::error_chain(&e), "cannot reach the guest's forwarder");
-            return;
-        }
-    };
-    let header = ForwardHeader {
-        protocol: Protocol::Udp,
-        target,
-    };
-    if guest.write_all(&header.encode()).await.is_err() || guest.flush().await.is_err() {
+    let Some(guest) = super::open_forward(transport.as_ref(), Protocol::Udp, target).await else {
         return;
-    }
-    match ForwardReply::read(&mut guest).await {
-        Ok(ForwardReply::Connected) => {}
-        Ok(ForwardReply::Failed(message)) => {
-            tracing::debug!(%target, %message, "the guest could not open the flow");
-            return;
-        }
-        Err(_) => return,
-    }
+    };
     let (mut from_guest, mut to_guest) = tokio::io::split(guest);
     let mut reply = Vec::new();
     loop {

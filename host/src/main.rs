@@ -51,7 +51,10 @@ fn main() {
     let cli = Cli::parse();
     let daemon = matches!(
         cli.command,
-        Command::Machine(vmctl::cli::machine::MachineCommand::Daemon(_))
+        Command::Machine(
+            vmctl::cli::machine::MachineCommand::Daemon(_)
+                | vmctl::cli::machine::MachineCommand::Supervise(_)
+        )
     );
     init_logging(daemon);
     let result = match cli.command {

@@ -33,7 +33,15 @@ fn docker_ok(home: &VmHome, host: &str, args: &[&str]) -> String {
         "docker {args:?} failed: {}\n{}\ndaemon log tail:\n{}\nconsole tail:\n{}",
         stdout(&out),
         stderr(&out),
-        vmctl_tests::tail(&home.daemon_log("default"), 15),
+        vmctl_tests::tail(
+            &home
+                .daemon_log("default")
+                .lines()
+                .filter(|l| !l.contains("launching QEMU"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            30
+        ),
         vmctl_tests::tail(&home.console_log("default"), 40)
     );
     stdout(&out)
@@ -203,7 +211,7 @@ fn container_verbs(home: &VmHome) {
     assert_eq!(id.trim().len(), 64, "{id}");
     let ps = home.ok(&["ps"]);
     assert!(
-        ps.contains("web") && ps.contains("0.0.0.0:8080->80/tcp"),
+        ps.contains("web") && ps.contains("127.0.0.1:8080->80/tcp"),
         "{ps}"
     );
     assert_eq!(home.ok(&["exec", "web", "sh", "-c", "echo $A"]).trim(), "b");
@@ -266,7 +274,7 @@ fn machine_faults_are_noticed_and_bad_flags_refused() {
     home.ok(&["machine", "start"]);
     let host = docker_host(&home);
 
-    // The daemon dies: the next command notices and adopts the running VM.
+    // The daemon dies: its keeper starts it again and it adopts the running VM.
     let daemon = home.pid("default", "daemon.pid").expect("daemon pid");
     let vmm = home.pid("default", "vmm.pid").expect("vmm pid");
     // SAFETY: kill of a pid we just read; the worst case is ESRCH.
@@ -274,13 +282,24 @@ fn machine_faults_are_noticed_and_bad_flags_refused() {
     assert!(eventually(Duration::from_secs(10), || !vmctl_tests_alive(
         daemon
     )));
-    let status = home.ok(&["machine", "status"]);
-    assert!(status.contains("state:        running"), "{status}");
+    // Its keeper starts it again; a command meanwhile sees it starting.
+    assert!(
+        eventually(Duration::from_secs(30), || home
+            .ok(&["machine", "status"])
+            .contains("state:        running")),
+        "{}",
+        home.ok(&["machine", "status"])
+    );
     assert_eq!(
         home.pid("default", "vmm.pid"),
         Some(vmm),
         "the VM was adopted, not rebooted"
     );
+    // The docker socket is back once the new daemon has adopted the VM.
+    assert!(eventually(Duration::from_secs(30), || home
+        .docker(&host, &["version", "--format", "{{.Server.Version}}"])
+        .status
+        .success()));
     assert_eq!(
         docker_ok(&home, &host, &["run", "--rm", "hello", "echo", "adopted"]),
         "adopted"

@@ -111,7 +111,8 @@ fn open_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-/// The pid of the guest engine (`/init vm-engine`), read in the VM.
+/// The pid of the guest engine (`/init vm-engine`: the same binary as PID 1
+/// with that argument — not this very shell, whose command line has it too).
 fn guest_engine_pid(home: &VmHome) -> Option<String> {
     let out = home.vmctl(&[
         "machine",
@@ -119,7 +120,7 @@ fn guest_engine_pid(home: &VmHome) -> Option<String> {
         "--",
         "sh",
         "-c",
-        "for p in /proc/[0-9]*; do grep -q vm-engine $p/cmdline 2>/dev/null && echo ${p#/proc/}; done",
+        "init=$(readlink /proc/1/exe); for p in /proc/[0-9]*; do [ \"$(readlink $p/exe)\" = \"$init\" ] && grep -q vm-engine $p/cmdline 2>/dev/null && echo ${p#/proc/}; done",
     ]);
     text(&out.stdout)
         .lines()
@@ -377,20 +378,22 @@ fn published_ports_reach_containers_and_follow_every_reset() {
         .as_deref()
         == Some("echo:x")));
 
-    // The host daemon killed: the next command adopts the VM and the
-    // listeners come back without touching the containers.
+    // The host daemon killed: its keeper starts it again, the new daemon
+    // adopts the VM and the listeners come back, no command needed.
     let daemon = home.pid("default", "daemon.pid").expect("daemon pid");
     // SAFETY: kill of a pid just read; the worst case is ESRCH.
     unsafe { libc::kill(daemon as i32, libc::SIGKILL) };
     assert!(
-        eventually(LONG, || !listening(18080)),
-        "the dead daemon's listener"
+        eventually(LONG, || home
+            .pid("default", "daemon.pid")
+            .is_some_and(|p| p != daemon)
+            && serves_hello(18080)),
+        "18080 after the daemon was killed:\n{}",
+        vmctl_tests::tail(&home.daemon_log("default"), 20)
     );
-    home.ok(&["machine", "status"]);
-    assert!(
-        eventually(LONG, || serves_hello(18080)),
-        "18080 after the daemon was adopted"
-    );
+    assert!(eventually(LONG, || udp_round_trip(&client, 15353, "y")
+        .as_deref()
+        == Some("echo:y")));
 
     // Load: 200 connections at once through one forward, then 10 000 short
     // ones in a row; none lost, and the daemon holds no more descriptors

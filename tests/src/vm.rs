@@ -191,7 +191,11 @@ pub fn processes_mentioning(needle: &Path) -> Vec<String> {
             continue;
         };
         let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if text.contains(&needle) && pid != std::process::id() {
+        // Or started with VMCTL_HOME pointing there (the daemon's keeper).
+        let home = format!("VMCTL_HOME={needle}");
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let in_home = environ.split(|&b| b == 0).any(|v| v == home.as_bytes());
+        if (text.contains(&needle) || in_home) && pid != std::process::id() {
             found.push(format!("{pid} {text}"));
         }
     }

@@ -13,6 +13,7 @@ pub mod facts;
 pub mod guest;
 pub mod protocol;
 mod server;
+pub mod supervise;
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -106,6 +107,15 @@ pub async fn run(roots: Roots, name: &str) -> Result<(), DaemonError> {
     })?;
     let _lock = take_lock(&paths.lock(), name)?;
     let _ = std::fs::write(paths.daemon_pid(), format!("{}\n", std::process::id()));
+    // A previous daemon's "running" is not this one's: until the VM answers
+    // (adopted or booted), commands wait for this daemon instead of trying
+    // a socket that is not there yet.
+    if let Ok(Some(mut previous)) = VmStatus::load(&paths) {
+        if previous.state == State::Running {
+            previous.state = State::Starting;
+            let _ = previous.save(&paths);
+        }
+    }
     tracing::info!(vm = %name, pid = std::process::id(), "daemon starting");
 
     let running = match start_or_adopt(&roots, machine).await {

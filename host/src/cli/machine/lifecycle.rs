@@ -32,8 +32,9 @@ pub async fn is_running(paths: &MachinePaths) -> bool {
     live.vmm.is_some()
 }
 
-/// Starts `vmctl machine daemon NAME` detached: its own session, stdin from
-/// /dev/null, output appended to the daemon log.
+/// Starts the daemon detached, under its keeper (`vmctl machine supervise
+/// NAME`, see `daemon::supervise`): its own session, stdin from /dev/null,
+/// output appended to the daemon log.
 fn spawn_daemon(paths: &MachinePaths) -> Result<Child, MachineCliError> {
     let exe = std::env::current_exe().map_err(MachineCliError::Spawn)?;
     std::fs::create_dir_all(&paths.run).map_err(MachineCliError::Spawn)?;
@@ -46,7 +47,7 @@ fn spawn_daemon(paths: &MachinePaths) -> Result<Child, MachineCliError> {
     };
     let mut command = Command::new(exe);
     command
-        .args(["machine", "daemon", &paths.name])
+        .args(["machine", "supervise", &paths.name])
         .stdin(Stdio::null())
         .stdout(log()?)
         .stderr(log()?);
@@ -141,8 +142,12 @@ async fn wait_until_running(
                 return Ok(status);
             }
         }
+        // A child that lost the lock to another daemon (the keeper restarting
+        // one at the same moment) is no failure while that daemon lives.
         let exited = match child.as_mut() {
-            Some(child) => child.try_wait().ok().flatten().is_some(),
+            Some(child) => {
+                child.try_wait().ok().flatten().is_some() && !status::liveness(paths).daemon
+            }
             None => !status::liveness(paths).daemon,
         };
         if exited {

@@ -44,6 +44,9 @@ pub enum MachineCommand {
     /// Run the host daemon of a machine (started by `start`; not for users).
     #[command(hide = true)]
     Daemon(NameArg),
+    /// Run the daemon and start it again if it is killed (not for users).
+    #[command(hide = true)]
+    Supervise(NameArg),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -93,6 +96,13 @@ pub async fn dispatch(command: MachineCommand) -> Result<i32, MachineCliError> {
         MachineCommand::Daemon(args) => {
             crate::daemon::run(roots, &args.name).await?;
             Ok(0)
+        }
+        MachineCommand::Supervise(args) => {
+            let name = args.name.clone();
+            tokio::task::spawn_blocking(move || crate::daemon::supervise::run(&roots, &name))
+                .await
+                .map_err(|e| MachineCliError::Spawn(std::io::Error::other(e)))?
+                .map_err(MachineCliError::Spawn)
         }
     }
 }

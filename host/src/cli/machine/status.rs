@@ -15,7 +15,15 @@ pub async fn run(roots: &Roots, name: &str) -> Result<i32, MachineCliError> {
     }
     let mut current = match lifecycle::daemon_status(paths).await {
         Some(current) => current,
-        None => VmStatus::load(paths)?.unwrap_or_else(|| VmStatus::new(State::Stopped)),
+        None => {
+            let mut saved = VmStatus::load(paths)?.unwrap_or_else(|| VmStatus::new(State::Stopped));
+            // A daemon that holds the lock but does not answer yet is
+            // starting (its keeper just restarted it), whatever the file says.
+            if live.daemon && saved.state == State::Running {
+                saved.state = State::Starting;
+            }
+            saved
+        }
     };
     if !live.daemon
         && matches!(

@@ -333,16 +333,10 @@ async fn port_bindings(
         loop {
             let event = tokio::select! {
                 _ = tx.closed() => return,
-                event = receiver.recv() => event,
-            };
-            let event = match event {
-                Ok(event) => event,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let (snapshot, fresh) = engine.networks.ports.watch();
-                    receiver = fresh;
-                    PortEvent::Snapshot(snapshot)
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                event = engine.networks.ports.next(&mut receiver) => match event {
+                    Some(event) => event,
+                    None => return,
+                },
             };
             if tx.send(Ok(line(&event))).await.is_err() {
                 return;

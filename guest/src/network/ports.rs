@@ -310,6 +310,25 @@ impl PortTable {
         }
     }
 
+    /// The next change for `receiver` (from [`PortTable::watch`]). A
+    /// receiver that fell behind is subscribed afresh and gets the whole
+    /// list instead. `None`: the table is gone.
+    pub async fn next(
+        &self,
+        receiver: &mut tokio::sync::broadcast::Receiver<PortEvent>,
+    ) -> Option<PortEvent> {
+        use tokio::sync::broadcast::error::RecvError;
+        match receiver.recv().await {
+            Ok(event) => Some(event),
+            Err(RecvError::Lagged(_)) => {
+                let (snapshot, fresh) = self.watch();
+                *receiver = fresh;
+                Some(PortEvent::Snapshot(snapshot))
+            }
+            Err(RecvError::Closed) => None,
+        }
+    }
+
     pub fn add(&self, bindings: &[PortBinding]) {
         self.change(bindings, true);
     }
@@ -474,5 +493,32 @@ mod tests {
             assert!(vmctl_proto::ports::apply(&mut mirror, &event));
         }
         assert_eq!(mirror, list);
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_fell_behind_gets_the_whole_list() {
+        let table = PortTable::default();
+        let (_, mut events) = table.watch();
+        let binding = |port| PortBinding {
+            protocol: Protocol::Udp,
+            host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host_port: port,
+            container_ip: Ipv4Addr::new(172, 17, 0, 3),
+            container_port: 53,
+            container_id: "b".repeat(64),
+            container_name: "dns".into(),
+        };
+        for port in 1000..1400 {
+            table.add(&[binding(port)]);
+        }
+        match table.next(&mut events).await {
+            Some(PortEvent::Snapshot(list)) => assert_eq!(list, table.snapshot()),
+            other => panic!("expected a snapshot after the lag, got {other:?}"),
+        }
+        table.remove(&[binding(1000)]);
+        assert!(!matches!(
+            table.next(&mut events).await,
+            Some(PortEvent::Snapshot(_)) | None
+        ));
     }
 }

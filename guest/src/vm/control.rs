@@ -109,14 +109,9 @@ impl Control {
                     Ok(0) | Err(_) => return,
                     Ok(_) => continue,
                 },
-                next = receiver.recv() => match next {
-                    Ok(event) => event,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        let (snapshot, fresh) = engine.networks.ports.watch();
-                        receiver = fresh;
-                        PortEvent::Snapshot(snapshot)
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                next = engine.networks.ports.next(&mut receiver) => match next {
+                    Some(event) => event,
+                    None => return,
                 },
             };
         }

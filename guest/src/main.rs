@@ -40,7 +40,14 @@ enum Command {
         #[arg(long)]
         builtin_images: Option<PathBuf>,
         #[command(flatten)]
-        network: NetworkFlags,
+        network: Box<NetworkFlags>,
+        /// A mirror of Docker Hub (`https://mirror.example`); repeat for more.
+        #[arg(long = "registry-mirror", value_name = "URL")]
+        registry_mirrors: Vec<String>,
+        /// A registry spoken to over plain HTTP (`host[:port]` or a CIDR);
+        /// loopback registries always are. Repeat for more.
+        #[arg(long = "insecure-registry", value_name = "HOST")]
+        insecure_registries: Vec<String>,
     },
     /// The engine inside the VM: API on vsock 2375, control on vsock 1025
     /// (started by PID 1; not for users).
@@ -161,8 +168,15 @@ fn main() -> anyhow::Result<()> {
             cgroup_parent,
             builtin_images,
             network,
+            registry_mirrors,
+            insecure_registries,
         } => {
             let socket = vmctl_guest::api::unix_path(&host)?;
+            let registry = vmctl_guest::image::registry::RegistryOptions {
+                mirrors: registry_mirrors,
+                insecure: insecure_registries,
+            };
+            registry.validate().map_err(anyhow::Error::msg)?;
             let options = EngineOptions {
                 exec_root: exec_root.unwrap_or_else(|| root.join("run")),
                 root,
@@ -170,6 +184,7 @@ fn main() -> anyhow::Result<()> {
                 builtin_images,
                 self_exe: std::env::current_exe().context("cannot find own executable")?,
                 network: network.options()?,
+                registry,
             };
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             runtime.block_on(async move {

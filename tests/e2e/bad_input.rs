@@ -218,7 +218,7 @@ fn archive_with_layer(layer: &[u8], tag: &str) -> Vec<u8> {
 }
 
 /// Writes a raw ustar header + data; `tar::Builder` refuses `..` in names.
-fn raw_entry(out: &mut Vec<u8>, name: &str, kind: u8, link: &str, data: &[u8]) {
+pub(crate) fn raw_entry(out: &mut Vec<u8>, name: &str, kind: u8, link: &str, data: &[u8]) {
     let mut header = [0u8; 512];
     header[..name.len()].copy_from_slice(name.as_bytes());
     header[100..107].copy_from_slice(b"0000644");
@@ -238,7 +238,7 @@ fn raw_entry(out: &mut Vec<u8>, name: &str, kind: u8, link: &str, data: &[u8]) {
     out.resize(out.len().div_ceil(512) * 512, 0);
 }
 
-fn finish(mut tar: Vec<u8>) -> Vec<u8> {
+pub(crate) fn finish(mut tar: Vec<u8>) -> Vec<u8> {
     tar.extend_from_slice(&[0u8; 1024]);
     tar
 }

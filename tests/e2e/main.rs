@@ -16,6 +16,7 @@ mod network_outside;
 mod network_port_events;
 mod network_ports;
 mod network_user;
+mod pull;
 mod run;
 mod vm;
 mod vm_image;

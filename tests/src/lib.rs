@@ -14,7 +14,9 @@
 
 pub mod http;
 pub mod netpeer;
+pub mod oci_layout;
 pub mod outside;
+pub mod registry;
 pub mod vm;
 
 use std::ffi::OsStr;

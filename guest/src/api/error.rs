@@ -54,6 +54,7 @@ impl From<EngineError> for ApiError {
             crate::engine::ErrorKind::Conflict => StatusCode::CONFLICT,
             crate::engine::ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             crate::engine::ErrorKind::NotModified => StatusCode::NOT_MODIFIED,
+            crate::engine::ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             crate::engine::ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {

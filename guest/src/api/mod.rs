@@ -11,6 +11,7 @@ pub mod exec;
 pub mod hijack;
 pub mod images;
 pub mod networks;
+pub mod pull;
 pub mod system;
 pub mod version;
 pub mod volumes;
@@ -51,6 +52,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(events::routes())
         .merge(exec::routes())
         .merge(images::routes())
+        .merge(pull::routes())
         .merge(volumes::routes())
         .merge(networks::routes())
         .with_state(engine)

@@ -268,6 +268,7 @@ mod tests {
             builtin_images: None,
             self_exe: "/bin/true".into(),
             network: crate::network::NetworkOptions::default(),
+            registry: Default::default(),
         })
         .await
         .unwrap()

@@ -11,6 +11,7 @@ pub enum ErrorKind {
     Conflict,
     Forbidden,
     NotModified,
+    Unauthorized,
     Internal,
 }
 

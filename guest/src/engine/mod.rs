@@ -50,6 +50,8 @@ pub struct EngineOptions {
     pub self_exe: PathBuf,
     /// Bridge, addresses and firewall flags.
     pub network: crate::network::NetworkOptions,
+    /// Registry mirrors and insecure registries.
+    pub registry: crate::image::registry::RegistryOptions,
 }
 
 /// One container: its record behind a lock, and a signal fired on each change
@@ -114,7 +116,8 @@ impl Registry {
 pub struct Engine {
     pub options: EngineOptions,
     pub layout: Layout,
-    pub images: ImageStore,
+    pub images: Arc<ImageStore>,
+    pub puller: Arc<crate::image::pull::Puller>,
     pub volumes: VolumeStore,
     pub containers: RwLock<Registry>,
     pub events: EventBus,
@@ -149,10 +152,12 @@ impl Engine {
             .map_err(|e| EngineError::io("install the init in", &init_dir, e))?;
         let networks =
             crate::network::Networks::open(options.network.clone(), &layout.root).await?;
+        let puller = Arc::new(crate::image::pull::Puller::new(options.registry.clone()));
         let engine = Arc::new(Self {
             options,
             layout,
-            images,
+            images: Arc::new(images),
+            puller,
             volumes,
             containers: RwLock::new(Registry::default()),
             events: EventBus::default(),

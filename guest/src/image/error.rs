@@ -77,6 +77,12 @@ pub enum ImageError {
     },
     #[error("cannot write the image archive")]
     Save(#[source] vmctl_image::archive::ArchiveError),
+    /// A registry refused or failed a request; `message` is Docker's wording.
+    #[error("{message}")]
+    Registry { kind: ErrorKind, message: String },
+    /// A pulled image or layer that cannot be used, named in `message`.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl ImageError {
@@ -98,6 +104,8 @@ impl ImageError {
             | Self::ImageInUse { .. }
             | Self::MultipleRepositories { .. } => ErrorKind::Conflict,
             Self::Io { .. } | Self::Encode { .. } | Self::Save(_) => ErrorKind::Internal,
+            Self::Registry { kind, .. } => *kind,
+            Self::Unsupported(_) => ErrorKind::InvalidParameter,
         }
     }
 

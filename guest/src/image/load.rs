@@ -17,13 +17,13 @@ use super::{ConfigFile, ImageError, ImageStore, LoadedImage};
 use crate::engine::layout::write_atomic;
 
 /// A directory removed on drop unless kept.
-struct ScratchDir {
-    path: PathBuf,
-    keep: bool,
+pub(super) struct ScratchDir {
+    pub(super) path: PathBuf,
+    pub(super) keep: bool,
 }
 
 impl ScratchDir {
-    fn create(parent: &Path, prefix: &str) -> Result<Self, ImageError> {
+    pub(super) fn create(parent: &Path, prefix: &str) -> Result<Self, ImageError> {
         let path = parent.join(format!("{prefix}{:016x}", rand::random::<u64>()));
         std::fs::create_dir(&path).map_err(|e| ImageError::io("create", &path, e))?;
         Ok(Self { path, keep: false })
@@ -298,7 +298,7 @@ fn verify(layer: &str, expected: &str, actual: &str) -> Result<(), ImageError> {
 }
 
 /// Bytes of regular files under `dir` (for a layer left by an older load).
-fn dir_size(dir: &Path) -> u64 {
+pub(super) fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -313,7 +313,7 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 /// Flushes the filesystem holding `dir`, so renamed layers are whole on disk.
-fn sync_filesystem(dir: &Path) {
+pub(super) fn sync_filesystem(dir: &Path) {
     use std::os::fd::AsRawFd;
     match File::open(dir) {
         Ok(file) => {

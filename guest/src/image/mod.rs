@@ -10,13 +10,16 @@
 //!   `docker.io/library/busybox:latest`).
 //! - [`digest`]: sha256 of streams.
 //!
-//! Pulling from registries is not here yet.
+//! - [`pull`] / [`registry`]: `docker pull` from registries (mirrors,
+//!   insecure registries, credentials).
 
 pub mod archive;
 pub mod digest;
 pub mod error;
 pub mod load;
+pub mod pull;
 pub mod reference;
+pub mod registry;
 pub mod save;
 pub mod store;
 pub mod unpack;

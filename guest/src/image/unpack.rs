@@ -88,7 +88,7 @@ pub fn unpack_layer(blob: impl Read, dest: &Path) -> Result<LayerStats, ImageErr
     let mut size = 0;
     let mut dir_times = Vec::new();
     {
-        let mut archive = tar::Archive::new(&mut hashing);
+        let mut archive = tar::Archive::new(MetaLimit::new(&mut hashing));
         let entries = archive.entries().map_err(|source| ImageError::ReadLayer {
             entry: "(start)".to_owned(),
             source,
@@ -115,6 +115,98 @@ pub fn unpack_layer(blob: impl Read, dest: &Path) -> Result<LayerStats, ImageErr
         diff_id: hashing.digest(),
         size,
     })
+}
+
+/// Largest PAX or GNU long-name entry accepted. The tar crate reads such
+/// entries whole into memory, so a layer declaring one of gigabytes (a few
+/// bytes once compressed) would exhaust the VM's memory.
+const MAX_META_ENTRY: u64 = 1 << 20;
+
+/// Watches the tar headers going by and refuses oversized metadata entries
+/// before the tar crate sees them. It follows the stream block by block:
+/// a header, then its data rounded up to 512 bytes (and, for GNU sparse
+/// files, the extension blocks after the header).
+struct MetaLimit<R> {
+    inner: R,
+    block: [u8; 512],
+    filled: usize,
+    /// Data bytes still to pass before the next header.
+    skip: u64,
+    /// The next block is a GNU sparse extension block.
+    sparse_extension: bool,
+}
+
+impl<R: Read> MetaLimit<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            block: [0; 512],
+            filled: 0,
+            skip: 0,
+            sparse_extension: false,
+        }
+    }
+
+    fn inspect(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = (self.skip.min(bytes.len() as u64)) as usize;
+                self.skip -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (512 - self.filled).min(bytes.len());
+            self.block[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
+            self.filled += n;
+            bytes = &bytes[n..];
+            if self.filled < 512 {
+                break;
+            }
+            self.filled = 0;
+            if self.sparse_extension {
+                self.sparse_extension = self.block[504] != 0;
+                continue;
+            }
+            let kind = self.block[156];
+            let size = header_size(&self.block[124..136]);
+            if matches!(kind, b'x' | b'g' | b'L' | b'K') && size > MAX_META_ENTRY {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "a tar metadata entry ('{}') of {size} bytes (the limit is {MAX_META_ENTRY})",
+                        kind as char
+                    ),
+                ));
+            }
+            self.sparse_extension = kind == b'S' && self.block[482] != 0;
+            self.skip = size.div_ceil(512) * 512;
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for MetaLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.inspect(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// A tar header's size field: octal text, or GNU's base-256 binary.
+fn header_size(field: &[u8]) -> u64 {
+    if field[0] & 0x80 != 0 {
+        return field[1..].iter().fold(0u64, |n, &b| {
+            n.saturating_mul(256).saturating_add(u64::from(b))
+        });
+    }
+    field
+        .iter()
+        .skip_while(|&&b| b == b' ' || b == 0)
+        .take_while(|&&b| (b'0'..=b'7').contains(&b))
+        .fold(0u64, |n, &b| {
+            n.saturating_mul(8).saturating_add(u64::from(b - b'0'))
+        })
 }
 
 /// Cleans `raw` lexically into a path relative to the layer root; `None` when
@@ -410,6 +502,43 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn oversized_metadata_entries_are_refused_before_reading_them() {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::XHeader);
+        header.set_size(1 << 33);
+        header.set_cksum();
+        let mut layer = header.as_bytes().to_vec();
+        layer.extend_from_slice(&[0u8; 4096]);
+        let dir = tempfile::tempdir().unwrap();
+        let err = unpack_layer(&layer[..], dir.path()).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("tar metadata entry ('x')"),
+            "{err:?}"
+        );
+        // Small ones pass, and a regular file's size is not limited.
+        let mut ok = tar::Builder::new(Vec::new());
+        let mut file = tar::Header::new_gnu();
+        file.set_size(3 << 20);
+        file.set_mode(0o644);
+        file.set_cksum();
+        ok.append_data(
+            &mut file,
+            format!("{}f", "d/".repeat(80)),
+            &vec![7u8; 3 << 20][..],
+        )
+        .unwrap();
+        let ok = ok.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        unpack_layer(&ok[..], dir.path()).unwrap();
+        assert_eq!(super::header_size(b"00000000017\0"), 15);
+        let mut binary = [0u8; 12];
+        binary[0] = 0x80;
+        binary[11] = 2;
+        binary[10] = 1;
+        assert_eq!(super::header_size(&binary), 258);
+    }
+
     use super::*;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
 

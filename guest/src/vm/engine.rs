@@ -64,6 +64,26 @@ fn network_options() -> crate::network::NetworkOptions {
     options
 }
 
+/// Registry settings from the kernel command line:
+/// `vmctl.registry_mirror=URL` and `vmctl.insecure_registry=HOST` (each may
+/// repeat).
+fn registry_options() -> crate::image::registry::RegistryOptions {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let mut options = crate::image::registry::RegistryOptions::default();
+    for word in cmdline.split_whitespace() {
+        if let Some(url) = word.strip_prefix("vmctl.registry_mirror=") {
+            options.mirrors.push(url.to_owned());
+        } else if let Some(host) = word.strip_prefix("vmctl.insecure_registry=") {
+            options.insecure.push(host.to_owned());
+        }
+    }
+    if let Err(e) = options.validate() {
+        tracing::warn!(error = %e, "ignoring the registry settings");
+        return Default::default();
+    }
+    options
+}
+
 async fn serve() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let options = EngineOptions {
@@ -73,6 +93,7 @@ async fn serve() -> anyhow::Result<()> {
         builtin_images: Some(PathBuf::from("/usr/share/vmctl/images")),
         self_exe: std::env::current_exe().context("cannot find own executable")?,
         network: network_options(),
+        registry: registry_options(),
     };
     let engine = Engine::open(options).await?;
     tracing::info!(ms = started.elapsed().as_millis() as u64, "engine open");

@@ -1,0 +1,226 @@
+//! `POST /images/create?fromImage=…&tag=…&platform=…`: `docker pull`, and
+//! the pull `docker run` does for a missing image.
+//!
+//! Like dockerd, the manifest and config are fetched before the response
+//! starts, so an unknown tag or a refused login is a plain HTTP error (404,
+//! 401…) with `{"message": …}`. After that the answer is Docker's
+//! newline-delimited JSON progress stream; a failure then ends it with an
+//! `errorDetail` line.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use super::error::{ApiError, ApiResult};
+use crate::engine::{Engine, EngineError};
+use crate::image::pull::Progress;
+use crate::image::reference::Named;
+use crate::image::{registry, ImageError};
+
+pub fn routes() -> Router<Arc<Engine>> {
+    Router::new().route("/images/create", post(create))
+}
+
+fn param<'a>(params: &'a [(String, String)], key: &str) -> &'a str {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// The reference `fromImage` and `tag` name together.
+fn reference(from: &str, tag: &str) -> ApiResult<Named> {
+    let image = |e: ImageError| ApiError::from(EngineError::Image(e));
+    let named = Named::parse_name_only(from).map_err(image)?;
+    if named.tag.is_some() || named.digest.is_some() {
+        return Ok(named);
+    }
+    if tag.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pulling every tag of {} is not supported: name a tag",
+            named.familiar()
+        )));
+    }
+    let full = if tag.starts_with("sha256:") {
+        format!("{from}@{tag}")
+    } else {
+        format!("{from}:{tag}")
+    };
+    Named::parse(&full).map_err(image)
+}
+
+async fn create(
+    State(engine): State<Arc<Engine>>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    if !param(&params, "fromSrc").is_empty() {
+        return Err(ApiError::bad_request(
+            "importing a filesystem tarball (docker import) is not supported; use docker load",
+        ));
+    }
+    let from = param(&params, "fromImage");
+    if from.is_empty() {
+        return Err(ApiError::bad_request("fromImage is required"));
+    }
+    let named = reference(from, param(&params, "tag"))?;
+    let auth = registry::credentials(headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()));
+    let plan = engine
+        .puller
+        .resolve(&named, param(&params, "platform"), &auth)
+        .await
+        .map_err(|e| ApiError::from(EngineError::Image(e)))?;
+
+    let (lines, body) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let (progress, mut progress_rx) = mpsc::channel::<Progress>(64);
+    let forward = {
+        let lines = lines.clone();
+        tokio::spawn(async move {
+            while let Some(line) = progress_rx.recv().await {
+                let _ = lines.send(Ok(json_line(&progress_json(&line)))).await;
+            }
+        })
+    };
+    tokio::spawn(async move {
+        let id = plan.id().to_owned();
+        let result = engine.puller.run(&engine.images, plan, progress).await;
+        let _ = forward.await;
+        match result {
+            Ok(()) => {
+                let attributes = [("name".to_owned(), named.familiar())].into();
+                engine
+                    .events
+                    .publish("image", "pull", &named.familiar(), attributes);
+                tracing::info!(image = %named.familiar(), %id, "pulled");
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::warn!(image = %named.familiar(), error = %message, "pull failed");
+                let line = json!({ "errorDetail": { "message": message }, "error": message });
+                let _ = lines.send(Ok(json_line(&line))).await;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(body);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn json_line(value: &Value) -> Bytes {
+    let mut line = value.to_string();
+    line.push_str("\r\n");
+    Bytes::from(line)
+}
+
+/// One progress line in Docker's JSON: `status`, `progressDetail`,
+/// `progress` (the bar, for clients that print it as is) and `id`.
+fn progress_json(line: &Progress) -> Value {
+    let mut map = Map::new();
+    map.insert("status".into(), json!(line.status));
+    if let Some((current, total)) = line.detail {
+        map.insert(
+            "progressDetail".into(),
+            json!({ "current": current, "total": total }),
+        );
+        map.insert("progress".into(), json!(bar(current, total)));
+    } else if line.layer {
+        map.insert("progressDetail".into(), json!({}));
+    }
+    if let Some(id) = &line.id {
+        map.insert("id".into(), json!(id));
+    }
+    Value::Object(map)
+}
+
+/// `[=====>    ]  1.23MB/4.56MB`, as dockerd draws it (50 columns).
+fn bar(current: u64, total: u64) -> String {
+    const WIDTH: u64 = 50;
+    if total == 0 {
+        return format!("{:>8}", human_size(current));
+    }
+    let filled = (current.min(total) * WIDTH / total) as usize;
+    let mut bar = "=".repeat(filled);
+    if filled < WIDTH as usize {
+        bar.push('>');
+        bar.push_str(&" ".repeat(WIDTH as usize - filled - 1));
+    }
+    format!("[{bar}] {:>8}/{}", human_size(current), human_size(total))
+}
+
+/// Decimal sizes with four significant digits (go-units' `HumanSize`).
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut size = bytes as f64;
+    let mut unit = 0;
+    while size >= 1000.0 && unit < UNITS.len() - 1 {
+        size /= 1000.0;
+        unit += 1;
+    }
+    let digits = if size >= 100.0 {
+        1
+    } else if size >= 10.0 {
+        2
+    } else {
+        3
+    };
+    let text = format!("{size:.digits$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    };
+    format!("{text}{}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_join_name_and_tag_like_docker() {
+        let named = reference("docker.io/library/busybox", "latest").unwrap();
+        assert_eq!(named.full(), "docker.io/library/busybox:latest");
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let named = reference("127.0.0.1:5000/app", &digest).unwrap();
+        assert_eq!(named.digest.as_deref(), Some(digest.as_str()));
+        assert_eq!(named.tag, None);
+        assert!(reference("busybox", "").is_err());
+        assert!(reference("Bad Name", "latest").is_err());
+        assert!(reference("busybox", "no/slash").is_err());
+    }
+
+    #[test]
+    fn progress_lines_look_like_dockerd() {
+        let line = Progress {
+            id: Some("abc".into()),
+            status: "Downloading".into(),
+            detail: Some((1_500_000, 3_000_000)),
+            layer: true,
+        };
+        let v = progress_json(&line);
+        assert_eq!(v["progressDetail"]["current"], 1_500_000);
+        assert_eq!(v["progressDetail"]["total"], 3_000_000);
+        assert_eq!(v["id"], "abc");
+        assert!(v["progress"].as_str().unwrap().ends_with("1.5MB/3MB"));
+        let start = Progress {
+            id: Some("abc".into()),
+            status: "Pulling fs layer".into(),
+            detail: None,
+            layer: true,
+        };
+        assert_eq!(progress_json(&start)["progressDetail"], json!({}));
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1234), "1.234kB");
+        assert_eq!(human_size(45_600_000), "45.6MB");
+    }
+}

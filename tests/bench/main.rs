@@ -2,7 +2,7 @@
 //! same run.
 //!
 //! ```text
-//! vmctl-bench [all|runtime|api|network|vm|vm-ports]... [--json FILE] [--runs N] [--warmups N]
+//! vmctl-bench [all|runtime|api|network|pull|vm|vm-ports]... [--json FILE] [--runs N] [--warmups N]
 //! ```
 //!
 //! - `runtime` ([`runtime`]): `/bin/true` start→exit through vmctl's monitor,
@@ -19,6 +19,10 @@
 //!   `vm-boot`), and `GET /version` through the forwarded socket vs raw hybrid
 //!   vsock vs the standalone engine (200 runs after 20 warmups; part `vm-api`).
 //!
+//! - `pull` ([`pull`]): pull + unpack of a ~200 MB four-layer image from
+//!   Debian's `docker-registry` on loopback, vmctl vs `skopeo copy` + `umoci
+//!   unpack` (5 runs after 1 warmup).
+//!
 //! Each benchmark prints a table (median, min, max, ratio to the reference)
 //! and `--json` writes every sample with the machine facts and tool versions.
 //! A missing peer is skipped with a printed reason. No result is a pass or a
@@ -32,6 +36,7 @@ mod machine;
 mod network;
 mod network_setup;
 mod network_throughput;
+mod pull;
 mod report;
 mod runtime;
 mod vm;
@@ -44,7 +49,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 /// The benchmarks of `all` (and of no argument).
-const ALL: [&str; 5] = ["runtime", "api", "network", "vm", "vm-ports"];
+const ALL: [&str; 6] = ["runtime", "api", "network", "pull", "vm", "vm-ports"];
 
 /// What to run and where to write, from the command line.
 #[derive(Debug, Default)]
@@ -65,13 +70,13 @@ fn parse_args() -> Result<Args> {
             "--runs" => args.runs = Some(value("--runs")?.parse()?),
             "--warmups" => args.warmups = Some(value("--warmups")?.parse()?),
             "all" => args.benches.extend(ALL.map(String::from)),
-            "runtime" | "api" => args.benches.push(arg),
+            "runtime" | "api" | "pull" => args.benches.push(arg),
             name if network::NAMES.contains(&name) => args.benches.push(arg),
             name if vm::NAMES.contains(&name) => args.benches.push(arg),
             name if vm_ports::NAMES.contains(&name) => args.benches.push(arg),
             "-h" | "--help" => {
                 println!(
-                    "usage: vmctl-bench [all|runtime|api|network|network-setup|network-throughput|vm|vm-boot|vm-api|vm-ports]... \
+                    "usage: vmctl-bench [all|runtime|api|network|network-setup|network-throughput|pull|vm|vm-boot|vm-api|vm-ports]... \
                      [--json FILE] [--runs N] [--warmups N]"
                 );
                 std::process::exit(0);
@@ -123,6 +128,10 @@ fn run() -> Result<()> {
             }
             "api" => {
                 let report = api::run(args.runs.unwrap_or(30), args.warmups.unwrap_or(3))?;
+                (report.table(), vec![report.json()])
+            }
+            "pull" => {
+                let report = pull::run(args.runs, args.warmups)?;
                 (report.table(), vec![report.json()])
             }
             "vm-ports" => {

@@ -614,3 +614,113 @@ fn two_concurrent_pulls_of_one_image_download_each_layer_once() {
     }
     assert_eq!(engine.ok(&["run", "--rm", &name, "ls", "/big2"]), "/big2");
 }
+
+#[test]
+fn commit_then_run_and_push_then_pull_back() {
+    require_root!();
+    let engine = Engine::start();
+    let _registry = Registry::start(&engine);
+    engine.ok(&[
+        "run",
+        "--name",
+        "work",
+        "hello",
+        "sh",
+        "-c",
+        "echo made > /made && rm /www/index.html && mkdir -p /d && echo x > /d/f && ln /made /made-link",
+    ]);
+    let id = engine.ok(&[
+        "commit",
+        "-c",
+        r#"CMD ["cat", "/made"]"#,
+        "-c",
+        "ENV STAGE=committed",
+        "-m",
+        "a note",
+        "-a",
+        "tester",
+        "work",
+        "committed:1",
+    ]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(engine.ok(&["run", "--rm", "committed:1"]), "made");
+    let check = "test -e /www/index.html && echo present || echo gone; cat /d/f; echo $STAGE; \
+                 stat -c %h /made";
+    assert_eq!(
+        engine.ok(&["run", "--rm", "committed:1", "sh", "-c", check]),
+        "gone\nx\ncommitted\n2"
+    );
+    assert_eq!(
+        engine.ok(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Author}} {{.Comment}} {{len .RootFS.Layers}}",
+            "committed:1"
+        ]),
+        "tester a note 2"
+    );
+    assert!(engine
+        .ok(&["history", "--format", "{{.Comment}}", "committed:1"])
+        .starts_with("a note"));
+
+    // A running container is paused for the commit and runs on after it.
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "hello",
+        "sh",
+        "-c",
+        "echo live > /live; sleep 1000",
+    ]);
+    assert!(eventually(Duration::from_secs(20), || {
+        engine
+            .docker(&["exec", "live", "cat", "/live"])
+            .status
+            .success()
+    }));
+    engine.ok(&["commit", "live", "live:1"]);
+    assert_eq!(
+        engine.ok(&["inspect", "-f", "{{.State.Status}}", "live"]),
+        "running"
+    );
+    assert_eq!(
+        engine.ok(&["run", "--rm", "live:1", "cat", "/live"]),
+        "live"
+    );
+
+    // A change that does not parse is refused and stores nothing.
+    let before = store_entries(&engine);
+    fails_with(
+        &engine,
+        &["commit", "-c", "RUN make", "work", "bad:1"],
+        "RUN is not a valid change command",
+    );
+    assert_eq!(store_entries(&engine), before);
+    assert!(!engine.ok(&["images"]).contains("bad"));
+
+    // Push, remove, pull back, run.
+    let remote = registry::image("committed:1");
+    engine.ok(&["tag", "committed:1", &remote]);
+    let out = engine.ok(&["push", &remote]);
+    assert!(out.contains("Pushed"), "{out}");
+    assert!(out.contains("1: digest: sha256:"), "{out}");
+    assert_eq!(registry::layer_digests(&engine, "committed:1").len(), 2);
+    let again = engine.ok(&["push", &remote]);
+    assert!(again.contains("Layer already exists"), "{again}");
+    engine.ok(&["rm", "-f", "work", "live"]);
+    engine.ok(&["rmi", "committed:1", &remote]);
+    let out = engine.ok(&["pull", &remote]);
+    assert!(out.contains("Downloaded newer image"), "{out}");
+    assert_eq!(engine.ok(&["run", "--rm", &remote]), "made");
+    // The built-in image (a plain-tar layer) pushes too.
+    engine.ok(&["tag", "hello", &registry::image("hello:builtin")]);
+    engine.ok(&["push", &registry::image("hello:builtin")]);
+    fails_with(
+        &engine,
+        &["push", &registry::image("absent:1")],
+        "An image does not exist locally with the tag",
+    );
+}

@@ -1,4 +1,5 @@
-//! `/images` endpoints: list, inspect, history, tag, remove, load and save.
+//! `/images` endpoints: list, inspect, history, tag, remove, load, save and
+//! `/commit`.
 //!
 //! Image names hold `/` and `:`, and axum cannot match a wildcard in the
 //! middle of a path, so `/images/{*rest}` takes every per-image route and the
@@ -27,6 +28,7 @@ pub fn routes() -> Router<Arc<Engine>> {
     Router::new()
         .route("/images/json", get(list))
         .route("/images/load", post(load))
+        .route("/commit", post(commit))
         .route("/images/get", get(save_many))
         .route(
             "/images/{*rest}",
@@ -115,7 +117,11 @@ async fn post_image(
     State(engine): State<Arc<Engine>>,
     Path(rest): Path<String>,
     Query(params): Params,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
+    if let Some(name) = rest.strip_suffix("/push") {
+        return super::pull::push(engine, name.to_owned(), &params, &headers).await;
+    }
     let Some(name) = rest.strip_suffix("/tag") else {
         return Err(not_found());
     };
@@ -125,6 +131,30 @@ async fn post_image(
     let (id, tagged) = blocking(&engine, move |s| s.tag(&name, &repo, &tag)).await?;
     publish(&engine, "tag", &id, &tagged);
     Ok(StatusCode::CREATED.into_response())
+}
+
+/// `POST /commit?container=…&repo=…&tag=…&comment=…&author=…&pause=…&changes=…`.
+async fn commit(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiResult<Response> {
+    let get = |key: &str| param(&params, key).unwrap_or_default().to_owned();
+    let request = crate::engine::commit::CommitRequest {
+        container: get("container"),
+        repo: get("repo"),
+        tag: get("tag"),
+        comment: get("comment"),
+        author: get("author"),
+        changes: params
+            .iter()
+            .filter(|(k, _)| k == "changes")
+            .flat_map(|(_, v)| v.lines().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|c| !c.trim().is_empty())
+            .collect(),
+        pause: !matches!(param(&params, "pause"), Some("0" | "false" | "False")),
+    };
+    if request.container.is_empty() {
+        return Err(ApiError::bad_request("container is required"));
+    }
+    let id = engine.commit(request).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "Id": id }))).into_response())
 }
 
 async fn delete_image(

@@ -1,5 +1,5 @@
 //! `POST /images/create?fromImage=…&tag=…&platform=…`: `docker pull`, and
-//! the pull `docker run` does for a missing image.
+//! the pull `docker run` does for a missing image; `POST /images/{name}/push`.
 //!
 //! Like dockerd, the manifest and config are fetched before the response
 //! starts, so an unknown tag or a refused login is a plain HTTP error (404,
@@ -78,6 +78,69 @@ async fn create(
         .await
         .map_err(|e| ApiError::from(EngineError::Image(e)))?;
 
+    let images = engine.images.clone();
+    let puller = engine.puller.clone();
+    Ok(progress_response(move |progress| async move {
+        let id = plan.id().to_owned();
+        puller.run(&images, plan, progress).await?;
+        let familiar = named.familiar();
+        let attributes = [("name".to_owned(), familiar.clone())].into();
+        engine
+            .events
+            .publish("image", "pull", &familiar, attributes);
+        tracing::info!(image = %familiar, %id, "pulled");
+        Ok(())
+    }))
+}
+
+/// `POST /images/{name}/push?tag=…`: `docker push` (every tag of the
+/// repository when `tag` is empty, as `docker push -a` asks).
+pub async fn push(
+    engine: Arc<Engine>,
+    name: String,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let tag = param(params, "tag").to_owned();
+    let auth = registry::credentials(headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()));
+    let plans = {
+        let images = engine.images.clone();
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || images.push_plan(&name, &tag))
+            .await
+            .map_err(|e| {
+                ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            })?
+            .map_err(|e| ApiError::from(EngineError::Image(e)))?
+    };
+    Ok(progress_response(move |progress| async move {
+        let names: Vec<String> = plans.iter().map(|p| p.named.familiar()).collect();
+        crate::image::push::push(
+            &engine.images,
+            engine.puller.options(),
+            plans,
+            &auth,
+            progress,
+        )
+        .await?;
+        for familiar in names {
+            let attributes = [("name".to_owned(), familiar.clone())].into();
+            engine
+                .events
+                .publish("image", "push", &familiar, attributes);
+            tracing::info!(image = %familiar, "pushed");
+        }
+        Ok(())
+    }))
+}
+
+/// A streamed answer of Docker's JSON progress lines from `job`, ended by an
+/// `errorDetail` line when the job fails.
+fn progress_response<F, Fut>(job: F) -> Response
+where
+    F: FnOnce(mpsc::Sender<Progress>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), ImageError>> + Send + 'static,
+{
     let (lines, body) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let (progress, mut progress_rx) = mpsc::channel::<Progress>(64);
     let forward = {
@@ -89,31 +152,21 @@ async fn create(
         })
     };
     tokio::spawn(async move {
-        let id = plan.id().to_owned();
-        let result = engine.puller.run(&engine.images, plan, progress).await;
+        let result = job(progress).await;
         let _ = forward.await;
-        match result {
-            Ok(()) => {
-                let attributes = [("name".to_owned(), named.familiar())].into();
-                engine
-                    .events
-                    .publish("image", "pull", &named.familiar(), attributes);
-                tracing::info!(image = %named.familiar(), %id, "pulled");
-            }
-            Err(e) => {
-                let message = e.to_string();
-                tracing::warn!(image = %named.familiar(), error = %message, "pull failed");
-                let line = json!({ "errorDetail": { "message": message }, "error": message });
-                let _ = lines.send(Ok(json_line(&line))).await;
-            }
+        if let Err(e) = result {
+            let message = e.to_string();
+            tracing::warn!(error = %message, "image transfer failed");
+            let line = json!({ "errorDetail": { "message": message }, "error": message });
+            let _ = lines.send(Ok(json_line(&line))).await;
         }
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(body);
-    Ok((
+    (
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(stream),
     )
-        .into_response())
+        .into_response()
 }
 
 fn json_line(value: &Value) -> Bytes {
@@ -126,6 +179,11 @@ fn json_line(value: &Value) -> Bytes {
 /// `progress` (the bar, for clients that print it as is) and `id`.
 fn progress_json(line: &Progress) -> Value {
     let mut map = Map::new();
+    if let Some(aux) = &line.aux {
+        map.insert("progressDetail".into(), json!({}));
+        map.insert("aux".into(), aux.clone());
+        return Value::Object(map);
+    }
     map.insert("status".into(), json!(line.status));
     if let Some((current, total)) = line.detail {
         map.insert(
@@ -206,6 +264,7 @@ mod tests {
             status: "Downloading".into(),
             detail: Some((1_500_000, 3_000_000)),
             layer: true,
+            aux: None,
         };
         let v = progress_json(&line);
         assert_eq!(v["progressDetail"]["current"], 1_500_000);
@@ -217,6 +276,7 @@ mod tests {
             status: "Pulling fs layer".into(),
             detail: None,
             layer: true,
+            aux: None,
         };
         assert_eq!(progress_json(&start)["progressDetail"], json!({}));
         assert_eq!(human_size(999), "999B");

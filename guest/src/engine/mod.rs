@@ -5,6 +5,7 @@
 //! at start (live restore: containers whose monitor still runs are adopted).
 
 pub mod attach;
+pub mod commit;
 pub mod create;
 pub mod error;
 pub mod etc;

@@ -10,14 +10,16 @@
 //!   `docker.io/library/busybox:latest`).
 //! - [`digest`]: sha256 of streams.
 //!
-//! - [`pull`] / [`registry`]: `docker pull` from registries (mirrors,
-//!   insecure registries, credentials).
+//! - [`pull`] / [`push`] / [`registry`]: `docker pull` and `docker push`
+//!   (mirrors, insecure registries, credentials).
 
 pub mod archive;
+pub mod commit;
 pub mod digest;
 pub mod error;
 pub mod load;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod save;

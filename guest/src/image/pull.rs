@@ -92,24 +92,28 @@ pub struct Progress {
     pub detail: Option<(u64, u64)>,
     /// A layer line (`progressDetail: {}` even without numbers).
     pub layer: bool,
+    /// Extra data for the client (`docker push`'s tag, digest and size).
+    pub aux: Option<serde_json::Value>,
 }
 
 impl Progress {
-    fn message(status: impl Into<String>) -> Self {
+    pub(crate) fn message(status: impl Into<String>) -> Self {
         Self {
             id: None,
             status: status.into(),
             detail: None,
             layer: false,
+            aux: None,
         }
     }
 
-    fn layer(id: &str, status: &str, detail: Option<(u64, u64)>) -> Self {
+    pub(crate) fn layer(id: &str, status: &str, detail: Option<(u64, u64)>) -> Self {
         Self {
             id: Some(id.to_owned()),
             status: status.to_owned(),
             detail,
             layer: true,
+            aux: None,
         }
     }
 }
@@ -872,7 +876,7 @@ impl ImageStore {
 
     /// Unpacks a layer blob as it streams in, keeps the blob, checks both
     /// digests, and moves both into place. Returns the unpacked size.
-    fn unpack_pulled(
+    pub(super) fn unpack_pulled(
         &self,
         blob: impl Read,
         digest: &str,

@@ -47,7 +47,7 @@ pub(super) struct ImageMeta {
 
 /// One layer of an image: its diff-id, the blob it came in, its unpacked size.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(super) struct LayerMeta {
+pub struct LayerMeta {
     pub diff_id: String,
     pub digest: String,
     pub media_type: String,

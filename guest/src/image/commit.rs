@@ -1,0 +1,264 @@
+//! `docker commit`, the image side: a container's overlayfs upper directory
+//! becomes a layer, and a new image is recorded on top of the container's.
+//!
+//! The upper directory is walked in sorted order into a tar: overlayfs
+//! whiteouts (`0/0` char devices) become `.wh.NAME` files, opaque
+//! directories (`trusted.overlay.opaque=y`) get a `.wh..wh..opq` entry, files
+//! with several links inside the layer become hard links. The tar is hashed
+//! (the diff-id) and gzipped into a blob (its digest) in one pass; the blob
+//! is then unpacked by the same checked unpacker pulls use, so a committed
+//! layer is stored exactly like a pulled one. Files the engine itself puts
+//! in every container (`/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`
+//! when left empty) are not part of the change, as in Docker, whose init
+//! layer holds them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::store::{Image, ImageMeta, LayerMeta};
+use super::{ConfigFile, ImageError, ImageStore};
+use crate::engine::layout::write_atomic;
+
+/// The media type of committed layers (gzip, as `docker push` sends them).
+const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// Mount points the engine creates in every container.
+const ENGINE_FILES: [&str; 3] = ["etc/hosts", "etc/hostname", "etc/resolv.conf"];
+
+/// A writer that hashes what goes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn sha(hasher: &Sha256) -> String {
+    format!("sha256:{}", hex::encode(hasher.clone().finalize()))
+}
+
+impl ImageStore {
+    /// Turns `upper` into a stored layer; answers its record.
+    pub fn commit_layer(&self, upper: &Path) -> Result<LayerMeta, ImageError> {
+        let blob = self
+            .tmp_dir()
+            .join(format!("commit-{:016x}", rand::random::<u64>()));
+        let result = self.commit_layer_via(upper, &blob);
+        let _ = std::fs::remove_file(&blob);
+        result
+    }
+
+    fn commit_layer_via(&self, upper: &Path, blob: &Path) -> Result<LayerMeta, ImageError> {
+        let file = File::create(blob).map_err(|e| ImageError::io("create", blob, e))?;
+        let gz = HashingWriter {
+            inner: BufWriter::with_capacity(256 << 10, file),
+            hasher: Sha256::new(),
+        };
+        let tar = HashingWriter {
+            inner: flate2::write::GzEncoder::new(gz, flate2::Compression::fast()),
+            hasher: Sha256::new(),
+        };
+        let mut builder = tar::Builder::new(tar);
+        builder.mode(tar::HeaderMode::Complete);
+        let mut links = HashMap::new();
+        add_dir(&mut builder, upper, Path::new(""), &mut links)?;
+        let tar = builder
+            .into_inner()
+            .map_err(|e| ImageError::io("write", blob, e))?;
+        let diff_id = sha(&tar.hasher);
+        let gz = tar
+            .inner
+            .finish()
+            .map_err(|e| ImageError::io("write", blob, e))?;
+        let digest = sha(&gz.hasher);
+        gz.inner
+            .into_inner()
+            .map_err(|e| ImageError::io("write", blob, e.into_error()))?;
+        let blob_size = std::fs::metadata(blob)
+            .map_err(|e| ImageError::io("stat", blob, e))?
+            .len();
+        let reader = BufReader::new(File::open(blob).map_err(|e| ImageError::io("open", blob, e))?);
+        let size = match self.layer_size(&diff_id) {
+            Some(size) => {
+                // The same change exists already: keep its layer, add this blob.
+                let target = self.blob_path(&digest);
+                if !target.exists() {
+                    std::fs::copy(blob, &target)
+                        .map_err(|e| ImageError::io("commit blob", &target, e))?;
+                }
+                size
+            }
+            None => self.unpack_pulled(reader, &digest, &diff_id)?,
+        };
+        Ok(LayerMeta {
+            diff_id,
+            digest,
+            media_type: LAYER_TYPE.to_owned(),
+            blob_size,
+            size,
+        })
+    }
+
+    /// Records a committed image: `parent`'s layers plus `layer`, with
+    /// `config`; tags it `tag` when given. Answers the new image id.
+    pub fn record_commit(
+        &self,
+        parent: &str,
+        mut config: ConfigFile,
+        layer: LayerMeta,
+        tag: Option<&super::reference::Named>,
+    ) -> Result<String, ImageError> {
+        let mut state = self.lock();
+        let parent_id = super::store::lookup(&state, parent)?;
+        let parent = state.images[&parent_id].clone();
+        let mut layers = parent.meta.layers.clone();
+        layers.push(layer);
+        config.rootfs.kind = "layers".to_owned();
+        config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let bytes = serde_json::to_vec(&config).map_err(|source| ImageError::Encode {
+            what: "image config",
+            source,
+        })?;
+        let id = super::digest::of_bytes(&bytes);
+        for layer in &layers {
+            let path = self.layer_path(&layer.diff_id);
+            if !path.is_dir() {
+                let gone = io::Error::new(io::ErrorKind::NotFound, "layer removed during commit");
+                return Err(ImageError::io("use layer", path, gone));
+            }
+        }
+        let config_blob = self.blob_path(&id);
+        if !config_blob.exists() {
+            write_atomic(&config_blob, &bytes)
+                .map_err(|e| ImageError::io("write", &config_blob, e))?;
+        }
+        let now = crate::engine::record::now_rfc3339();
+        let meta = ImageMeta {
+            layers,
+            loaded: now.clone(),
+            last_tag_time: tag.map(|_| now),
+            repo_digests: Vec::new(),
+        };
+        self.write_meta(&id, &meta)?;
+        state.images.insert(id.clone(), Image { config, meta });
+        if let Some(tag) = tag {
+            state.tags.insert(tag.full(), id.clone());
+            self.write_tags(&state)?;
+        }
+        Ok(id)
+    }
+
+    /// The config file of an image (to build a commit on).
+    pub fn config_file(&self, reference: &str) -> Result<ConfigFile, ImageError> {
+        let state = self.lock();
+        let id = super::store::lookup(&state, reference)?;
+        Ok(state.images[&id].config.clone())
+    }
+}
+
+/// Adds the entries of `dir` (at `rel` in the layer), sorted, recursively.
+fn add_dir<W: Write>(
+    builder: &mut tar::Builder<W>,
+    dir: &Path,
+    rel: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<(), ImageError> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| ImageError::io("read", dir, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| ImageError::io("read", dir, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = rel.join(entry.file_name());
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|e| ImageError::io("stat", &path, e))?;
+        let kind = meta.file_type();
+        if kind.is_file() && meta.len() == 0 && ENGINE_FILES.iter().any(|f| name == Path::new(f)) {
+            continue;
+        }
+        let io = |e| ImageError::io("add to the layer", &path, e);
+        if kind.is_char_device() && meta.rdev() == 0 {
+            let parent = name.parent().unwrap_or(Path::new(""));
+            let whiteout = parent.join(format!(".wh.{}", entry.file_name().to_string_lossy()));
+            let mut header = header_from(&meta, tar::EntryType::Regular);
+            header.set_size(0);
+            builder
+                .append_data(&mut header, &whiteout, io::empty())
+                .map_err(io)?;
+            continue;
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return Err(ImageError::Unsupported(format!(
+                "cannot commit the device node /{}",
+                name.display()
+            )));
+        }
+        if kind.is_file() && meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = links.get(&key) {
+                let mut header = header_from(&meta, tar::EntryType::Link);
+                header.set_size(0);
+                builder.append_link(&mut header, &name, first).map_err(io)?;
+                continue;
+            }
+            links.insert(key, name.clone());
+        }
+        builder.append_path_with_name(&path, &name).map_err(io)?;
+        if kind.is_dir() {
+            if is_opaque(&path) {
+                let mut header = header_from(&meta, tar::EntryType::Regular);
+                header.set_size(0);
+                header.set_mode(0o644);
+                builder
+                    .append_data(&mut header, name.join(".wh..wh..opq"), io::empty())
+                    .map_err(io)?;
+            }
+            add_dir(builder, &path, &name, links)?;
+        }
+    }
+    Ok(())
+}
+
+fn header_from(meta: &std::fs::Metadata, kind: tar::EntryType) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(meta.mode() & 0o7777);
+    header.set_uid(u64::from(meta.uid()));
+    header.set_gid(u64::from(meta.gid()));
+    header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+    header
+}
+
+/// Whether overlayfs marked `dir` opaque (its lower contents hidden).
+fn is_opaque(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut value = [0u8; 4];
+    // SAFETY: NUL-terminated strings and a live buffer of the given length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n == 1 && value[0] == b'y'
+}

@@ -724,3 +724,76 @@ fn commit_then_run_and_push_then_pull_back() {
         "An image does not exist locally with the tag",
     );
 }
+
+#[test]
+fn image_prune_and_system_df() {
+    require_root!();
+    let engine = Engine::start();
+    engine.ok(&[
+        "run",
+        "--name",
+        "c1",
+        "hello",
+        "sh",
+        "-c",
+        "head -c 300000 /dev/urandom > /blob",
+    ]);
+    let first = engine.ok(&["commit", "c1", "img:a"]);
+    let second = engine.ok(&["commit", "-c", "CMD [\"true\"]", "c1", "img:a"]);
+    assert_ne!(first, second);
+    let ids = engine.ok(&["images", "-q", "--no-trunc", "-a"]);
+    assert_eq!(ids.lines().count(), 3, "{ids}");
+
+    let df = engine.ok(&[
+        "system",
+        "df",
+        "--format",
+        "{{.Type}} {{.TotalCount}} {{.Active}}",
+    ]);
+    assert!(df.contains("Images 3 1"), "{df}");
+    assert!(df.contains("Containers 1 0"), "{df}");
+    let verbose = engine.ok(&["system", "df", "-v", "--format", "{{json .}}"]);
+    let value: serde_json::Value = serde_json::from_str(&verbose).expect("df json");
+    let images = value["Images"].as_array().expect("images");
+    assert_eq!(images.len(), 3);
+    let containers = value["Containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    // The container wrote 300 kB: its size says so.
+    let size = containers[0]["Size"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(size.contains("kB") || size.contains("MB"), "{verbose}");
+
+    // Dangling only: the first commit, untagged by the second.
+    let out = engine.ok(&["image", "prune", "-f"]);
+    assert!(out.contains(&format!("deleted: {first}")), "{out}");
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    let left = engine.ok(&["images", "-q", "--no-trunc", "-a"]);
+    assert!(!left.contains(&first) && left.contains(&second), "{left}");
+
+    // All unused: img:a goes, hello stays for c1.
+    let out = engine.ok(&["image", "prune", "-a", "-f"]);
+    assert!(out.contains("untagged: img:a"), "{out}");
+    assert_eq!(
+        engine.ok(&["images", "--format", "{{.Repository}}"]),
+        "hello"
+    );
+    assert_eq!(
+        engine.ok(&["run", "--rm", "hello", "echo", "still"]),
+        "still"
+    );
+    engine.ok(&["rm", "c1"]);
+    let out = engine.ok(&["image", "prune", "-a", "-f", "--filter", "label=none=here"]);
+    assert!(
+        !out.contains("hello"),
+        "a label filter that matches nothing pruned: {out}"
+    );
+    let out = engine.ok(&["image", "prune", "-a", "-f"]);
+    assert!(out.contains("untagged: hello:latest"), "{out}");
+    assert_eq!(engine.ok(&["images", "-q"]), "");
+    let layers = std::fs::read_dir(engine.root().join("image/layers"))
+        .expect("layers")
+        .count();
+    assert_eq!(layers, 0, "layers left after pruning everything");
+}

@@ -29,6 +29,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/images/json", get(list))
         .route("/images/load", post(load))
         .route("/commit", post(commit))
+        .route("/images/prune", post(prune))
         .route("/images/get", get(save_many))
         .route(
             "/images/{*rest}",
@@ -131,6 +132,109 @@ async fn post_image(
     let (id, tagged) = blocking(&engine, move |s| s.tag(&name, &repo, &tag)).await?;
     publish(&engine, "tag", &id, &tagged);
     Ok(StatusCode::CREATED.into_response())
+}
+
+/// `POST /images/prune?filters=…`: `dangling` (default true: untagged images
+/// only; false: every image no container uses), `label`, `label!`, `until`.
+async fn prune(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiResult<Json<Value>> {
+    let mut all = false;
+    let mut labels = Vec::new();
+    let mut not_labels = Vec::new();
+    let mut until: Option<i64> = None;
+    if let Some(raw) = param(&params, "filters").filter(|r| !r.is_empty()) {
+        let value: Map<String, Value> = serde_json::from_str(raw)
+            .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
+        for (key, values) in value {
+            let values: Vec<String> = match values {
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                Value::Object(o) => o.keys().cloned().collect(),
+                _ => Vec::new(),
+            };
+            match key.as_str() {
+                "dangling" => {
+                    all = match values.first().map(String::as_str) {
+                        Some("true" | "1") | None => false,
+                        Some("false" | "0") => true,
+                        Some(other) => {
+                            return Err(ApiError::bad_request(format!(
+                                "invalid filter 'dangling={other}'"
+                            )))
+                        }
+                    }
+                }
+                "label" => labels = values,
+                "label!" => not_labels = values,
+                "until" => {
+                    let text = values.first().cloned().unwrap_or_default();
+                    until = Some(until_timestamp(&text).ok_or_else(|| {
+                        ApiError::bad_request(format!("invalid filter 'until={text}'"))
+                    })?);
+                }
+                other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
+            }
+        }
+    }
+    let mut in_use = std::collections::HashSet::new();
+    for handle in engine.handles().await {
+        in_use.insert(handle.record.lock().await.image.clone());
+    }
+    let pruned = blocking(&engine, move |s| {
+        let keep = |info: &ImageInfo| {
+            let image_labels = info
+                .config
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.clone())
+                .unwrap_or_default();
+            let has = |wanted: &String| match wanted.split_once('=') {
+                Some((k, v)) => image_labels.get(k).is_some_and(|x| x == v),
+                None => image_labels.contains_key(wanted),
+            };
+            !labels.iter().all(has)
+                || not_labels.iter().any(has)
+                || until.is_some_and(|u| unix_secs(&info.config.created) >= u)
+        };
+        s.prune(all, &in_use, &keep)
+    })
+    .await?;
+    let deleted: Vec<Value> = pruned
+        .removed
+        .iter()
+        .map(|step| match step {
+            Removed::Untagged(name) => json!({ "Untagged": name }),
+            Removed::Deleted(id) => {
+                publish(&engine, "delete", id, id);
+                json!({ "Deleted": id })
+            }
+        })
+        .collect();
+    publish(&engine, "prune", "", "");
+    Ok(Json(json!({
+        "ImagesDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) },
+        "SpaceReclaimed": pruned.reclaimed,
+    })))
+}
+
+/// `until`: unix seconds, RFC 3339, or a duration before now (`24h`, `90m`).
+fn until_timestamp(text: &str) -> Option<i64> {
+    if let Ok(secs) = text.parse::<f64>() {
+        return Some(secs as i64);
+    }
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(time.timestamp());
+    }
+    let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic())?);
+    let number: f64 = number.parse().ok()?;
+    let secs = match unit {
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    Some(chrono::Utc::now().timestamp() - secs as i64)
 }
 
 /// `POST /commit?container=…&repo=…&tag=…&comment=…&author=…&pause=…&changes=…`.

@@ -5,6 +5,7 @@
 //! its answer. Errors become status codes in [`error`] only.
 
 pub mod containers;
+pub mod df;
 pub mod error;
 pub mod events;
 pub mod exec;
@@ -53,6 +54,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(exec::routes())
         .merge(images::routes())
         .merge(pull::routes())
+        .merge(df::routes())
         .merge(volumes::routes())
         .merge(networks::routes())
         .with_state(engine)

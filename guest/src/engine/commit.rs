@@ -64,19 +64,6 @@ impl Engine {
             apply_change(&mut config, change)?;
         }
         let parent = self.images.config_file(&image)?;
-        let freeze = request.pause && running && !paused;
-        if freeze {
-            self.pause(&id, true).await?;
-        }
-        let upper = self.layout.container(&id).join("upper");
-        let images = self.images.clone();
-        let layer = tokio::task::spawn_blocking(move || images.commit_layer(&upper)).await;
-        if freeze {
-            if let Err(e) = self.pause(&id, false).await {
-                tracing::warn!(container = %id, error = %e, "cannot unpause after commit");
-            }
-        }
-        let layer = layer.map_err(|e| EngineError::Runtime(format!("commit stopped: {e}")))??;
         let now = super::record::now_rfc3339();
         let created_by = std::iter::once(path)
             .chain(args)
@@ -104,12 +91,23 @@ impl Engine {
             rootfs: parent.rootfs.clone(),
             history,
         };
+        let freeze = request.pause && running && !paused;
+        if freeze {
+            self.pause(&id, true).await?;
+        }
+        let upper = self.layout.container(&id).join("upper");
         let images = self.images.clone();
-        let new_id = tokio::task::spawn_blocking(move || {
-            images.record_commit(&image, file, layer, tag.as_ref())
+        let committed = tokio::task::spawn_blocking(move || {
+            images.commit_image(&upper, &image, file, tag.as_ref())
         })
-        .await
-        .map_err(|e| EngineError::Runtime(format!("commit stopped: {e}")))??;
+        .await;
+        if freeze {
+            if let Err(e) = self.pause(&id, false).await {
+                tracing::warn!(container = %id, error = %e, "cannot unpause after commit");
+            }
+        }
+        let new_id =
+            committed.map_err(|e| EngineError::Runtime(format!("commit stopped: {e}")))??;
         let record = handle.record.lock().await.clone();
         self.publish_container(&record, "commit", Default::default());
         Ok(new_id)

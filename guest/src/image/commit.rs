@@ -52,17 +52,31 @@ fn sha(hasher: &Sha256) -> String {
 }
 
 impl ImageStore {
-    /// Turns `upper` into a stored layer; answers its record.
-    pub fn commit_layer(&self, upper: &Path) -> Result<LayerMeta, ImageError> {
+    /// Commits `upper` as a new layer on `parent`, with `config`; tags it
+    /// `tag` when given. Answers the new image id.
+    pub fn commit_image(
+        &self,
+        upper: &Path,
+        parent: &str,
+        config: ConfigFile,
+        tag: Option<&super::reference::Named>,
+    ) -> Result<String, ImageError> {
         let blob = self
             .tmp_dir()
             .join(format!("commit-{:016x}", rand::random::<u64>()));
-        let result = self.commit_layer_via(upper, &blob);
+        let result = self
+            .commit_layer(upper, &blob)
+            .and_then(|(layer, _pin)| self.record_commit(parent, config, layer, tag));
         let _ = std::fs::remove_file(&blob);
         result
     }
 
-    fn commit_layer_via(&self, upper: &Path, blob: &Path) -> Result<LayerMeta, ImageError> {
+    /// Turns `upper` into a stored layer, pinned until its image is recorded.
+    fn commit_layer(
+        &self,
+        upper: &Path,
+        blob: &Path,
+    ) -> Result<(LayerMeta, super::prune::Pin<'_>), ImageError> {
         let file = File::create(blob).map_err(|e| ImageError::io("create", blob, e))?;
         let gz = HashingWriter {
             inner: BufWriter::with_capacity(256 << 10, file),
@@ -91,6 +105,7 @@ impl ImageStore {
         let blob_size = std::fs::metadata(blob)
             .map_err(|e| ImageError::io("stat", blob, e))?
             .len();
+        let pin = self.pin([diff_id.clone(), digest.clone()]);
         let reader = BufReader::new(File::open(blob).map_err(|e| ImageError::io("open", blob, e))?);
         let size = match self.layer_size(&diff_id) {
             Some(size) => {
@@ -104,18 +119,19 @@ impl ImageStore {
             }
             None => self.unpack_pulled(reader, &digest, &diff_id)?,
         };
-        Ok(LayerMeta {
+        let layer = LayerMeta {
             diff_id,
             digest,
             media_type: LAYER_TYPE.to_owned(),
             blob_size,
             size,
-        })
+        };
+        Ok((layer, pin))
     }
 
     /// Records a committed image: `parent`'s layers plus `layer`, with
     /// `config`; tags it `tag` when given. Answers the new image id.
-    pub fn record_commit(
+    fn record_commit(
         &self,
         parent: &str,
         mut config: ConfigFile,

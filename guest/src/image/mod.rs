@@ -18,6 +18,7 @@ pub mod commit;
 pub mod digest;
 pub mod error;
 pub mod load;
+pub mod prune;
 pub mod pull;
 pub mod push;
 pub mod reference;

@@ -318,6 +318,13 @@ impl Puller {
             ..Progress::message(format!("Pulling from {}", path_of(&plan.named.name)))
         })
         .await;
+        // Layers that finish before the image is recorded are kept from prune.
+        let _pin = store.pin(
+            plan.layers
+                .iter()
+                .flat_map(|l| [l.diff_id.clone(), l.descriptor.digest.clone()])
+                .chain([plan.id.clone()]),
+        );
         let mut watched = Vec::new();
         let mut sizes: HashMap<String, u64> = HashMap::new();
         for layer in &plan.layers {

@@ -76,6 +76,8 @@ pub(super) struct State {
 pub struct ImageStore {
     root: PathBuf,
     state: Mutex<State>,
+    /// Diff-ids and digests pulls and commits still need (see `prune`).
+    pub(super) pins: Mutex<HashMap<String, usize>>,
 }
 
 /// The first 12 hex digits of an id, as Docker shows it in messages.
@@ -95,6 +97,7 @@ impl ImageStore {
         let store = Self {
             root: root.to_owned(),
             state: Mutex::new(State::default()),
+            pins: Mutex::new(HashMap::new()),
         };
         for dir in [store.blobs_dir(), store.layers_dir(), store.images_dir()] {
             std::fs::create_dir_all(&dir).map_err(|e| ImageError::io("create", &dir, e))?;
@@ -441,7 +444,7 @@ impl ImageStore {
     }
 
     /// Deletes an untagged image and whatever no other image shares with it.
-    fn delete(&self, state: &mut State, id: &str) -> Result<(), ImageError> {
+    pub(super) fn delete(&self, state: &mut State, id: &str) -> Result<(), ImageError> {
         let Some(image) = state.images.remove(id) else {
             return Ok(());
         };

@@ -797,3 +797,58 @@ fn image_prune_and_system_df() {
         .count();
     assert_eq!(layers, 0, "layers left after pruning everything");
 }
+
+#[test]
+fn mirrors_serve_docker_hub_names_and_only_listed_registries_get_plain_http() {
+    require_root!();
+    let engine = Engine::start_with(&[
+        "--registry-mirror",
+        "http://127.0.0.1:5000",
+        "--insecure-registry",
+        "10.77.0.0/24",
+    ]);
+    let registry_ = Registry::start(&engine);
+    for args in [
+        &["ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1"][..],
+        &["ip", "addr", "add", "10.77.0.1/24", "dev", "d0"],
+        &["ip", "addr", "add", "10.78.0.1/24", "dev", "d0"],
+        &["ip", "link", "set", "d0", "up"],
+        &["ip", "link", "set", "d1", "up"],
+    ] {
+        assert!(engine.in_namespaces(args).status.success(), "{args:?}");
+    }
+    registry::push(&engine, &hello_archive(), "library/mirrored:1", &[]);
+
+    // `mirrored:1` is docker.io/library/mirrored:1: served by the mirror.
+    let out = engine.ok(&["pull", "mirrored:1"]);
+    assert!(
+        out.contains("Downloaded newer image for mirrored:1"),
+        "{out}"
+    );
+    assert!(
+        registry_
+            .log()
+            .contains("/v2/library/mirrored/manifests/1?ns=docker.io"),
+        "{}",
+        registry_.log()
+    );
+    assert_eq!(
+        engine.ok(&["run", "--rm", "mirrored:1", "echo", "via mirror"]),
+        "via mirror"
+    );
+    // Not on the mirror: Docker Hub itself is tried (and unreachable here).
+    let out = engine.docker(&["pull", "notmirrored:1"]);
+    assert!(!out.status.success());
+
+    // Plain HTTP for the listed range, HTTPS for the rest.
+    let listed = "10.77.0.1:5000/library/mirrored:1";
+    let out = engine.ok(&["pull", listed]);
+    assert!(out.contains("Downloaded newer image"), "{out}");
+    let unlisted = "10.78.0.1:5000/library/mirrored:1";
+    let out = engine.docker(&["pull", unlisted]);
+    assert!(
+        !out.status.success(),
+        "pulled over plain HTTP from an unlisted registry"
+    );
+    assert!(!engine.ok(&["images"]).contains("10.78.0.1"));
+}

@@ -61,7 +61,7 @@ impl Registry {
             None => (String::new(), None),
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{PORT}\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 0.0.0.0:{PORT}\n{auth_yaml}",
             dir.join("data").display()
         );
         std::fs::write(dir.join("config.yml"), config).expect("registry config");

@@ -28,6 +28,13 @@ pub const DATA_MOUNT: &str = "/var/lib/vmctl";
 /// Kernel command-line key: the guest's log filter (`VMCTL_LOG` syntax).
 pub const CMDLINE_LOG: &str = "vmctl.log";
 
+/// Kernel command line key: a Docker Hub mirror URL for the VM's engine;
+/// repeated for more.
+pub const CMDLINE_REGISTRY_MIRROR: &str = "vmctl.registry_mirror";
+/// Kernel command line key: a registry the VM's engine may reach over plain
+/// HTTP (`host[:port]` or a CIDR); repeated for more.
+pub const CMDLINE_INSECURE_REGISTRY: &str = "vmctl.insecure_registry";
+
 /// Marker line the guest prints on its console once the engine serves the
 /// API; the host's boot watcher and humans reading `vmctl machine logs` see it.
 pub const READY_MARKER: &str = "vmctl-guest: ready";

@@ -21,4 +21,5 @@ mod run;
 mod vm;
 mod vm_image;
 mod vm_ports;
+mod vm_pull;
 mod volumes;

@@ -809,7 +809,9 @@ fn mirrors_serve_docker_hub_names_and_only_listed_registries_get_plain_http() {
     ]);
     let registry_ = Registry::start(&engine);
     for args in [
-        &["ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1"][..],
+        &[
+            "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+        ][..],
         &["ip", "addr", "add", "10.77.0.1/24", "dev", "d0"],
         &["ip", "addr", "add", "10.78.0.1/24", "dev", "d0"],
         &["ip", "link", "set", "d0", "up"],

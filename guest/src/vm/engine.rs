@@ -71,10 +71,13 @@ fn registry_options() -> crate::image::registry::RegistryOptions {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let mut options = crate::image::registry::RegistryOptions::default();
     for word in cmdline.split_whitespace() {
-        if let Some(url) = word.strip_prefix("vmctl.registry_mirror=") {
-            options.mirrors.push(url.to_owned());
-        } else if let Some(host) = word.strip_prefix("vmctl.insecure_registry=") {
-            options.insecure.push(host.to_owned());
+        let Some((key, value)) = word.split_once('=') else {
+            continue;
+        };
+        if key == vmctl_proto::control::CMDLINE_REGISTRY_MIRROR {
+            options.mirrors.push(value.to_owned());
+        } else if key == vmctl_proto::control::CMDLINE_INSECURE_REGISTRY {
+            options.insecure.push(value.to_owned());
         }
     }
     if let Err(e) = options.validate() {

@@ -169,9 +169,21 @@ fn vm_spec(machine: &Machine) -> Result<(VmSpec, BackendPaths), DaemonError> {
         pid_file: paths.vsock_backend_pid(),
         log: paths.daemon_log(),
     };
-    let log = std::env::var("VMCTL_GUEST_LOG")
+    let mut log = std::env::var("VMCTL_GUEST_LOG")
         .map(|filter| format!(" {}={filter}", vmctl_proto::control::CMDLINE_LOG))
         .unwrap_or_default();
+    for mirror in &machine.config.registry_mirrors {
+        log.push_str(&format!(
+            " {}={mirror}",
+            vmctl_proto::control::CMDLINE_REGISTRY_MIRROR
+        ));
+    }
+    for registry in &machine.config.insecure_registries {
+        log.push_str(&format!(
+            " {}={registry}",
+            vmctl_proto::control::CMDLINE_INSECURE_REGISTRY
+        ));
+    }
     let spec = VmSpec {
         name: paths.name.clone(),
         cpus: machine.config.cpus,

@@ -22,6 +22,14 @@ pub struct MachineConfig {
     /// desktop. `127.0.0.1` by default: safer than Docker's all-interfaces.
     #[serde(default = "default_bind_address")]
     pub port_bind_address: IpAddr,
+    /// Docker Hub mirrors the VM's engine pulls through (dockerd's
+    /// `registry-mirrors`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registry_mirrors: Vec<String>,
+    /// Registries the VM's engine reaches over plain HTTP (dockerd's
+    /// `insecure-registries`; loopback ones always are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insecure_registries: Vec<String>,
 }
 
 fn default_bind_address() -> IpAddr {
@@ -35,6 +43,8 @@ impl Default for MachineConfig {
             memory_mib: 2048,
             disk_gib: 20,
             port_bind_address: default_bind_address(),
+            registry_mirrors: Vec::new(),
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -55,6 +65,14 @@ pub struct SizeFlags {
     /// (default 127.0.0.1; 0.0.0.0 for every interface, like Docker).
     #[arg(long, value_name = "IP")]
     pub port_bind_address: Option<IpAddr>,
+    /// A Docker Hub mirror the VM's engine pulls through
+    /// (`https://mirror.example`); repeat for more. Replaces the list.
+    #[arg(long = "registry-mirror", value_name = "URL")]
+    pub registry_mirrors: Vec<String>,
+    /// A registry the VM's engine may reach over plain HTTP (`host[:port]`
+    /// or a CIDR); repeat for more. Replaces the list.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
 }
 
 impl SizeFlags {
@@ -63,6 +81,8 @@ impl SizeFlags {
             && self.memory.is_none()
             && self.disk.is_none()
             && self.port_bind_address.is_none()
+            && self.registry_mirrors.is_empty()
+            && self.insecure_registries.is_empty()
     }
 
     /// The settings of a new machine: the defaults with these flags applied.
@@ -123,6 +143,33 @@ impl SizeFlags {
         }
         if let Some(address) = self.port_bind_address {
             config.port_bind_address = address;
+        }
+        for mirror in &self.registry_mirrors {
+            let host = mirror
+                .strip_prefix("https://")
+                .or_else(|| mirror.strip_prefix("http://"))
+                .map(|h| h.trim_end_matches('/'));
+            if host.is_none_or(|h| h.is_empty() || h.contains(['/', ' ', '\t'])) {
+                return Err(MachineError::BadFlag(format!(
+                    "--registry-mirror {mirror}: give a URL like https://mirror.example"
+                )));
+            }
+        }
+        for registry in &self.insecure_registries {
+            if registry.is_empty()
+                || registry.contains("://")
+                || registry.contains(char::is_whitespace)
+            {
+                return Err(MachineError::BadFlag(format!(
+                    "--insecure-registry {registry}: give host[:port] or a CIDR"
+                )));
+            }
+        }
+        if !self.registry_mirrors.is_empty() {
+            config.registry_mirrors = self.registry_mirrors.clone();
+        }
+        if !self.insecure_registries.is_empty() {
+            config.insecure_registries = self.insecure_registries.clone();
         }
         Ok(config)
     }

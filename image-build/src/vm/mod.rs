@@ -295,6 +295,12 @@ fn add_config(tree: &mut Tree, release: &str) -> Result<(), VmImageError> {
         b"127.0.0.1\tlocalhost\n127.0.1.1\tvmctl\n".to_vec(),
         0o644,
     );
+    // The builder's CA bundle, so the engine can verify registries over
+    // HTTPS (Docker Hub and the like); the engine refuses HTTPS without it.
+    let ca_bundle = read(Path::new(CA_BUNDLE)).unwrap_or_default();
+    if !ca_bundle.is_empty() {
+        tree.file(CA_BUNDLE, ca_bundle, 0o644);
+    }
     let mke2fs_conf = read(Path::new("/etc/mke2fs.conf")).unwrap_or_default();
     if !mke2fs_conf.is_empty() {
         tree.file("/etc/mke2fs.conf", mke2fs_conf, 0o644);
@@ -310,6 +316,9 @@ fn add_config(tree: &mut Tree, release: &str) -> Result<(), VmImageError> {
     );
     Ok(())
 }
+
+/// Where Debian keeps its CA certificates (one PEM bundle).
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), VmImageError> {
     let io = |source| VmImageError::Output {

@@ -247,7 +247,50 @@ fn a_token_auth_registry_needs_the_credentials() {
     let refused = registry_.token_requests();
     assert!(refused > 0, "the engine never asked the token server");
 
-    registry::store_credentials(&engine);
+    // `docker login`: wrong password refused, right one stored by the CLI.
+    let registry_host = registry::image("");
+    let registry_host = registry_host.trim_end_matches('/');
+    let login = |password: &str| {
+        let mut child = engine
+            .docker_cmd()
+            .args([
+                "login",
+                "-u",
+                registry::USER,
+                "--password-stdin",
+                registry_host,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker login");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(password.as_bytes())
+            .expect("password");
+        child.wait_with_output().expect("docker login")
+    };
+    let wrong = login("not-the-password");
+    assert!(
+        !wrong.status.success(),
+        "login with a wrong password succeeded"
+    );
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("incorrect username or password"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let right = login(registry::PASSWORD);
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    assert!(String::from_utf8_lossy(&right.stdout).contains("Login Succeeded"));
     let out = engine.ok(&["pull", &name]);
     assert!(out.contains("Downloaded newer image"), "{out}");
     assert_eq!(

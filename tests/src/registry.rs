@@ -182,18 +182,6 @@ pub fn layer_digests(engine: &Engine, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Writes `docker login`'s result for the token registry into the CLI's
-/// config, so `docker pull` sends the credentials in `X-Registry-Auth`.
-pub fn store_credentials(engine: &Engine) {
-    use base64_lite::encode;
-    let dir = engine.dir.path().join("docker-config");
-    std::fs::create_dir_all(&dir).expect("docker config dir");
-    let auth = encode(format!("{USER}:{PASSWORD}").as_bytes());
-    let config =
-        serde_json::json!({ "auths": { image("").trim_end_matches('/'): { "auth": auth } } });
-    std::fs::write(dir.join("config.json"), config.to_string()).expect("docker config");
-}
-
 /// Standard base64 (the CLI's `auths.*.auth`), without another crate.
 mod base64_lite {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -25,7 +25,39 @@ use crate::image::reference::Named;
 use crate::image::{registry, ImageError};
 
 pub fn routes() -> Router<Arc<Engine>> {
-    Router::new().route("/images/create", post(create))
+    Router::new()
+        .route("/images/create", post(create))
+        .route("/auth", post(auth))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct AuthBody {
+    username: String,
+    password: String,
+    serveraddress: String,
+}
+
+/// `POST /auth`: `docker login`. The engine checks the credentials with the
+/// registry and keeps nothing: the CLI stores them and sends them with each
+/// pull and push (`X-Registry-Auth`).
+async fn auth(
+    State(engine): State<Arc<Engine>>,
+    body: Result<axum::Json<AuthBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Response> {
+    let axum::Json(body) = body?;
+    if body.username.is_empty() {
+        return Err(ApiError::bad_request("a user name is required"));
+    }
+    registry::login(
+        engine.puller.options(),
+        &body.serveraddress,
+        &body.username,
+        &body.password,
+    )
+    .await
+    .map_err(|e| ApiError::from(EngineError::Image(e)))?;
+    Ok(axum::Json(json!({ "Status": "Login Succeeded", "IdentityToken": "" })).into_response())
 }
 
 fn param<'a>(params: &'a [(String, String)], key: &str) -> &'a str {

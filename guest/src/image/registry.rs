@@ -283,6 +283,146 @@ pub fn translate(err: OciDistributionError, what: &str, repo: &str, manifest: bo
     }
 }
 
+/// The registry host `docker login SERVER` means (`""` and Docker Hub's
+/// index URL: Docker Hub).
+pub fn login_host(server: &str) -> String {
+    let server = server
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = server.split('/').next().unwrap_or_default();
+    match host {
+        "" | "index.docker.io" | "docker.io" | "registry-1.docker.io" => {
+            "registry-1.docker.io".to_owned()
+        }
+        other => other.to_owned(),
+    }
+}
+
+/// `docker login`: checks `user`/`password` against `server` the way
+/// dockerd does: `GET /v2/`; on a Bearer challenge, the token endpoint with
+/// the credentials (no scope); on a Basic one, `/v2/` with them.
+pub async fn login(
+    options: &RegistryOptions,
+    server: &str,
+    user: &str,
+    password: &str,
+) -> Result<(), ImageError> {
+    let host = login_host(server);
+    let scheme = if options.is_insecure(&host) {
+        "http"
+    } else {
+        "https"
+    };
+    let url = format!("{scheme}://{host}/v2/");
+    let failed = |message: String| ImageError::Registry {
+        kind: ErrorKind::Unauthorized,
+        message,
+    };
+    let unreachable = |e: reqwest::Error| {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text = format!("{text}: {cause_text}");
+            }
+            source = cause.source();
+        }
+        ImageError::Registry {
+            kind: ErrorKind::Internal,
+            message: format!("Get \"{url}\": {text}"),
+        }
+    };
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("vmctl/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(15))
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(unreachable)?;
+    let ping = client.get(&url).send().await.map_err(unreachable)?;
+    if ping.status().is_success() {
+        return Ok(());
+    }
+    let challenge = ping
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if ping.status() != reqwest::StatusCode::UNAUTHORIZED || challenge.is_empty() {
+        return Err(failed(format!(
+            "login attempt to {url} failed with status: {}",
+            ping.status()
+        )));
+    }
+    let (kind, params) = challenge
+        .split_once(' ')
+        .unwrap_or((challenge.as_str(), ""));
+    let answer = if kind.eq_ignore_ascii_case("bearer") {
+        let params = challenge_params(params);
+        let realm = params
+            .get("realm")
+            .ok_or_else(|| failed(format!("{url}: the registry's challenge has no realm")))?;
+        let mut request = client.get(realm).basic_auth(user, Some(password));
+        let mut query = vec![
+            ("account", user.to_owned()),
+            ("client_id", "vmctl".to_owned()),
+        ];
+        if let Some(service) = params.get("service") {
+            query.push(("service", service.clone()));
+        }
+        request = request.query(&query);
+        request.send().await.map_err(unreachable)?
+    } else {
+        client
+            .get(&url)
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .map_err(unreachable)?
+    };
+    if answer.status().is_success() {
+        Ok(())
+    } else if answer.status() == reqwest::StatusCode::UNAUTHORIZED {
+        Err(failed(format!(
+            "Get \"{url}\": unauthorized: incorrect username or password"
+        )))
+    } else {
+        Err(failed(format!(
+            "login attempt to {url} failed with status: {}",
+            answer.status()
+        )))
+    }
+}
+
+/// `realm="…",service="…"` → a map.
+fn challenge_params(text: &str) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    let mut rest = text.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        out.insert(key, value.to_owned());
+        rest = next.trim_start_matches(',').trim();
+    }
+    out
+}
+
 fn host_of(repo: &str) -> &str {
     repo.split('/').next().unwrap_or(repo)
 }
@@ -335,6 +475,23 @@ mod tests {
             insecure: vec!["10.0.0.0/99".into()],
         };
         assert!(bad_cidr.validate().is_err());
+    }
+
+    #[test]
+    fn login_servers_and_challenges_parse() {
+        assert_eq!(login_host(""), "registry-1.docker.io");
+        assert_eq!(
+            login_host("https://index.docker.io/v1/"),
+            "registry-1.docker.io"
+        );
+        assert_eq!(login_host("127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(login_host("http://reg.lan:5000/"), "reg.lan:5000");
+        let params = challenge_params(
+            r#"realm="https://auth.example/token",service="registry.example",scope="a:b:c""#,
+        );
+        assert_eq!(params["realm"], "https://auth.example/token");
+        assert_eq!(params["service"], "registry.example");
+        assert_eq!(params["scope"], "a:b:c");
     }
 
     #[test]

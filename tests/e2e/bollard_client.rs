@@ -395,3 +395,117 @@ fn events_stream_follows_a_life() {
         assert_eq!(order, ["create", "start", "die", "destroy"], "{actions:?}");
     });
 }
+
+#[test]
+fn bollard_pulls_pushes_commits_and_reads_disk_usage() {
+    use bollard::query_parameters::{
+        CommitContainerOptionsBuilder, CreateImageOptionsBuilder, PushImageOptionsBuilder,
+        TagImageOptionsBuilder,
+    };
+    use vmctl_tests::registry::{self, Registry};
+    require_root!();
+    let engine = Engine::start();
+    let _registry = Registry::start(&engine);
+    let hello = format!(
+        "docker-archive:{}",
+        vmctl_tests::builtin_images().join("hello.tar").display()
+    );
+    registry::push(&engine, &hello, "viabollard:1", &["--format", "oci"]);
+    let docker = client(&engine);
+    block_on(async {
+        // Pull: every progress item parses; the last status names the image.
+        let options = CreateImageOptionsBuilder::new()
+            .from_image(&registry::image("viabollard"))
+            .tag("1")
+            .build();
+        let mut statuses = Vec::new();
+        let mut stream = docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            let info = item.expect("a progress item");
+            assert!(info.error_detail.is_none(), "{info:?}");
+            statuses.extend(info.status);
+        }
+        assert!(
+            statuses
+                .iter()
+                .any(|s| s == "Status: Downloaded newer image for 127.0.0.1:5000/viabollard:1"),
+            "{statuses:?}"
+        );
+        // An unknown tag is an error of the request itself (404).
+        let options = CreateImageOptionsBuilder::new()
+            .from_image(&registry::image("viabollard"))
+            .tag("nope")
+            .build();
+        let first = docker
+            .create_image(Some(options), None, None)
+            .next()
+            .await
+            .expect("an answer");
+        match first {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message,
+            }) => {
+                assert_eq!(status_code, 404);
+                assert!(message.contains("manifest unknown"), "{message}");
+            }
+            other => panic!("expected a 404, got {other:?}"),
+        }
+
+        // Commit a container, tag, push; disk usage sees both images.
+        let created = docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body(&["sh", "-c", "echo b > /b"]),
+            )
+            .await
+            .expect("create");
+        docker
+            .start_container(&created.id, None::<StartContainerOptions>)
+            .await
+            .expect("start");
+        let mut wait = docker.wait_container(
+            &created.id,
+            None::<bollard::query_parameters::WaitContainerOptions>,
+        );
+        while let Some(item) = wait.next().await {
+            item.expect("wait");
+        }
+        let commit = CommitContainerOptionsBuilder::new()
+            .container(&created.id)
+            .repo("committed")
+            .tag("bollard")
+            .build();
+        let id = docker
+            .commit_container(commit, bollard::models::ContainerConfig::default())
+            .await
+            .expect("commit");
+        assert!(id.id.starts_with("sha256:"), "{id:?}");
+        let tag = TagImageOptionsBuilder::new()
+            .repo(&registry::image("committed"))
+            .tag("bollard")
+            .build();
+        docker
+            .tag_image("committed:bollard", Some(tag))
+            .await
+            .expect("tag");
+        let push = PushImageOptionsBuilder::new().tag("bollard").build();
+        let mut stream = docker.push_image(&registry::image("committed"), Some(push), None);
+        let mut digest = None;
+        while let Some(item) = stream.next().await {
+            let info = item.expect("a push progress item");
+            assert!(info.error_detail.is_none(), "{info:?}");
+            if let Some(status) = info.status.filter(|s| s.contains("digest: sha256:")) {
+                digest = Some(status);
+            }
+        }
+        assert!(digest.is_some(), "push reported no digest");
+        let usage = docker
+            .df(None::<bollard::query_parameters::DataUsageOptions>)
+            .await
+            .expect("df");
+        let images = usage.images.expect("images");
+        assert!(images.len() >= 3, "{images:?}");
+        assert!(usage.layers_size.unwrap_or_default() > 0);
+    });
+}

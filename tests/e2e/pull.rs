@@ -162,6 +162,19 @@ fn pulls_docker_and_oci_gzip_and_zstd_by_tag_and_digest() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("Unable to find image"), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "auto");
+
+    // `--all-tags`: every tag of the repository.
+    let out = engine.ok(&["pull", "--all-tags", &registry::image("hello")]);
+    for tag in ["docker", "oci", "zstd"] {
+        assert!(
+            out.contains(&format!("127.0.0.1:5000/hello:{tag}")),
+            "{out}"
+        );
+    }
+    let tags = engine.ok(&["images", "--format", "{{.Tag}}", &registry::image("hello")]);
+    let mut tags: Vec<&str> = tags.lines().collect();
+    tags.sort();
+    assert_eq!(tags, ["docker", "oci", "zstd"]);
 }
 
 #[test]

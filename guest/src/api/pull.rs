@@ -67,18 +67,13 @@ fn param<'a>(params: &'a [(String, String)], key: &str) -> &'a str {
         .map_or("", |(_, v)| v.as_str())
 }
 
-/// The reference `fromImage` and `tag` name together.
+/// The reference `fromImage` and `tag` name together; a bare name (no tag
+/// anywhere) means every tag, as `docker pull --all-tags` asks.
 fn reference(from: &str, tag: &str) -> ApiResult<Named> {
     let image = |e: ImageError| ApiError::from(EngineError::Image(e));
     let named = Named::parse_name_only(from).map_err(image)?;
-    if named.tag.is_some() || named.digest.is_some() {
+    if named.tag.is_some() || named.digest.is_some() || tag.is_empty() {
         return Ok(named);
-    }
-    if tag.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "pulling every tag of {} is not supported: name a tag",
-            named.familiar()
-        )));
     }
     let full = if tag.starts_with("sha256:") {
         format!("{from}@{tag}")
@@ -104,23 +99,40 @@ async fn create(
     }
     let named = reference(from, param(&params, "tag"))?;
     let auth = registry::credentials(headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()));
-    let plan = engine
-        .puller
-        .resolve(&named, param(&params, "platform"), &auth)
-        .await
-        .map_err(|e| ApiError::from(EngineError::Image(e)))?;
+    let image_error = |e| ApiError::from(EngineError::Image(e));
+    let names = if named.tag.is_none() && named.digest.is_none() {
+        engine
+            .puller
+            .tags(&named, &auth)
+            .await
+            .map_err(image_error)?
+    } else {
+        vec![named]
+    };
+    let platform = param(&params, "platform").to_owned();
+    let mut plans = Vec::new();
+    for named in &names {
+        let plan = engine
+            .puller
+            .resolve(named, &platform, &auth)
+            .await
+            .map_err(image_error)?;
+        plans.push((named.clone(), plan));
+    }
 
     let images = engine.images.clone();
     let puller = engine.puller.clone();
     Ok(progress_response(move |progress| async move {
-        let id = plan.id().to_owned();
-        puller.run(&images, plan, progress).await?;
-        let familiar = named.familiar();
-        let attributes = [("name".to_owned(), familiar.clone())].into();
-        engine
-            .events
-            .publish("image", "pull", &familiar, attributes);
-        tracing::info!(image = %familiar, %id, "pulled");
+        for (named, plan) in plans {
+            let id = plan.id().to_owned();
+            puller.run(&images, plan, progress.clone()).await?;
+            let familiar = named.familiar();
+            let attributes = [("name".to_owned(), familiar.clone())].into();
+            engine
+                .events
+                .publish("image", "pull", &familiar, attributes);
+            tracing::info!(image = %familiar, %id, "pulled");
+        }
         Ok(())
     }))
 }
@@ -284,7 +296,7 @@ mod tests {
         let named = reference("127.0.0.1:5000/app", &digest).unwrap();
         assert_eq!(named.digest.as_deref(), Some(digest.as_str()));
         assert_eq!(named.tag, None);
-        assert!(reference("busybox", "").is_err());
+        assert_eq!(reference("busybox", "").unwrap().tag, None);
         assert!(reference("Bad Name", "latest").is_err());
         assert!(reference("busybox", "no/slash").is_err());
     }

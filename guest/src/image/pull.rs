@@ -292,6 +292,42 @@ impl Puller {
         resolve_at(named, last, &wanted, explicit, auth).await
     }
 
+    /// Every tag of `named`'s repository (`docker pull --all-tags`), sorted.
+    pub async fn tags(&self, named: &Named, auth: &RegistryAuth) -> Result<Vec<Named>, ImageError> {
+        let endpoint = self
+            .options
+            .endpoints(named)
+            .pop()
+            .expect("the registry itself is always an endpoint");
+        let repo = super::reference::familiar(&named.name);
+        let mut tags = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let page = endpoint
+                .client
+                .list_tags(&endpoint.reference, auth, Some(1000), last.as_deref())
+                .await
+                .map_err(|e| registry::translate(e, &repo, &repo, true))?;
+            let done = page.tags.len() < 1000;
+            last = page.tags.last().cloned();
+            tags.extend(page.tags);
+            if done || last.is_none() {
+                break;
+            }
+        }
+        tags.sort();
+        tags.dedup();
+        if tags.is_empty() {
+            return Err(ImageError::Registry {
+                kind: ErrorKind::NotFound,
+                message: format!("repository {repo} has no tags"),
+            });
+        }
+        tags.iter()
+            .map(|tag| Named::parse(&format!("{}:{tag}", named.name)))
+            .collect()
+    }
+
     /// Fetches the layers the store lacks and records the image, sending
     /// progress to `progress` as it goes.
     pub async fn run(

@@ -141,40 +141,28 @@ async fn prune(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiR
     let mut labels = Vec::new();
     let mut not_labels = Vec::new();
     let mut until: Option<i64> = None;
-    if let Some(raw) = param(&params, "filters").filter(|r| !r.is_empty()) {
-        let value: Map<String, Value> = serde_json::from_str(raw)
-            .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
-        for (key, values) in value {
-            let values: Vec<String> = match values {
-                Value::Array(a) => a
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect(),
-                Value::Object(o) => o.keys().cloned().collect(),
-                _ => Vec::new(),
-            };
-            match key.as_str() {
-                "dangling" => {
-                    all = match values.first().map(String::as_str) {
-                        Some("true" | "1") | None => false,
-                        Some("false" | "0") => true,
-                        Some(other) => {
-                            return Err(ApiError::bad_request(format!(
-                                "invalid filter 'dangling={other}'"
-                            )))
-                        }
+    for (key, values) in filter_values(param(&params, "filters"))? {
+        match key.as_str() {
+            "dangling" => {
+                all = match values.first().map(String::as_str) {
+                    Some("true" | "1") | None => false,
+                    Some("false" | "0") => true,
+                    Some(other) => {
+                        return Err(ApiError::bad_request(format!(
+                            "invalid filter 'dangling={other}'"
+                        )))
                     }
                 }
-                "label" => labels = values,
-                "label!" => not_labels = values,
-                "until" => {
-                    let text = values.first().cloned().unwrap_or_default();
-                    until = Some(until_timestamp(&text).ok_or_else(|| {
-                        ApiError::bad_request(format!("invalid filter 'until={text}'"))
-                    })?);
-                }
-                other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
             }
+            "label" => labels = values,
+            "label!" => not_labels = values,
+            "until" => {
+                let text = values.first().cloned().unwrap_or_default();
+                until = Some(until_timestamp(&text).ok_or_else(|| {
+                    ApiError::bad_request(format!("invalid filter 'until={text}'"))
+                })?);
+            }
+            other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
         }
     }
     let mut in_use = std::collections::HashSet::new();
@@ -328,6 +316,30 @@ fn labels(info: &ImageInfo) -> Value {
         .map_or(Value::Null, |l| json!(l))
 }
 
+/// The keys and values of a `filters` parameter: `{"k": ["v"]}`, or the
+/// old `{"k": {"v": true}}`.
+fn filter_values(raw: Option<&str>) -> ApiResult<Vec<(String, Vec<String>)>> {
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let value: Map<String, Value> = serde_json::from_str(raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
+    Ok(value
+        .into_iter()
+        .map(|(key, values)| {
+            let values = match values {
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                Value::Object(o) => o.keys().cloned().collect(),
+                _ => Vec::new(),
+            };
+            (key, values)
+        })
+        .collect())
+}
+
 /// The `filters` of `GET /images/json`: `reference`, `dangling`, `label`.
 #[derive(Debug, Default)]
 struct Filters {
@@ -339,21 +351,7 @@ struct Filters {
 impl Filters {
     fn parse(raw: Option<&str>) -> ApiResult<Self> {
         let mut filters = Self::default();
-        let Some(raw) = raw.filter(|r| !r.is_empty()) else {
-            return Ok(filters);
-        };
-        let value: Map<String, Value> = serde_json::from_str(raw)
-            .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
-        for (key, values) in value {
-            // `{"k": ["v"]}`, or the old `{"k": {"v": true}}`.
-            let values: Vec<String> = match values {
-                Value::Array(a) => a
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect(),
-                Value::Object(o) => o.keys().cloned().collect(),
-                _ => Vec::new(),
-            };
+        for (key, values) in filter_values(raw)? {
             match key.as_str() {
                 "reference" => filters.reference = values,
                 "label" => filters.label = values,

@@ -178,21 +178,9 @@ impl ImageStore {
         layer: &archive::PlannedLayer,
         diff_id: &str,
     ) -> Result<Prepared, ImageError> {
-        let existing = self.layer_path(diff_id);
-        if existing.is_dir() {
+        if let Some(size) = self.layer_size(diff_id) {
             let actual = unpack::digest_layer(archive::open_layer(layer)?)?;
             verify(&layer.name, diff_id, &actual)?;
-            let known = self
-                .lock()
-                .images
-                .values()
-                .flat_map(|i| i.meta.layers.iter())
-                .find(|l| l.diff_id == diff_id)
-                .map(|l| l.size);
-            let size = match known {
-                Some(size) => size,
-                None => dir_size(&existing),
-            };
             return Ok(Prepared { dir: None, size });
         }
         let dir = ScratchDir::create(&self.layers_dir(), ".tmp-")?;

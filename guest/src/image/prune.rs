@@ -88,13 +88,7 @@ impl ImageStore {
             let Some(image) = state.images.get(&id).cloned() else {
                 continue;
             };
-            let tags: Vec<String> = state
-                .tags
-                .iter()
-                .filter(|(_, v)| **v == id)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for tag in tags {
+            for tag in state.tags_of(&id) {
                 state.tags.remove(&tag);
                 pruned
                     .removed

@@ -267,18 +267,7 @@ pub fn translate(err: OciDistributionError, what: &str, repo: &str, manifest: bo
             ErrorKind::InvalidParameter,
             format!("{what}: digest mismatch: {e}"),
         ),
-        OciDistributionError::RequestError(e) => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                let cause_text = cause.to_string();
-                if !text.contains(&cause_text) {
-                    text = format!("{text}: {cause_text}");
-                }
-                source = cause.source();
-            }
-            registry(ErrorKind::Internal, text)
-        }
+        OciDistributionError::RequestError(e) => registry(ErrorKind::Internal, causes(&e)),
         other => registry(ErrorKind::Internal, format!("{what}: {other}")),
     }
 }
@@ -319,20 +308,9 @@ pub async fn login(
         kind: ErrorKind::Unauthorized,
         message,
     };
-    let unreachable = |e: reqwest::Error| {
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            if !text.contains(&cause_text) {
-                text = format!("{text}: {cause_text}");
-            }
-            source = cause.source();
-        }
-        ImageError::Registry {
-            kind: ErrorKind::Internal,
-            message: format!("Get \"{url}\": {text}"),
-        }
+    let unreachable = |e: reqwest::Error| ImageError::Registry {
+        kind: ErrorKind::Internal,
+        message: format!("Get \"{url}\": {}", causes(&e)),
     };
     let client = reqwest::Client::builder()
         .user_agent(concat!("vmctl/", env!("CARGO_PKG_VERSION")))
@@ -421,6 +399,21 @@ fn challenge_params(text: &str) -> std::collections::HashMap<String, String> {
         rest = next.trim_start_matches(',').trim();
     }
     out
+}
+
+/// An error and its causes on one line (`error sending request: connection
+/// refused`), each cause once.
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn host_of(repo: &str) -> &str {

@@ -71,6 +71,17 @@ pub(super) struct State {
     pub tags: BTreeMap<String, String>,
 }
 
+impl State {
+    /// The full tags that name image `id`.
+    pub(super) fn tags_of(&self, id: &str) -> Vec<String> {
+        self.tags
+            .iter()
+            .filter(|(_, v)| *v == id)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
 /// The image store under `<root>/image`.
 #[derive(Debug)]
 pub struct ImageStore {
@@ -389,12 +400,7 @@ impl ImageStore {
     ) -> Result<Vec<Removed>, ImageError> {
         let mut state = self.lock();
         let id = lookup(&state, reference)?;
-        let tags: Vec<String> = state
-            .tags
-            .iter()
-            .filter(|(_, v)| **v == id)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let tags = state.tags_of(&id);
         let container = in_use.get(&id);
         let by_name = Named::parse(reference)
             .ok()

@@ -3,7 +3,6 @@
 //! out "active" and "reclaimable" itself).
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -13,25 +12,11 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
+use crate::engine::layout::dir_size;
 use crate::engine::Engine;
 
 pub fn routes() -> Router<Arc<Engine>> {
     Router::new().route("/system/df", get(df))
-}
-
-/// Bytes of the regular files under `dir` (not following symlinks).
-fn du(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => du(&entry.path()),
-            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
 }
 
 async fn df(State(engine): State<Arc<Engine>>) -> ApiResult<Json<Value>> {
@@ -60,7 +45,7 @@ async fn df(State(engine): State<Arc<Engine>>) -> ApiResult<Json<Value>> {
                     .flatten()
                     .map(|e| {
                         let id = e.file_name().to_string_lossy().into_owned();
-                        (id, du(&e.path().join("upper")))
+                        (id, dir_size(&e.path().join("upper")))
                     })
                     .collect()
             })
@@ -70,7 +55,7 @@ async fn df(State(engine): State<Arc<Engine>>) -> ApiResult<Json<Value>> {
             .list(&Default::default(), &in_use)
             .into_iter()
             .map(|v| {
-                let size = du(&v.mountpoint);
+                let size = dir_size(&v.mountpoint);
                 (serde_json::to_value(&v).unwrap_or(Value::Null), size)
             })
             .collect();

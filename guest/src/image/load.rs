@@ -285,20 +285,7 @@ fn verify(layer: &str, expected: &str, actual: &str) -> Result<(), ImageError> {
     }
 }
 
-/// Bytes of regular files under `dir` (for a layer left by an older load).
-pub(super) fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
-}
+pub(super) use crate::engine::layout::dir_size;
 
 /// Flushes the filesystem holding `dir`, so renamed layers are whole on disk.
 pub(super) fn sync_filesystem(dir: &Path) {

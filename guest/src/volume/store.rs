@@ -299,7 +299,7 @@ impl VolumeStore {
             .collect();
         let mut report = PruneReport::default();
         for volume in candidates {
-            let size = disk_usage(&volume.mountpoint);
+            let size = crate::engine::layout::dir_size(&volume.mountpoint);
             match self.remove(&volume.name, false, &[]) {
                 Ok(true) => {
                     report.space_reclaimed += size;
@@ -391,21 +391,6 @@ fn load(dir: &Path, name: &str) -> Result<Option<Volume>, VolumeError> {
         }
         Err(e) => Err(VolumeError::io("read", &record, e)),
     }
-}
-
-/// Bytes used by the files under `dir` (symlinks not followed; errors count 0).
-fn disk_usage(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => disk_usage(&entry.path()),
-            Ok(meta) => meta.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 #[cfg(test)]

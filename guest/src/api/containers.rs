@@ -72,7 +72,17 @@ async fn create(
     let Json(request) = body?;
     let created = engine
         .create(params.get("name").map(String::as_str), request)
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // The docker CLI pulls the image again on any 404 from create
+            // (it takes it for "no such image"); dockerd reports a missing
+            // network at start. Refused here instead, with the same words.
+            e @ (crate::engine::EngineError::Network(crate::network::NetworkError::NotFound(_))
+            | crate::engine::EngineError::NotFoundNetwork(_)) => {
+                ApiError::bad_request(e.to_string())
+            }
+            e => ApiError::from(e),
+        })?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

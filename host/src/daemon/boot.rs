@@ -23,6 +23,14 @@ use crate::process::Owned;
 use crate::vsock::vhost_user::{self, BackendPaths};
 use crate::vsock::VsockTransport;
 
+/// How long a guest may stay silent on its console before the boot is
+/// judged hung (its init prints within seconds, even under TCG).
+const SILENT_LIMIT: Duration = Duration::from_secs(60);
+
+fn console_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
 /// A VM whose guest answered.
 pub struct Booted {
     pub vm: Arc<dyn Vm>,
@@ -63,7 +71,17 @@ pub async fn boot(plan: BootPlan<'_>) -> Result<Booted, DaemonError> {
                 continue;
             }
         }
-        match attempt(&plan, accel).await {
+        let mut result = attempt(&plan, accel).await;
+        if accel.is_emulation() {
+            // Emulation is the last resort, and a boot can hang before the
+            // guest runs (seen rarely: QEMU waiting on the vhost-user backend
+            // with nothing on the console). One fresh try.
+            if let Err(Attempt::AcceleratorFailed(reason)) = &result {
+                tracing::warn!(vm = %plan.spec.name, %accel, %reason, "the guest did not boot; trying once more");
+                result = attempt(&plan, accel).await;
+            }
+        }
+        match result {
             Ok(mut booted) => {
                 booted.note = (!notes.is_empty()).then(|| notes.join("; "));
                 return Ok(booted);
@@ -96,6 +114,7 @@ enum Attempt {
 
 async fn attempt(plan: &BootPlan<'_>, accel: Accelerator) -> Result<Booted, Attempt> {
     let started = Instant::now();
+    let console_at_launch = console_len(&plan.spec.console_log);
     let backend = match &plan.backend {
         Some(paths) => {
             Some(vhost_user::start(paths).map_err(|e| Attempt::Fatal(DaemonError::Backend(e)))?)
@@ -111,7 +130,7 @@ async fn attempt(plan: &BootPlan<'_>, accel: Accelerator) -> Result<Booted, Atte
             return Err(Attempt::Fatal(DaemonError::Hypervisor(e)));
         }
     };
-    match wait_for_guest(plan, vm.as_ref(), accel, started).await {
+    match wait_for_guest(plan, vm.as_ref(), accel, started, console_at_launch).await {
         Ok(health) => Ok(Booted {
             vm,
             backend,
@@ -137,6 +156,7 @@ async fn wait_for_guest(
     vm: &dyn Vm,
     accel: Accelerator,
     started: Instant,
+    console_at_launch: u64,
 ) -> Result<Health, String> {
     let deadline = started + accel.boot_timeout();
     let mut last_state_check = Instant::now();
@@ -168,6 +188,16 @@ async fn wait_for_guest(
             return Err(format!(
                 "no answer from the guest within {} s",
                 accel.boot_timeout().as_secs()
+            ));
+        }
+        // The guest's init logs to the console within seconds even under
+        // emulation; a console still empty long after means the VM never ran.
+        if started.elapsed() > SILENT_LIMIT
+            && console_len(&plan.spec.console_log) == console_at_launch
+        {
+            return Err(format!(
+                "the guest printed nothing on its console in {} s",
+                SILENT_LIMIT.as_secs()
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

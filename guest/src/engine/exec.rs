@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use super::{Engine, EngineError};
+use super::{ContainerHandle, Engine, EngineError};
 use crate::model::{null_default, string_or_vec};
 use crate::runtime::monitor::client::{self, Session};
 use crate::runtime::monitor::protocol::{ExecSpec, Request};
@@ -30,6 +30,19 @@ pub struct ExecConfig {
     pub privileged: bool,
     pub detach_keys: String,
     pub console_size: Option<[u16; 2]>,
+}
+
+impl ExecConfig {
+    /// What `exec_create` refuses before it looks at the container: an exec
+    /// without a command. (The `exec_body` fuzz target in fuzz/ runs it too.)
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if self.cmd.as_ref().is_none_or(|c| c.is_empty()) {
+            return Err(EngineError::InvalidParameter(
+                "No exec command specified".to_owned(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One exec instance.
@@ -63,11 +76,7 @@ impl Engine {
                 "Container {key} is paused, unpause the container before exec"
             )));
         }
-        if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
-            return Err(EngineError::InvalidParameter(
-                "No exec command specified".to_owned(),
-            ));
-        }
+        config.validate()?;
         let id = super::names::new_id();
         self.execs.by_id.lock().await.insert(
             id.clone(),
@@ -89,6 +98,38 @@ impl Engine {
         Ok(id)
     }
 
+    /// The uid and gid of an exec: its `User` (else the container's)
+    /// resolved against the container's own passwd and group files, read
+    /// on a blocking thread with no lock held, so a hostile file there
+    /// cannot stall the engine or the container's other callers.
+    async fn exec_user(
+        &self,
+        handle: &ContainerHandle,
+        exec: &ExecRecord,
+    ) -> Result<(Option<u32>, Option<u32>), EngineError> {
+        let (user, rootfs) = {
+            let record = handle.record.lock().await;
+            if !record.state.running {
+                return Err(EngineError::NotRunning(record.id.clone()));
+            }
+            let user = if exec.config.user.is_empty() {
+                record.config.user.clone()
+            } else {
+                exec.config.user.clone()
+            };
+            (user, self.layout.container(&record.id).join("rootfs"))
+        };
+        let resolved =
+            tokio::task::spawn_blocking(move || crate::runtime::user::resolve(&rootfs, &user, &[]))
+                .await
+                .map_err(|e| EngineError::Runtime(format!("user resolution stopped: {e}")))?;
+        match resolved {
+            Ok(user) => Ok((Some(user.uid), Some(user.gid))),
+            Err(e) if e.is_invalid_input() => Err(EngineError::InvalidParameter(e.to_string())),
+            Err(e) => Err(EngineError::Runtime(crate::api::error::error_chain(&e))),
+        }
+    }
+
     /// Starts an exec instance; the session carries its stream.
     pub async fn exec_start(&self, exec_id: &str) -> Result<(ExecRecord, Session), EngineError> {
         let mut execs = self.execs.by_id.lock().await;
@@ -104,20 +145,12 @@ impl Engine {
         let snapshot = exec.clone();
         drop(execs);
         let handle = self.container(&snapshot.container_id).await?;
+        let (uid, gid) = self.exec_user(&handle, &snapshot).await?;
         let (spec, socket) = {
             let record = handle.record.lock().await;
             if !record.state.running {
                 return Err(EngineError::NotRunning(record.id.clone()));
             }
-            let user = if snapshot.config.user.is_empty() {
-                record.config.user.clone()
-            } else {
-                snapshot.config.user.clone()
-            };
-            let rootfs = self.layout.container(&record.id).join("rootfs");
-            let (uid, gid) = crate::runtime::user::resolve(&rootfs, &user, &[])
-                .map(|u| (Some(u.uid), Some(u.gid)))
-                .map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
             // The monitor merges these over the container's own environment.
             let mut env = snapshot.config.env.clone();
             if snapshot.config.tty && !env.iter().any(|e| e.starts_with("TERM=")) {

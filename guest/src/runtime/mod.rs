@@ -2,6 +2,7 @@
 //! and the per-container monitor process that runs it with libcontainer.
 
 pub mod caps;
+pub mod in_root;
 pub mod init;
 pub mod monitor;
 pub mod rootfs;

@@ -7,24 +7,17 @@
 //! when no group is given, supplementary groups from its memberships in the
 //! group file. `HostConfig.GroupAdd` entries (names or numbers) are added.
 //!
-//! The files are read from inside the rootfs with `openat2(RESOLVE_IN_ROOT)`:
-//! a symlinked `/etc/passwd` is followed as the container would see it and
-//! can never lead out of the rootfs. On kernels without `openat2` (before
-//! 5.6) the path is resolved by hand, one symlink at a time, kept inside the
-//! rootfs the same way.
+//! The files are read through [`super::in_root`]: resolved inside the
+//! rootfs (a symlink can never lead out of it), only when they are regular
+//! files, at most [`in_root::MAX_FILE`] bytes. A FIFO or a device node
+//! there is an error, never a hang or an endless read.
 
-use std::ffi::CString;
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use super::in_root;
 
 /// The largest id Docker accepts.
 const MAX_ID: u64 = i32::MAX as u64;
-
-/// The most symlinks followed while resolving one path by hand.
-const MAX_SYMLINKS: usize = 40;
 
 /// A resolved `Config.User`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,11 +41,11 @@ pub enum UserError {
     NoSuchAddedGroup(String),
     #[error("uids and gids must be in range 0-{MAX_ID}")]
     Range,
-    #[error("cannot read {} in the container's rootfs", path.display())]
+    #[error("cannot read {} of the container", path.display())]
     Read {
         path: PathBuf,
         #[source]
-        source: io::Error,
+        source: in_root::InRootError,
     },
 }
 
@@ -203,121 +196,14 @@ fn resolve_with(
 }
 
 /// The text of `relative` inside `rootfs`, resolved as if `rootfs` were
-/// `/`; `None` when it does not exist.
+/// `/` (see [`super::in_root`]); `None` when it does not exist.
 pub fn read_in_root(rootfs: &Path, relative: &str) -> Result<Option<String>, UserError> {
-    let shown = rootfs.join(relative);
-    let err = |source| UserError::Read {
-        path: shown.clone(),
-        source,
-    };
-    let root = File::open(rootfs).map_err(err)?;
-    let file = match open_in_root(&root, relative) {
-        Ok(file) => Ok(file),
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-            match resolve_by_hand(rootfs, Path::new(relative)) {
-                Ok(path) => File::open(path),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    };
-    let mut file = match file {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(err(e)),
-    };
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(err)?;
-    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
-}
-
-/// `struct open_how` of `openat2(2)`.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-/// `RESOLVE_IN_ROOT` and `RESOLVE_NO_MAGICLINKS` of `openat2(2)`.
-const RESOLVE_IN_ROOT: u64 = 0x10;
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-
-/// Opens `relative` below the directory `root` with `openat2`, every
-/// symlink resolved inside `root`.
-fn open_in_root(root: &File, relative: &str) -> io::Result<File> {
-    let path = CString::new(relative).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: `path` is a NUL-terminated string and `how` a valid open_how
-    // that both outlive the call; the size passed is the struct's own size.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor to us; nothing else
-    // owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    Ok(File::from(fd))
-}
-
-/// Resolves `relative` inside `rootfs` by hand (for kernels without
-/// `openat2`): `..` stops at the rootfs, absolute symlink targets start over
-/// at the rootfs. Returns the host path of the result.
-fn resolve_by_hand(rootfs: &Path, relative: &Path) -> io::Result<PathBuf> {
-    let mut done = PathBuf::new();
-    let mut todo: Vec<std::ffi::OsString> = components(relative);
-    todo.reverse();
-    let mut links = 0;
-    while let Some(part) = todo.pop() {
-        if part.as_bytes() == b".." {
-            done.pop();
-            continue;
-        }
-        let candidate = done.join(&part);
-        let host = rootfs.join(&candidate);
-        match std::fs::symlink_metadata(&host) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
-                }
-                let target = std::fs::read_link(&host)?;
-                if target.is_absolute() {
-                    done = PathBuf::new();
-                }
-                let mut more = components(&target);
-                more.reverse();
-                todo.extend(more);
-            }
-            Ok(_) => done = candidate,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => done = candidate,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(rootfs.join(done))
-}
-
-/// The normal and `..` components of a path; `/` and `.` dropped.
-fn components(path: &Path) -> Vec<std::ffi::OsString> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::Normal(p) => Some(p.to_os_string()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect()
+    let bytes =
+        in_root::read(rootfs, relative, in_root::MAX_FILE).map_err(|source| UserError::Read {
+            path: Path::new("/").join(relative),
+            source,
+        })?;
+    Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
 #[cfg(test)]
@@ -406,36 +292,37 @@ mod tests {
         );
     }
 
-    fn rootfs_with_link(target: &str) -> tempfile::TempDir {
+    #[test]
+    fn symlinked_passwd_resolves_inside_the_rootfs() {
         let dir = tempfile::tempdir().unwrap();
-        let rootfs = dir.path().join("rootfs");
-        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
-        std::fs::create_dir_all(rootfs.join("data")).unwrap();
-        std::fs::write(rootfs.join("data/passwd"), "inside:x:7:7::/in:/bin/sh\n").unwrap();
-        std::fs::write(dir.path().join("passwd"), "outside:x:9:9::/out:/bin/sh\n").unwrap();
-        std::os::unix::fs::symlink(target, rootfs.join("etc/passwd")).unwrap();
-        dir
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(
+            dir.path().join("data/passwd"),
+            "inside:x:7:7::/in:/bin/sh\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("../../../data/passwd", dir.path().join("etc/passwd")).unwrap();
+        let user = resolve(dir.path(), "inside", &[]).unwrap();
+        assert_eq!((user.uid, user.gid, user.home.as_str()), (7, 7, "/in"));
     }
 
     #[test]
-    fn symlinks_resolve_inside_the_rootfs() {
-        // An absolute link means the container's /data/passwd, and a link
-        // climbing out with .. stops at the rootfs.
-        for target in ["/data/passwd", "../../../data/passwd", "../../passwd"] {
-            let dir = rootfs_with_link(target);
-            let rootfs = dir.path().join("rootfs");
-            let text = read_in_root(&rootfs, "etc/passwd").unwrap();
-            if target == "../../passwd" {
-                assert_eq!(text, None, "{target} must not reach the host file");
-            } else {
-                assert!(text.unwrap().starts_with("inside:"), "{target}");
-            }
-            let by_hand = resolve_by_hand(&rootfs, Path::new("etc/passwd")).unwrap();
-            assert!(by_hand.starts_with(&rootfs), "{target}: {by_hand:?}");
-        }
-        let dir = rootfs_with_link("/data/passwd");
-        let user = resolve(&dir.path().join("rootfs"), "inside", &[]).unwrap();
-        assert_eq!((user.uid, user.gid, user.home.as_str()), (7, 7, "/in"));
+    fn a_fifo_group_file_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), "app:x:7:7::/in:/bin/sh\n").unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("etc/group"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let err = resolve(dir.path(), "app", &[]).unwrap_err();
+        assert!(!err.is_invalid_input());
+        assert!(
+            crate::api::error::error_chain(&err).contains("not a regular file"),
+            "{err:?}"
+        );
     }
 
     #[test]

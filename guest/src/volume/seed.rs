@@ -178,13 +178,21 @@ impl Copy {
     }
 }
 
-/// Copies a regular file's bytes, refusing to open `source` through a link.
+/// Copies a regular file's bytes, refusing to open `source` through a link
+/// or to wait on a FIFO put there since it was listed.
 fn copy_file(source: &Path, target: &Path) -> Result<u64, VolumeError> {
     let mut input = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(source)
         .map_err(|e| VolumeError::io("open", source, e))?;
+    let meta = input
+        .metadata()
+        .map_err(|e| VolumeError::io("stat", source, e))?;
+    if !meta.is_file() {
+        let changed = std::io::Error::other("no longer a regular file");
+        return Err(VolumeError::io("copy", source, changed));
+    }
     let mut output = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -1,8 +1,12 @@
 //! `docker commit`, the image side: a container's overlayfs upper directory
 //! becomes a layer, and a new image is recorded on top of the container's.
 //!
-//! The upper directory is walked in sorted order into a tar: overlayfs
-//! whiteouts (`0/0` char devices) become `.wh.NAME` files, opaque
+//! The upper directory is walked in sorted order into a tar, each entry
+//! stored as `lstat` sees it: a symlink as a symlink (never the file it
+//! names: a link to `/proc/1/environ` stays a link), a FIFO as a FIFO, a
+//! regular file read from a descriptor opened with `O_NOFOLLOW`; sockets are
+//! skipped and other device nodes refused (the unpacker refuses them too).
+//! Overlayfs whiteouts (`0/0` char devices) become `.wh.NAME` files, opaque
 //! directories (`trusted.overlay.opaque=y`) get a `.wh..wh..opq` entry, files
 //! with several links inside the layer become hard links. The tar is hashed
 //! (the diff-id) and gzipped into a blob (its digest) in one pass; the blob
@@ -187,6 +191,10 @@ impl ImageStore {
 }
 
 /// Adds the entries of `dir` (at `rel` in the layer), sorted, recursively.
+/// Every entry is looked at with `lstat` and stored as what it is: a
+/// symlink as a symlink (never what it points to), a FIFO as a FIFO, a
+/// regular file from a descriptor opened without following links.
+/// Sockets are skipped, as Docker skips them.
 fn add_dir<W: Write>(
     builder: &mut tar::Builder<W>,
     dir: &Path,
@@ -224,18 +232,33 @@ fn add_dir<W: Write>(
                 name.display()
             )));
         }
-        if kind.is_file() && meta.nlink() > 1 {
-            let key = (meta.dev(), meta.ino());
-            if let Some(first) = links.get(&key) {
-                let mut header = header_from(&meta, tar::EntryType::Link);
-                header.set_size(0);
-                builder.append_link(&mut header, &name, first).map_err(io)?;
-                continue;
-            }
-            links.insert(key, name.clone());
+        if kind.is_socket() {
+            continue;
         }
-        builder.append_path_with_name(&path, &name).map_err(io)?;
+        if kind.is_symlink() {
+            let target =
+                std::fs::read_link(&path).map_err(|e| ImageError::io("read link", &path, e))?;
+            let mut header = header_from(&meta, tar::EntryType::Symlink);
+            header.set_size(0);
+            builder
+                .append_link(&mut header, &name, &target)
+                .map_err(io)?;
+            continue;
+        }
+        if kind.is_fifo() {
+            let mut header = header_from(&meta, tar::EntryType::Fifo);
+            header.set_size(0);
+            builder
+                .append_data(&mut header, &name, io::empty())
+                .map_err(io)?;
+            continue;
+        }
         if kind.is_dir() {
+            let mut header = header_from(&meta, tar::EntryType::Directory);
+            header.set_size(0);
+            builder
+                .append_data(&mut header, &name, io::empty())
+                .map_err(io)?;
             if is_opaque(&path) {
                 let mut header = header_from(&meta, tar::EntryType::Regular);
                 header.set_size(0);
@@ -245,9 +268,55 @@ fn add_dir<W: Write>(
                     .map_err(io)?;
             }
             add_dir(builder, &path, &name, links)?;
+            continue;
         }
+        if meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = links.get(&key) {
+                let mut header = header_from(&meta, tar::EntryType::Link);
+                header.set_size(0);
+                builder.append_link(&mut header, &name, first).map_err(io)?;
+                continue;
+            }
+            links.insert(key, name.clone());
+        }
+        add_file(builder, &path, &name, &meta)?;
     }
     Ok(())
+}
+
+/// Adds the regular file at `path` as `name`: opened without following a
+/// link and without waiting on a FIFO swapped in since the `lstat`; it must
+/// still be that file. A file that shrinks while it is read (a container
+/// committed without pause) is padded with zeros to the size in its header,
+/// one that grows is cut there, so the tar stays well formed.
+fn add_file<W: Write>(
+    builder: &mut tar::Builder<W>,
+    path: &Path,
+    name: &Path,
+    meta: &std::fs::Metadata,
+) -> Result<(), ImageError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| ImageError::io("open", path, e))?;
+    let opened = file
+        .metadata()
+        .map_err(|e| ImageError::io("stat", path, e))?;
+    if !opened.is_file() || opened.ino() != meta.ino() || opened.dev() != meta.dev() {
+        let changed = io::Error::other("replaced while the layer was written");
+        return Err(ImageError::io("add to the layer", path, changed));
+    }
+    let size = opened.len();
+    let mut header = header_from(&opened, tar::EntryType::Regular);
+    header.set_size(size);
+    let data = file.take(size).chain(io::repeat(0)).take(size);
+    builder
+        .append_data(&mut header, name, data)
+        .map_err(|e| ImageError::io("add to the layer", path, e))
 }
 
 fn header_from(meta: &std::fs::Metadata, kind: tar::EntryType) -> tar::Header {
@@ -277,4 +346,90 @@ fn is_opaque(dir: &Path) -> bool {
         )
     };
     n == 1 && value[0] == b'y'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entries (type, path, link target) of a tar of `upper`.
+    fn entries_of(upper: &Path) -> Vec<(tar::EntryType, String, Option<String>, Vec<u8>)> {
+        let mut builder = tar::Builder::new(Vec::new());
+        add_dir(&mut builder, upper, Path::new(""), &mut HashMap::new()).unwrap();
+        let bytes = builder.into_inner().unwrap();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let kind = e.header().entry_type();
+                let path = e.path().unwrap().to_string_lossy().into_owned();
+                let link = e
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.to_string_lossy().into_owned());
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+                (kind, path, link, data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn links_fifos_and_hardlinks_are_stored_as_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path();
+        std::os::unix::fs::symlink("/proc/self/environ", upper.join("a")).unwrap();
+        std::fs::create_dir(upper.join("d")).unwrap();
+        std::os::unix::fs::symlink("../../../etc", upper.join("d/up")).unwrap();
+        nix::unistd::mkfifo(
+            &upper.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o640),
+        )
+        .unwrap();
+        std::fs::write(upper.join("file"), b"data").unwrap();
+        std::fs::hard_link(upper.join("file"), upper.join("same")).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(upper.join("sock")).unwrap();
+
+        let entries = entries_of(upper);
+        let find = |name: &str| {
+            entries
+                .iter()
+                .find(|e| e.1.trim_end_matches('/') == name)
+                .unwrap_or_else(|| panic!("{name} missing from {entries:?}"))
+        };
+        let a = find("a");
+        assert_eq!(a.0, tar::EntryType::Symlink);
+        assert_eq!(a.2.as_deref(), Some("/proc/self/environ"));
+        assert!(a.3.is_empty(), "the link's target was read");
+        assert_eq!(find("d").0, tar::EntryType::Directory);
+        assert_eq!(find("d/up").0, tar::EntryType::Symlink);
+        assert_eq!(find("fifo").0, tar::EntryType::Fifo);
+        assert_eq!(find("file").0, tar::EntryType::Regular);
+        assert_eq!(find("file").3, b"data");
+        let same = find("same");
+        assert_eq!(same.0, tar::EntryType::Link);
+        assert_eq!(same.2.as_deref(), Some("file"));
+        assert!(
+            !entries.iter().any(|e| e.1 == "sock"),
+            "sockets are skipped"
+        );
+    }
+
+    #[test]
+    fn device_nodes_other_than_whiteouts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        nix::sys::stat::mknod(
+            &dir.path().join("zero"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+            nix::sys::stat::makedev(1, 5),
+        )
+        .unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let err =
+            add_dir(&mut builder, dir.path(), Path::new(""), &mut HashMap::new()).unwrap_err();
+        assert!(err.to_string().contains("device node /zero"), "{err}");
+    }
 }

@@ -165,10 +165,9 @@ async fn prune(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiR
             other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
         }
     }
-    let mut in_use = std::collections::HashSet::new();
-    for handle in engine.handles().await {
-        in_use.insert(handle.record.lock().await.image.clone());
-    }
+    // Creates wait until the prune is done (see `Engine::in_use`).
+    let users = engine.in_use().await;
+    let in_use = users.images.clone();
     let pruned = blocking(&engine, move |s| {
         let keep = |info: &ImageInfo| {
             let image_labels = info
@@ -187,7 +186,9 @@ async fn prune(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiR
         };
         s.prune(all, &in_use, &keep)
     })
-    .await?;
+    .await;
+    drop(users);
+    let pruned = pruned?;
     let deleted: Vec<Value> = pruned
         .removed
         .iter()

@@ -166,14 +166,15 @@ async fn remove(
 ) -> ApiResult<StatusCode> {
     let Query(query) = query?;
     let force = query_bool(query.force.as_deref());
-    let users = engine
-        .volume_users()
-        .await
-        .remove(&name)
-        .unwrap_or_default();
+    // Creates wait while `in_use` lives, so none can start using the volume
+    // between this check and its removal.
+    let in_use = engine.in_use().await;
+    let users = in_use.volumes.get(&name).cloned().unwrap_or_default();
     let store = engine.clone();
     let target = name.clone();
-    let removed = blocking(move || store.volumes.remove(&target, force, &users)).await?;
+    let removed = blocking(move || store.volumes.remove(&target, force, &users)).await;
+    drop(in_use);
+    let removed = removed?;
     if removed {
         volume::publish(&engine.events, "destroy", &name, &[]);
     }
@@ -189,9 +190,13 @@ async fn prune(
         parse_filters(query.filters.as_deref())?,
         &["label", "label!", "all"],
     )?;
-    let in_use: HashSet<String> = engine.volume_users().await.into_keys().collect();
+    // As for remove: creates wait until the prune is done.
+    let users = engine.in_use().await;
+    let in_use: HashSet<String> = users.volumes.keys().cloned().collect();
     let store = engine.clone();
-    let report = blocking(move || Ok(store.volumes.prune(&filters, &in_use))).await?;
+    let report = blocking(move || Ok(store.volumes.prune(&filters, &in_use))).await;
+    drop(users);
+    let report = report?;
     for name in &report.deleted {
         volume::publish(&engine.events, "destroy", name, &[]);
     }

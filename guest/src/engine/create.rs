@@ -1,5 +1,13 @@
 //! `create`: validate the request, merge it with the image's config, resolve
 //! mounts, and write the record. Nothing is left behind on failure.
+//!
+//! A create holds the container registry's write lock from checking its
+//! image and resolving its volumes to recording the container. Image and
+//! volume removal and prune decide what is unused under the same lock
+//! ([`Engine::in_use`]) and keep it until they are done, so the two never
+//! interleave: a prune either finishes first (the create then finds the
+//! image gone and fails cleanly, or makes a named volume anew as Docker
+//! would) or sees the new container as a user.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +23,15 @@ use crate::model::{Config, CreateRequest, HostConfig};
 pub struct Created {
     pub id: String,
     pub warnings: Vec<String>,
+}
+
+/// Image ids and volumes in use, with creates held off while it lives
+/// (see [`Engine::in_use`]).
+pub struct InUse<'a> {
+    _registry: tokio::sync::RwLockReadGuard<'a, super::Registry>,
+    pub images: std::collections::HashSet<String>,
+    /// Volume names to the ids of the containers that mount them.
+    pub volumes: BTreeMap<String, Vec<String>>,
 }
 
 /// Docker's rules for the environment: the request's entries first, in its
@@ -74,8 +91,9 @@ pub fn merge_config(config: &mut Config, image: &ImageConfig) {
     }
 }
 
-/// Checks what the runtime cannot know: restart policy, network mode.
-fn validate_host_config(host_config: &HostConfig) -> Result<(), EngineError> {
+/// Checks what the runtime cannot know: restart policy, network mode. Public
+/// for the `create_body` fuzz target (fuzz/), which runs it as `create` does.
+pub fn validate_host_config(host_config: &HostConfig) -> Result<(), EngineError> {
     let policy = host_config.restart_policy.name.as_str();
     if !matches!(
         policy,
@@ -170,6 +188,9 @@ impl Engine {
                 id: existing.clone(),
             });
         }
+        // A prune or rmi that finished since the image was resolved above
+        // has taken it: fail now rather than record a container without it.
+        self.images.resolve(&image.id)?;
         let engine = self.clone();
         let host_config_for_mounts = host_config.clone();
         let resolved = tokio::task::spawn_blocking(move || {
@@ -230,6 +251,31 @@ impl Engine {
             BTreeMap::from([("image".to_owned(), image_name), ("name".to_owned(), name)]),
         );
         Ok(Created { id, warnings })
+    }
+
+    /// What containers use (image ids, volume names), as of now and for as
+    /// long as the answer lives: it holds creates off, so a removal decided
+    /// on it cannot race a create about to use what it removes. Keep it
+    /// only for the removal itself.
+    pub async fn in_use(&self) -> InUse<'_> {
+        let registry = self.containers.read().await;
+        let mut images = std::collections::HashSet::new();
+        let mut volumes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for handle in registry.by_id.values() {
+            let record = handle.record.lock().await;
+            images.insert(record.image.clone());
+            for mount in record.mounts.iter().filter(|m| m.kind == "volume") {
+                volumes
+                    .entry(mount.name.clone())
+                    .or_default()
+                    .push(record.id.clone());
+            }
+        }
+        InUse {
+            _registry: registry,
+            images,
+            volumes,
+        }
     }
 
     /// The mount points of the containers named in `VolumesFrom`.

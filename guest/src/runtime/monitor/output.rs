@@ -1,5 +1,13 @@
 //! The container's output: appended to the json-file log and fanned out to
 //! attached clients as multiplexed frames.
+//!
+//! An attached client gets its frames through a queue of at most
+//! [`ATTACH_QUEUE`] frames (each at most one 32 KiB read, so a few MiB). A
+//! client that lets it fill (it stopped reading while the container prints)
+//! is dropped from the fan-out, and its stream ends once the queued frames
+//! are out: the container never waits on a client and the monitor's memory
+//! stays bounded. The json-file log is written whatever the clients do, so
+//! `docker logs` still has everything.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -7,13 +15,23 @@ use std::io::Write;
 use std::path::Path;
 use std::rc::Rc;
 
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{self, error::TrySendError, UnboundedSender};
 
-/// One attached client.
+/// Frames queued for one attached client before it counts as stalled.
+pub const ATTACH_QUEUE: usize = 256;
+
+/// One subscriber that takes every frame (an exec's own client).
 pub struct Subscriber {
     pub stdout: bool,
     pub stderr: bool,
     pub frames: UnboundedSender<Vec<u8>>,
+}
+
+/// One attached client, behind a bounded queue.
+struct Attached {
+    stdout: bool,
+    stderr: bool,
+    frames: mpsc::Sender<Vec<u8>>,
 }
 
 /// Log file and subscribers of one process's output.
@@ -22,6 +40,7 @@ pub struct Output {
     /// Bytes of an unfinished line, per stream (1 stdout, 2 stderr).
     partial: [Vec<u8>; 3],
     pub subscribers: Vec<Subscriber>,
+    attached: Vec<Attached>,
 }
 
 pub type SharedOutput = Rc<RefCell<Output>>;
@@ -50,7 +69,24 @@ impl Output {
             log,
             partial: Default::default(),
             subscribers: Vec::new(),
+            attached: Vec::new(),
         })))
+    }
+
+    /// Adds an attached client; it reads its frames from the answer.
+    pub fn attach(&mut self, stdout: bool, stderr: bool) -> mpsc::Receiver<Vec<u8>> {
+        let (frames, receiver) = mpsc::channel(ATTACH_QUEUE);
+        self.attached.push(Attached {
+            stdout,
+            stderr,
+            frames,
+        });
+        receiver
+    }
+
+    /// Ends every attached client's stream (after its queued frames).
+    pub fn detach_all(&mut self) {
+        self.attached.clear();
     }
 
     /// Takes a chunk of `stream` (1 stdout, 2 stderr).
@@ -59,6 +95,23 @@ impl Output {
         self.subscribers.retain(|s| {
             let wanted = if stream == 2 { s.stderr } else { s.stdout };
             !wanted || s.frames.send(frame.clone()).is_ok()
+        });
+        self.attached.retain(|a| {
+            let wanted = if stream == 2 { a.stderr } else { a.stdout };
+            if !wanted {
+                return true;
+            }
+            match a.frames.try_send(frame.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Closed(_)) => false,
+                Err(TrySendError::Full(_)) => {
+                    tracing::warn!(
+                        queued = ATTACH_QUEUE,
+                        "an attached client stopped reading: its stream ends here (the log keeps the output)"
+                    );
+                    false
+                }
+            }
         });
         if self.log.is_none() {
             return;
@@ -144,5 +197,35 @@ mod tests {
             crate::api::hijack::frame(1, b"lo\nwor")
         );
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_stalled_attached_client_is_dropped_and_the_log_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let output = Output::new(Some(&path)).unwrap();
+        let mut stalled = output.borrow_mut().attach(true, true);
+        let mut reading = output.borrow_mut().attach(true, false);
+        let total = ATTACH_QUEUE * 4;
+        for i in 0..total {
+            output
+                .borrow_mut()
+                .push(1, format!("line {i}\n").as_bytes());
+            // This one keeps up.
+            assert!(reading.try_recv().is_ok());
+        }
+        // The stalled one got its queue's worth, then its stream ended.
+        let mut got = 0;
+        while stalled.try_recv().is_ok() {
+            got += 1;
+        }
+        assert_eq!(got, ATTACH_QUEUE);
+        assert!(matches!(
+            stalled.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        assert_eq!(output.borrow().attached.len(), 1);
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(lines, total);
     }
 }

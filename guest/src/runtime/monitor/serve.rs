@@ -169,6 +169,7 @@ async fn main_loop(created: Created) -> Result<(), MonitorError> {
         let _ = waiter.send(exit.clone());
     }
     monitor.output.borrow_mut().subscribers.clear();
+    monitor.output.borrow_mut().detach_all();
     // Let every connection say its last word.
     let tasks: Vec<_> = connections.borrow_mut().drain(..).collect();
     for task in tasks {
@@ -350,12 +351,7 @@ async fn attach(
     if monitor.exit.borrow().is_some() {
         return reply(&mut writer, &Reply::error("the container has exited")).await;
     }
-    let (tx, rx) = mpsc::unbounded_channel();
-    monitor.output.borrow_mut().subscribers.push(Subscriber {
-        stdout,
-        stderr,
-        frames: tx,
-    });
+    let mut frames = monitor.output.borrow_mut().attach(stdout, stderr);
     reply(&mut writer, &Reply::ok()).await?;
     let target = if want_stdin {
         monitor.stdin.borrow().clone()
@@ -372,7 +368,9 @@ async fn attach(
             }
         });
     }
-    forward_frames(rx, &mut writer).await?;
+    while let Some(frame) = frames.recv().await {
+        writer.write_all(&frame).await?;
+    }
     writer.shutdown().await
 }
 

@@ -24,6 +24,18 @@ impl Networks {
                 )));
             }
         }
+        if record.driver == "bridge" {
+            // An interface of that name that no network of ours owns (the
+            // VM's eth0, lo, a container's veth) is refused before anything
+            // is made, so the cleanup below only ever deletes our own bridge.
+            let bridge = record.bridge_name();
+            if self.netlink.link_index(&bridge).await?.is_some() {
+                return Err(NetworkError::BridgeTaken {
+                    network: record.name,
+                    bridge,
+                });
+            }
+        }
         self.save(&record)?;
         let entry = match self.bring_up(record.clone()).await {
             Ok(entry) => entry,

@@ -17,6 +17,8 @@ pub enum NetworkError {
     Invalid(String),
     #[error("invalid pool request: Pool overlaps with other one on this address space")]
     Overlap,
+    #[error("cannot create network {network}: bridge name {bridge} is an existing interface that is not this network's bridge")]
+    BridgeTaken { network: String, bridge: String },
     #[error("container {container} is not connected to network {network}")]
     NotConnected { container: String, network: String },
     #[error("endpoint with name {container} already exists in network {network}")]
@@ -63,6 +65,7 @@ impl NetworkError {
             Self::Predefined(_)
             | Self::ActiveEndpoints { .. }
             | Self::Overlap
+            | Self::BridgeTaken { .. }
             | Self::NotConnected { .. }
             | Self::AlreadyConnected { .. } => ErrorKind::Forbidden,
             Self::Invalid(_) | Self::InvalidPort(_) | Self::Unsupported(_) => {

@@ -179,7 +179,8 @@ impl<R: Read> MetaLimit<R> {
                 ));
             }
             self.sparse_extension = kind == b'S' && self.block[482] != 0;
-            self.skip = size.div_ceil(512) * 512;
+            // A base-256 size near u64::MAX must not wrap to a small skip.
+            self.skip = size.div_ceil(512).saturating_mul(512);
         }
         Ok(())
     }
@@ -537,6 +538,24 @@ mod tests {
         binary[11] = 2;
         binary[10] = 1;
         assert_eq!(super::header_size(&binary), 258);
+    }
+
+    #[test]
+    fn a_size_near_u64_max_is_refused_not_wrapped() {
+        // Found by the layer_unpack fuzz target: rounding a GNU base-256
+        // size of 2^64 - 1 up to whole blocks overflowed (a panic with
+        // overflow checks, a skip of 0 without).
+        let mut header = tar::Header::new_gnu();
+        header.set_path("f").unwrap();
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.as_old_mut().size = [0xff; 12];
+        header.set_cksum();
+        let mut layer = header.as_bytes().to_vec();
+        layer.extend_from_slice(&[0u8; 1024]);
+        assert_eq!(super::header_size(&header.as_old().size), u64::MAX);
+        let dir = tempfile::tempdir().unwrap();
+        assert!(unpack_layer(&layer[..], dir.path()).is_err());
     }
 
     use super::*;

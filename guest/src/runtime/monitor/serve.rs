@@ -418,7 +418,11 @@ fn pause(monitor: &Monitor, pause: bool) -> Reply {
     }
 }
 
-/// Creates an exec process with libcontainer's tenant builder.
+/// Creates an exec process with libcontainer's tenant builder: it joins the
+/// init's namespaces and cgroup and, with the vendored patch
+/// (vendor/libcontainer/VMCTL-PATCH.md), gets the container's seccomp
+/// profile; the rest of its confinement is its OCI process, written by
+/// [`write_exec_process`].
 fn spawn_exec(monitor: &Monitor, exec_id: &str, spec: &ExecSpec) -> Result<(i32, Stdio), String> {
     let console = monitor
         .config
@@ -458,7 +462,10 @@ fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
 }
 
 /// Writes the OCI process of an exec: the container's own process (caps,
-/// rlimits, no_new_privileges) with the exec's args, env, cwd, user and tty.
+/// rlimits, no_new_privileges, OOM score, umask, supplementary groups) with
+/// the exec's args, env, cwd, user and tty; `--privileged` raises the
+/// capabilities only, as Docker does (the seccomp profile and
+/// no_new_privileges stay the container's).
 fn write_exec_process(
     config: &MonitorConfig,
     spec: &ExecSpec,
@@ -487,7 +494,10 @@ fn write_exec_process(
     }
     process.set_user(user);
     if spec.privileged {
-        let all = crate::runtime::caps::all(crate::runtime::caps::kernel_last_cap());
+        // Every capability the engine can hand out, as for `run --privileged`:
+        // one outside the monitor's own bounding set would fail the capset.
+        use crate::runtime::caps;
+        let all = caps::within(caps::all(caps::kernel_last_cap()), caps::own_bounding_set());
         let set: oci_spec::runtime::Capabilities = all.into_iter().collect();
         let mut caps = process.capabilities().clone().unwrap_or_default();
         caps.set_bounding(Some(set.clone()));

@@ -4,6 +4,7 @@
 mod bad_input;
 mod bollard_client;
 mod differential;
+mod hostile_syscalls;
 mod leaks;
 mod lifecycle;
 mod limits;

@@ -16,6 +16,7 @@ pub mod http;
 pub mod netpeer;
 pub mod oci_layout;
 pub mod outside;
+pub mod probe;
 pub mod registry;
 pub mod vm;
 

@@ -4,6 +4,7 @@
 mod bad_input;
 mod bollard_client;
 mod differential;
+mod hostile;
 mod hostile_syscalls;
 mod leaks;
 mod lifecycle;

@@ -123,9 +123,10 @@ impl Engine {
             tokio::task::spawn_blocking(move || crate::runtime::user::resolve(&rootfs, &user, &[]))
                 .await
                 .map_err(|e| EngineError::Runtime(format!("user resolution stopped: {e}")))?;
+        // As in Docker, the process was not invoked: the reason goes to the
+        // client on the stream and the exec exits 126.
         match resolved {
             Ok(user) => Ok((Some(user.uid), Some(user.gid))),
-            Err(e) if e.is_invalid_input() => Err(EngineError::InvalidParameter(e.to_string())),
             Err(e) => Err(EngineError::Runtime(crate::api::error::error_chain(&e))),
         }
     }
@@ -145,7 +146,16 @@ impl Engine {
         let snapshot = exec.clone();
         drop(execs);
         let handle = self.container(&snapshot.container_id).await?;
-        let (uid, gid) = self.exec_user(&handle, &snapshot).await?;
+        let (uid, gid) = match self.exec_user(&handle, &snapshot).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                // Docker's code for a process that could not be invoked.
+                if let Some(exec) = self.execs.by_id.lock().await.get_mut(exec_id) {
+                    exec.exit_code = Some(126);
+                }
+                return Err(e);
+            }
+        };
         let (spec, socket) = {
             let record = handle.record.lock().await;
             if !record.state.running {

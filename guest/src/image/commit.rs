@@ -93,7 +93,10 @@ impl ImageStore {
         let mut builder = tar::Builder::new(tar);
         builder.mode(tar::HeaderMode::Complete);
         let mut links = HashMap::new();
-        add_dir(&mut builder, upper, Path::new(""), &mut links)?;
+        // A container never started has no upper directory: an empty layer.
+        if upper.is_dir() {
+            add_dir(&mut builder, upper, Path::new(""), &mut links)?;
+        }
         let tar = builder
             .into_inner()
             .map_err(|e| ImageError::io("write", blob, e))?;

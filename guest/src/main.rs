@@ -95,6 +95,9 @@ struct NetworkFlags {
     /// The host address of ports published without one (`-p 8080:80`).
     #[arg(long, default_value = "0.0.0.0")]
     ip: std::net::IpAddr,
+    /// A subnet no network may overlap (the uplink's own); repeat for more.
+    #[arg(long = "reserved-subnet", value_name = "CIDR")]
+    reserved_subnets: Vec<ipnet::Ipv4Net>,
 }
 
 impl NetworkFlags {
@@ -123,6 +126,7 @@ impl NetworkFlags {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             default_bind_ip: self.ip,
             port_authority: Default::default(),
+            reserved_subnets: self.reserved_subnets.iter().map(|n| n.trunc()).collect(),
         })
     }
 }

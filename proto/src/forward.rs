@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! host → guest vsock 1026 (forward)   one stream per TCP connection / UDP flow
-//!     host:  ForwardHeader            which protocol, which guest address
+//!     host:  ForwardHeader            which protocol, which guest address,
+//!                                     and whether it is a `vmctl port` rule
 //!     guest: ForwardReply             connected, or why not (then closes)
 //!     then   TCP: the bytes, half-close preserved
 //!            UDP: datagrams, each a u16 big-endian length + payload
@@ -27,8 +28,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::ports::{PortBinding, Protocol};
 
-/// Version byte opening every [`ForwardHeader`].
+/// Version byte opening a [`ForwardHeader`] without flags (a published
+/// port): what every guest understands.
 pub const HEADER_VERSION: u8 = 1;
+
+/// Version byte of a header that ends with a flags byte ([`FLAG_RULE`]).
+pub const HEADER_VERSION_FLAGS: u8 = 2;
+
+/// Flags bit: the forward is the desktop user's own `vmctl port` rule.
+pub const FLAG_RULE: u8 = 1;
 
 /// The largest UDP payload carried (IPv4's limit).
 pub const MAX_DATAGRAM: usize = 65_507;
@@ -37,9 +45,16 @@ pub const MAX_DATAGRAM: usize = 65_507;
 /// bind to (the machine's `port-bind-address`), like dockerd's `--ip`.
 pub const CMDLINE_BIND: &str = "vmctl.bind";
 
+/// Kernel command-line key: the subnet of the VM's own NIC (QEMU user
+/// networking's `10.0.2.0/24`), where the desktop itself is reachable.
+/// Published ports may not target it, and user networks may not overlap it.
+pub const CMDLINE_NIC_SUBNET: &str = "vmctl.nic_subnet";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    #[error("forward header version {0} (this side speaks {HEADER_VERSION})")]
+    #[error(
+        "forward header version {0} (this side speaks {HEADER_VERSION} and {HEADER_VERSION_FLAGS})"
+    )]
     Version(u8),
     #[error("forward header names protocol {0}")]
     Protocol(u8),
@@ -51,6 +66,16 @@ pub enum ForwardError {
     Io(#[from] std::io::Error),
 }
 
+/// Who asked for a forward: the guest's engine (a published port, whose
+/// target must be a container) or the desktop user (`vmctl port add`, which
+/// may name the VM's own addresses, loopback included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    #[default]
+    Published,
+    Rule,
+}
+
 /// The first thing on a forward stream: where the guest should connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ForwardHeader {
@@ -58,13 +83,20 @@ pub struct ForwardHeader {
     /// A container's address (published ports) or any address of the VM
     /// (`vmctl port add`, usually `127.0.0.1`).
     pub target: SocketAddr,
+    pub origin: Origin,
 }
 
 impl ForwardHeader {
-    /// `[version][protocol 0=tcp 1=udp][family 4|6][address][port, big-endian]`.
+    /// `[version][protocol 0=tcp 1=udp][family 4|6][address][port, big-endian]`,
+    /// then, in version 2 only, `[flags]`. A published port's header stays
+    /// version 1, byte for byte what older guests read.
     pub fn encode(&self) -> Vec<u8> {
+        let version = match self.origin {
+            Origin::Published => HEADER_VERSION,
+            Origin::Rule => HEADER_VERSION_FLAGS,
+        };
         let mut out = vec![
-            HEADER_VERSION,
+            version,
             match self.protocol {
                 Protocol::Tcp => 0,
                 Protocol::Udp => 1,
@@ -81,13 +113,16 @@ impl ForwardHeader {
             }
         }
         out.extend_from_slice(&self.target.port().to_be_bytes());
+        if self.origin == Origin::Rule {
+            out.push(FLAG_RULE);
+        }
         out
     }
 
     pub async fn read<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Self, ForwardError> {
         let mut head = [0u8; 3];
         reader.read_exact(&mut head).await?;
-        if head[0] != HEADER_VERSION {
+        if head[0] != HEADER_VERSION && head[0] != HEADER_VERSION_FLAGS {
             return Err(ForwardError::Version(head[0]));
         }
         let protocol = match head[1] {
@@ -110,9 +145,16 @@ impl ForwardHeader {
         };
         let mut port = [0u8; 2];
         reader.read_exact(&mut port).await?;
+        let origin = if head[0] == HEADER_VERSION_FLAGS && reader.read_u8().await? & FLAG_RULE != 0
+        {
+            Origin::Rule
+        } else {
+            Origin::Published
+        };
         Ok(ForwardHeader {
             protocol,
             target: SocketAddr::new(ip, u16::from_be_bytes(port)),
+            origin,
         })
     }
 }
@@ -222,14 +264,23 @@ mod tests {
     #[tokio::test]
     async fn headers_replies_and_datagrams_round_trip() {
         for target in ["172.17.0.2:80", "[fd00::2]:8080"] {
-            let header = ForwardHeader {
-                protocol: Protocol::Udp,
-                target: target.parse().unwrap(),
-            };
-            let bytes = header.encode();
-            assert_eq!(bytes[0], HEADER_VERSION);
-            assert_eq!(ForwardHeader::read(&mut &bytes[..]).await.unwrap(), header);
+            for origin in [Origin::Published, Origin::Rule] {
+                let header = ForwardHeader {
+                    protocol: Protocol::Udp,
+                    target: target.parse().unwrap(),
+                    origin,
+                };
+                let bytes = header.encode();
+                assert_eq!(ForwardHeader::read(&mut &bytes[..]).await.unwrap(), header);
+            }
         }
+        // A published port's header is the version-1 header older guests read.
+        let published = ForwardHeader {
+            protocol: Protocol::Tcp,
+            target: "172.17.0.2:80".parse().unwrap(),
+            origin: Origin::Published,
+        };
+        assert_eq!(published.encode(), [1, 0, 4, 172, 17, 0, 2, 0, 80]);
         let failed = ForwardReply::Failed("connection refused".into());
         assert_eq!(
             ForwardReply::read(&mut &failed.encode()[..]).await.unwrap(),
@@ -264,10 +315,10 @@ mod tests {
 
     #[tokio::test]
     async fn bad_headers_are_named() {
-        let bad = [2u8, 0, 4, 1, 2, 3, 4, 0, 80];
+        let bad = [3u8, 0, 4, 1, 2, 3, 4, 0, 80];
         assert!(matches!(
             ForwardHeader::read(&mut &bad[..]).await,
-            Err(ForwardError::Version(2))
+            Err(ForwardError::Version(3))
         ));
         let bad = [1u8, 7, 4];
         assert!(matches!(

@@ -9,6 +9,7 @@
 pub mod control;
 pub mod forward;
 pub mod framing;
+pub mod line;
 pub mod ports;
 
 /// The Docker Engine API version the guest advertises in `Api-Version`.

@@ -91,12 +91,20 @@ impl Networks {
             .collect();
         let subnet = match request.subnet {
             Some(subnet) => {
+                let reserved = &self.options.reserved_subnets;
+                if let Some(reserved) = ipam::reserved_overlap(&subnet, reserved) {
+                    return Err(NetworkError::ReservedOverlap {
+                        requested: subnet,
+                        reserved,
+                    });
+                }
                 if taken.iter().any(|t| ipam::overlaps(t, &subnet)) {
                     return Err(NetworkError::Overlap);
                 }
                 subnet.trunc()
             }
             None => ipam::default_subnets()
+                .filter(|s| ipam::reserved_overlap(s, &self.options.reserved_subnets).is_none())
                 .find(|s| !taken.iter().any(|t| ipam::overlaps(t, s)))
                 .ok_or_else(|| {
                     NetworkError::Invalid("no free address pool for a new network".into())

@@ -17,6 +17,11 @@ pub enum NetworkError {
     Invalid(String),
     #[error("invalid pool request: Pool overlaps with other one on this address space")]
     Overlap,
+    #[error("invalid pool request: subnet {requested} overlaps with {reserved}, the VM's own network (reserved: the desktop is reachable there)")]
+    ReservedOverlap {
+        requested: ipnet::Ipv4Net,
+        reserved: ipnet::Ipv4Net,
+    },
     #[error("cannot create network {network}: bridge name {bridge} is an existing interface that is not this network's bridge")]
     BridgeTaken { network: String, bridge: String },
     #[error("container {container} is not connected to network {network}")]
@@ -65,6 +70,7 @@ impl NetworkError {
             Self::Predefined(_)
             | Self::ActiveEndpoints { .. }
             | Self::Overlap
+            | Self::ReservedOverlap { .. }
             | Self::BridgeTaken { .. }
             | Self::NotConnected { .. }
             | Self::AlreadyConnected { .. } => ErrorKind::Forbidden,

@@ -137,6 +137,11 @@ pub fn default_subnets() -> impl Iterator<Item = Ipv4Net> {
     b.chain(c).filter_map(Result::ok)
 }
 
+/// The first of `reserved` that `subnet` overlaps.
+pub fn reserved_overlap(subnet: &Ipv4Net, reserved: &[Ipv4Net]) -> Option<Ipv4Net> {
+    reserved.iter().find(|r| overlaps(r, subnet)).copied()
+}
+
 /// Whether two subnets share any address.
 pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
@@ -242,5 +247,25 @@ mod tests {
             &"10.0.0.0/24".parse().unwrap(),
             &"10.0.1.0/24".parse().unwrap()
         ));
+    }
+
+    #[test]
+    fn subnets_over_the_vms_own_network_are_found() {
+        let nic: Vec<Ipv4Net> = vec!["10.0.2.0/24".parse().unwrap()];
+        for over in ["10.0.2.0/24", "10.0.0.0/16", "10.0.2.128/25", "0.0.0.0/0"] {
+            assert_eq!(
+                reserved_overlap(&over.parse().unwrap(), &nic),
+                Some(nic[0]),
+                "{over}"
+            );
+        }
+        assert_eq!(
+            reserved_overlap(&"10.0.3.0/24".parse().unwrap(), &nic),
+            None
+        );
+        assert!(
+            default_subnets().all(|s| reserved_overlap(&s, &nic).is_none()),
+            "Docker's pools never reach QEMU's network"
+        );
     }
 }

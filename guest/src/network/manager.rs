@@ -45,6 +45,9 @@ pub struct NetworkOptions {
     pub default_bind_ip: std::net::IpAddr,
     /// Who holds published host ports (the host daemon, in the VM).
     pub port_authority: super::ports::PortAuthority,
+    /// Subnets no network may overlap (`--reserved-subnet`; in the VM, its
+    /// own NIC's, where the desktop is reachable).
+    pub reserved_subnets: Vec<Ipv4Net>,
 }
 
 impl Default for NetworkOptions {
@@ -61,6 +64,7 @@ impl Default for NetworkOptions {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             default_bind_ip: std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port_authority: super::ports::PortAuthority::Local,
+            reserved_subnets: Vec::new(),
         }
     }
 }

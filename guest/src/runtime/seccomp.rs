@@ -13,8 +13,9 @@
 //! - `socket` and `socketpair` with `AF_VSOCK` (40) fail with `EPERM`;
 //! - `socketcall`, the x86-32 multiplexer whose arguments live in memory
 //!   seccomp cannot read, fails with `ENOSYS` (32-bit programs have had the
-//!   direct socket calls since Linux 4.3; a libc built only for older
-//!   kernels, as i386 glibc is, cannot open sockets here);
+//!   direct socket calls since Linux 4.3; one whose libc speaks only
+//!   `socketcall`, as an i386 glibc built for older kernels does, cannot
+//!   open sockets here, a difference from Docker, which allows it);
 //! - the `io_uring_*` calls are refused, since io_uring can create sockets
 //!   without going through the syscall filter (Docker 25 refuses them too).
 //!

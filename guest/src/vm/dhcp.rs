@@ -45,6 +45,14 @@ pub fn address(interface: &str) -> Option<String> {
     words.next().map(str::to_owned)
 }
 
+/// The subnet of `interface`'s IPv4 address (`10.0.2.15/24` → `10.0.2.0/24`).
+pub fn subnet(interface: &str) -> Option<ipnet::Ipv4Net> {
+    address(interface)?
+        .parse::<ipnet::Ipv4Net>()
+        .ok()
+        .map(|net| net.trunc())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -51,6 +51,7 @@ pub fn main() -> anyhow::Result<()> {
 fn network_options() -> crate::network::NetworkOptions {
     let mut options = crate::network::NetworkOptions {
         port_authority: crate::network::ports::PortAuthority::Host(Default::default()),
+        reserved_subnets: nic_subnets(),
         ..Default::default()
     };
     match std::env::var(BIND_ENV).map(|text| text.parse()) {
@@ -62,6 +63,27 @@ fn network_options() -> crate::network::NetworkOptions {
         Err(_) => {}
     }
     options
+}
+
+/// The VM NIC's subnet, where the desktop is reachable (QEMU's user network
+/// puts the desktop's loopback at `10.0.2.2`): what the host names on the
+/// kernel command line (`vmctl.nic_subnet`, from its backend's config) and
+/// what DHCP gave the NIC, if it has a lease yet. Networks may not overlap
+/// it; published ports may not target it.
+pub fn nic_subnets() -> Vec<ipnet::Ipv4Net> {
+    let cmdline = super::cmdline::read();
+    let mut subnets: Vec<ipnet::Ipv4Net> =
+        super::cmdline::value(&cmdline, vmctl_proto::forward::CMDLINE_NIC_SUBNET)
+            .and_then(|text| text.parse::<ipnet::Ipv4Net>().ok())
+            .map(|net| net.trunc())
+            .into_iter()
+            .collect();
+    if let Some(leased) = super::dhcp::subnet(INTERFACE) {
+        if !subnets.contains(&leased) {
+            subnets.push(leased);
+        }
+    }
+    subnets
 }
 
 /// Registry settings from the kernel command line:

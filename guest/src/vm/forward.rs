@@ -8,15 +8,28 @@
 //! socket per flow; each datagram travels length-prefixed; a flow idle for
 //! [`UDP_IDLE`] is closed (the host closes its side at the same age).
 //!
+//! Second layer behind the host's policy: a published port's stream may
+//! only name a container — never loopback, nor the VM NIC's subnet (where
+//! the desktop is); only a header flagged as the user's own `vmctl port`
+//! rule may ([`Origin::Rule`]). At most [`MAX_FORWARDS`] streams at once,
+//! and [`MAX_UDP_FLOWS`] UDP flows per target; beyond, the host hears
+//! "failed" (logged once per episode).
+//!
 //! It runs as its own process (`/init vm-forward`), beside the engine, so a
 //! crash or restart of the engine never cuts a forwarded connection, and it
 //! needs nothing from the engine: the header says where to go.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+
+use ipnet::Ipv4Net;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use vmctl_proto::forward::{read_datagram, write_datagram, ForwardHeader, ForwardReply};
+use vmctl_proto::forward::{read_datagram, write_datagram, ForwardHeader, ForwardReply, Origin};
 use vmctl_proto::ports::Protocol;
 
 /// How long a UDP flow lives without a datagram either way.
@@ -25,8 +38,135 @@ pub const UDP_IDLE: Duration = Duration::from_secs(60);
 /// How long connecting to a target may take before the host hears "failed".
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
+/// Forward streams open at once.
+pub const MAX_FORWARDS: usize = 8192;
+
+/// UDP flows to one target at once.
+pub const MAX_UDP_FLOWS: usize = 1024;
+
+/// What the service admits: targets and bounds.
+pub struct Limits {
+    /// The VM NIC's subnets (published ports may not target them).
+    nic: Vec<Ipv4Net>,
+    active: AtomicUsize,
+    max: usize,
+    flows: Mutex<HashMap<SocketAddr, usize>>,
+    max_flows: usize,
+    /// Whether "too many" was logged since there was room again.
+    full: AtomicBool,
+}
+
+/// One admitted stream; gives its slots back when dropped.
+pub struct Slot {
+    limits: &'static Limits,
+    flow: Option<SocketAddr>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.limits.active.fetch_sub(1, Ordering::AcqRel);
+        if let Some(target) = self.flow {
+            let mut flows = self.limits.flows.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = flows.get_mut(&target) {
+                *n -= 1;
+                if *n == 0 {
+                    flows.remove(&target);
+                }
+            }
+        }
+    }
+}
+
+static LIMITS: OnceLock<Limits> = OnceLock::new();
+
+impl Limits {
+    pub fn new(nic: Vec<Ipv4Net>, max: usize, max_flows: usize) -> Limits {
+        Limits {
+            nic,
+            active: AtomicUsize::new(0),
+            max,
+            flows: Mutex::new(HashMap::new()),
+            max_flows,
+            full: AtomicBool::new(false),
+        }
+    }
+
+    /// The service's limits (set once by [`main`]; the defaults elsewhere).
+    fn global() -> &'static Limits {
+        LIMITS.get_or_init(|| Limits::new(Vec::new(), MAX_FORWARDS, MAX_UDP_FLOWS))
+    }
+
+    /// Why `header` is refused, if it is.
+    pub fn refusal(&self, header: &ForwardHeader) -> Option<String> {
+        if header.origin == Origin::Rule {
+            return None;
+        }
+        let ip = header.target.ip();
+        let nic = match ip {
+            IpAddr::V4(v4) => self.nic.iter().find(|n| n.contains(&v4)),
+            IpAddr::V6(_) => None,
+        };
+        let why = if ip.is_loopback() {
+            "loopback"
+        } else if ip.is_unspecified() || ip.is_multicast() {
+            "not a container's address"
+        } else if nic.is_some() {
+            "the VM's own network"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "refused: a published port may not reach {} ({why})",
+            header.target
+        ))
+    }
+
+    /// Takes a slot for `header`'s stream, or says why not.
+    fn admit(&'static self, header: &ForwardHeader) -> Result<Slot, String> {
+        if let Some(refusal) = self.refusal(header) {
+            return Err(refusal);
+        }
+        if self.active.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.too_many("forwarded connections", self.max));
+        }
+        let mut slot = Slot {
+            limits: self,
+            flow: None,
+        };
+        if header.protocol == Protocol::Udp {
+            let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+            let n = flows.entry(header.target).or_insert(0);
+            if *n >= self.max_flows {
+                drop(flows);
+                return Err(self.too_many("UDP flows to one target", self.max_flows));
+            }
+            *n += 1;
+            slot.flow = Some(header.target);
+        } else if self.active.load(Ordering::Acquire) < self.max / 2 {
+            self.full.store(false, Ordering::Release);
+        }
+        Ok(slot)
+    }
+
+    fn too_many(&self, what: &str, max: usize) -> String {
+        if !self.full.swap(true, Ordering::AcqRel) {
+            tracing::warn!(max, "too many {what}: refusing new ones until some end");
+        }
+        format!("refused: more than {max} {what}")
+    }
+}
+
 /// Serves one forward stream until both directions end.
-pub async fn handle<S>(mut stream: S)
+pub async fn handle<S>(stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    handle_within(stream, Limits::global()).await
+}
+
+/// [`handle`] under `limits`.
+pub async fn handle_within<S>(mut stream: S, limits: &'static Limits)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -34,6 +174,14 @@ where
         Ok(header) => header,
         Err(e) => {
             tracing::warn!(error = %e, "bad forward header");
+            return;
+        }
+    };
+    let _slot = match limits.admit(&header) {
+        Ok(slot) => slot,
+        Err(message) => {
+            tracing::warn!(target = %header.target, %message, "forward refused");
+            let _ = reply(&mut stream, ForwardReply::Failed(message)).await;
             return;
         }
     };
@@ -128,6 +276,10 @@ pub fn main() -> anyhow::Result<()> {
     // One thread: a byte pipe is bound by syscalls, not CPU, and a task woken
     // on the thread that polls its sockets costs no cross-CPU wakeup (an
     // emulated IPI under TCG).
+    raise_open_files();
+    let nic = super::engine::nic_subnets();
+    tracing::info!(?nic, "published ports may not reach these subnets");
+    let _ = LIMITS.set(Limits::new(nic, MAX_FORWARDS, MAX_UDP_FLOWS));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -149,18 +301,144 @@ pub fn main() -> anyhow::Result<()> {
     })
 }
 
+/// Raises the soft open-file limit to the hard one: each forward holds a
+/// vsock stream and a socket to its target.
+fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// A `vmctl port` rule's header: these tests reach listeners on the
+    /// VM's loopback, which only rules may.
     async fn send_header(
         stream: &mut tokio::io::DuplexStream,
         protocol: Protocol,
         target: std::net::SocketAddr,
     ) {
-        let header = ForwardHeader { protocol, target }.encode();
+        send_header_from(stream, protocol, target, Origin::Rule).await
+    }
+
+    async fn send_header_from(
+        stream: &mut tokio::io::DuplexStream,
+        protocol: Protocol,
+        target: std::net::SocketAddr,
+        origin: Origin,
+    ) {
+        let header = ForwardHeader {
+            protocol,
+            target,
+            origin,
+        }
+        .encode();
         stream.write_all(&header).await.unwrap();
+    }
+
+    fn limits(max: usize, max_flows: usize) -> &'static Limits {
+        let nic = vec!["10.0.2.0/24".parse().unwrap()];
+        Box::leak(Box::new(Limits::new(nic, max, max_flows)))
+    }
+
+    /// What the service answers `origin`'s header to `target`.
+    async fn answer(
+        limits: &'static Limits,
+        protocol: Protocol,
+        target: &str,
+        origin: Origin,
+    ) -> ForwardReply {
+        let (mut host, guest) = tokio::io::duplex(1024);
+        tokio::spawn(handle_within(guest, limits));
+        send_header_from(&mut host, protocol, target.parse().unwrap(), origin).await;
+        ForwardReply::read(&mut host).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn published_ports_never_reach_loopback_or_the_vms_network() {
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let on_loopback = server.local_addr().unwrap().to_string();
+        let limits = limits(16, 16);
+        for target in [
+            on_loopback.as_str(),
+            "10.0.2.2:18999",
+            "10.0.2.15:22",
+            "[::1]:80",
+            "0.0.0.0:80",
+        ] {
+            match answer(limits, Protocol::Tcp, target, Origin::Published).await {
+                ForwardReply::Failed(message) => {
+                    assert!(
+                        message.starts_with("refused: a published port may not reach"),
+                        "{message}"
+                    )
+                }
+                other => panic!("{target}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            answer(limits, Protocol::Tcp, &on_loopback, Origin::Rule).await,
+            ForwardReply::Connected,
+            "the user's own rule may"
+        );
+    }
+
+    #[tokio::test]
+    async fn streams_and_udp_flows_are_bounded() {
+        let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = echo.local_addr().unwrap().to_string();
+        let second = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let other = second.local_addr().unwrap().to_string();
+        let limits = limits(4, 2);
+        let mut open = Vec::new();
+        let refused = |reply: ForwardReply, what: &str| match reply {
+            ForwardReply::Failed(message) => assert!(message.contains(what), "{message}"),
+            other => panic!("{other:?}"),
+        };
+        for to in [&target, &target, &other, &other] {
+            let (mut host, guest) = tokio::io::duplex(1024);
+            tokio::spawn(handle_within(guest, limits));
+            send_header(&mut host, Protocol::Udp, to.parse().unwrap()).await;
+            assert_eq!(
+                ForwardReply::read(&mut host).await.unwrap(),
+                ForwardReply::Connected,
+                "{to}"
+            );
+            open.push(host);
+            if open.len() == 2 {
+                // Two flows to one target: a third is refused.
+                refused(
+                    answer(limits, Protocol::Udp, &target, Origin::Rule).await,
+                    "UDP flows",
+                );
+            }
+        }
+        // Four streams in all: a fifth is refused, whatever its target.
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = tcp.local_addr().unwrap().to_string();
+        refused(
+            answer(limits, Protocol::Tcp, &tcp, Origin::Rule).await,
+            "forwarded connections",
+        );
+        // A flow that ends gives its slots back.
+        drop(open.remove(0));
+        while limits.active.load(Ordering::Acquire) > 3 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            answer(limits, Protocol::Udp, &target, Origin::Rule).await,
+            ForwardReply::Connected
+        );
     }
 
     #[tokio::test]

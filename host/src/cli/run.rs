@@ -186,7 +186,7 @@ pub async fn run(docker: &Docker, args: Args) -> Result<i32, CliError> {
             .start_container(&id, None::<StartContainerOptions>)
             .await
         {
-            eprintln!("vmctl: {}", crate::error_chain(&CliError::from(e)));
+            start_failed(&crate::error_chain(&CliError::from(e)));
             return Ok(ENGINE_ERROR);
         }
         println!("{id}");
@@ -209,7 +209,7 @@ pub async fn run(docker: &Docker, args: Args) -> Result<i32, CliError> {
         .await
     {
         drop(raw);
-        eprintln!("vmctl: {}", crate::error_chain(&CliError::from(e)));
+        start_failed(&crate::error_chain(&CliError::from(e)));
         remove(docker, &id, args.rm).await;
         return Ok(ENGINE_ERROR);
     }
@@ -232,6 +232,32 @@ pub async fn run(docker: &Docker, args: Args) -> Result<i32, CliError> {
     let code = exit_code(docker, &id).await;
     remove(docker, &id, args.rm).await;
     code
+}
+
+/// Prints why a start failed. When a desktop program holds a published
+/// port, the engine says only that (the guest never learns the desktop's
+/// processes); the CLI runs on the desktop and names the program itself.
+fn start_failed(message: &str) {
+    eprintln!("vmctl: {message}");
+    if let Some(port) = port_in_use(message) {
+        let holder = crate::forward::holder::find(vmctl_proto::ports::Protocol::Tcp, port)
+            .or_else(|| crate::forward::holder::find(vmctl_proto::ports::Protocol::Udp, port));
+        if let Some(holder) = holder {
+            eprintln!(
+                "vmctl: port {port} is held on this desktop by {} (pid {})",
+                holder.name, holder.pid
+            );
+        }
+    }
+}
+
+/// The port of `Bind for ADDRESS failed: port is already in use on the desktop`.
+fn port_in_use(message: &str) -> Option<u16> {
+    let suffix = format!(" failed: {}", crate::forward::ports::IN_USE);
+    let end = message.find(&suffix)?;
+    let start = message[..end].rfind("Bind for ")? + "Bind for ".len();
+    let address: std::net::SocketAddr = message[start..end].parse().ok()?;
+    Some(address.port())
 }
 
 /// The exit code of a container that has stopped (or stops soon).
@@ -276,5 +302,17 @@ mod tests {
         assert_eq!(parse_publish("80").unwrap().0, "80/tcp");
         assert!(parse_publish("x:80").is_err());
         assert!(parse_publish("80/sctp").is_err());
+    }
+
+    #[test]
+    fn the_port_in_use_is_found_in_the_engines_message() {
+        let message = "Docker responded with status code 500: driver failed programming external connectivity on endpoint web: Bind for 127.0.0.1:8080 failed: port is already in use on the desktop";
+        assert_eq!(port_in_use(message), Some(8080));
+        let v6 = "Bind for [::1]:53 failed: port is already in use on the desktop";
+        assert_eq!(port_in_use(v6), Some(53));
+        assert_eq!(
+            port_in_use("Bind for 127.0.0.1:8080 failed: port is already allocated"),
+            None
+        );
     }
 }

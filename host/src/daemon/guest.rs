@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use vmctl_proto::control::{ControlRequest, ControlResponse, Health};
 use vmctl_proto::VSOCK_PORT_CONTROL;
 
@@ -46,8 +46,7 @@ pub async fn call_on(
     stream.write_all(&line).await.map_err(GuestError::Io)?;
     let mut reader = BufReader::new(stream);
     let mut answer = String::new();
-    reader
-        .read_line(&mut answer)
+    vmctl_proto::line::read_line(&mut reader, &mut answer)
         .await
         .map_err(GuestError::Io)?;
     if answer.is_empty() {

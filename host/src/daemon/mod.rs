@@ -101,10 +101,9 @@ impl Running {
 pub async fn run(roots: Roots, name: &str) -> Result<(), DaemonError> {
     let machine = Machine::load(&roots, name)?;
     let paths = machine.paths.clone();
-    std::fs::create_dir_all(&paths.run).map_err(|source| DaemonError::Lock {
-        path: paths.run.clone(),
-        source,
-    })?;
+    raise_open_files();
+    // Machines made before the files were private get their modes fixed.
+    paths.make_private()?;
     let _lock = take_lock(&paths.lock(), name)?;
     let _ = std::fs::write(paths.daemon_pid(), format!("{}\n", std::process::id()));
     // A previous daemon's "running" is not this one's: until the VM answers
@@ -152,7 +151,25 @@ fn take_lock(path: &std::path::Path, name: &str) -> Result<std::fs::File, Daemon
     Ok(file)
 }
 
-fn vm_spec(machine: &Machine) -> Result<(VmSpec, BackendPaths), DaemonError> {
+/// Raises the soft open-file limit to the hard one: every forwarded
+/// connection holds a desktop socket and a vsock stream.
+fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
+fn vm_spec(
+    machine: &Machine,
+    nic_subnet: Option<ipnet::Ipv4Net>,
+) -> Result<(VmSpec, BackendPaths), DaemonError> {
     let image = crate::binaries::vm_image_dir().map_err(|looked| {
         DaemonError::NoImage(
             looked
@@ -176,6 +193,12 @@ fn vm_spec(machine: &Machine) -> Result<(VmSpec, BackendPaths), DaemonError> {
         log.push_str(&format!(
             " {}={mirror}",
             vmctl_proto::control::CMDLINE_REGISTRY_MIRROR
+        ));
+    }
+    if let Some(subnet) = nic_subnet {
+        log.push_str(&format!(
+            " {}={subnet}",
+            vmctl_proto::forward::CMDLINE_NIC_SUBNET
         ));
     }
     for registry in &machine.config.insecure_registries {
@@ -262,11 +285,12 @@ fn forced_accelerator() -> Result<Option<Accelerator>, DaemonError> {
 
 async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, DaemonError> {
     let hypervisor = hypervisor::detect()?;
-    let (mut spec, backend_paths) = vm_spec(&machine)?;
+    let nic_subnet = hypervisor.nic_subnet();
+    let (mut spec, backend_paths) = vm_spec(&machine, nic_subnet)?;
     let (backend_paths, transport) = choose_vsock(&machine, &mut spec, backend_paths);
     let previous = VmStatus::load(&machine.paths).ok().flatten();
     // Before the guest runs: its engine reserves ports as it starts containers.
-    let (forwarder, host_ports) = start_forwarder(&machine, transport.clone());
+    let (forwarder, host_ports) = start_forwarder(&machine, transport.clone(), nic_subnet);
 
     let mut adopted_backend = backend_paths
         .as_ref()
@@ -361,8 +385,11 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
 fn start_forwarder(
     machine: &Machine,
     transport: Arc<dyn VsockTransport>,
+    nic_subnet: Option<ipnet::Ipv4Net>,
 ) -> (Arc<Forwarder>, tokio::task::JoinHandle<()>) {
-    let forwarder = Forwarder::new(transport.clone());
+    // The machine's policy, following its config.json while it runs.
+    let gate = forward::gate::Gate::following(machine.paths.config(), &machine.config, nic_subnet);
+    let forwarder = Forwarder::with_gate(transport.clone(), gate);
     match crate::machine::port_rules::load(&machine.paths) {
         Ok(rules) => {
             for rule in rules {

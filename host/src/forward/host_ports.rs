@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use vmctl_proto::forward::{HostPortRequest, HostPortResponse};
 
 use super::ports::Forwarder;
@@ -28,8 +28,14 @@ pub async fn serve(mut listener: Box<dyn GuestListener>, forwarder: Arc<Forwarde
 async fn handle(stream: GuestStream, forwarder: Arc<Forwarder>) {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    if reader.read_line(&mut line).await.is_err() || line.is_empty() {
-        return;
+    // A line longer than the cap is refused by dropping the connection.
+    match vmctl_proto::line::read_line(&mut reader, &mut line).await {
+        Ok(0) => return,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "bad request on the host-port service: connection dropped");
+            return;
+        }
     }
     let response = match serde_json::from_str::<HostPortRequest>(&line) {
         Ok(HostPortRequest::Reserve { binding }) => forwarder.reserve(&binding),
@@ -50,4 +56,88 @@ async fn handle(stream: GuestStream, forwarder: Arc<Forwarder>) {
     let stream = reader.get_mut();
     let _ = stream.write_all(&answer).await;
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    use super::super::gate::Gate;
+    use super::super::policy::Settings;
+    use crate::vsock::{ConnectFuture, VsockError, VsockTransport};
+
+    struct NoGuest;
+    impl VsockTransport for NoGuest {
+        fn name(&self) -> &'static str {
+            "none"
+        }
+        fn connect(&self, port: u32) -> ConnectFuture<'_> {
+            Box::pin(async move { Err(VsockError::Refused { port }) })
+        }
+    }
+
+    fn forwarder() -> Arc<Forwarder> {
+        Forwarder::with_gate(
+            Arc::new(NoGuest),
+            Gate::fixed(Settings {
+                allow_lan: true,
+                bind_address: "127.0.0.1".parse().unwrap(),
+                nic_subnet: Some("10.0.2.0/24".parse().unwrap()),
+            }),
+        )
+    }
+
+    /// Sends `request` to the service; its whole answer.
+    async fn ask(forwarder: Arc<Forwarder>, request: &[u8]) -> String {
+        let (mut guest, host) = tokio::io::duplex(1 << 20);
+        let served = tokio::spawn(handle(Box::new(host), forwarder));
+        guest.write_all(request).await.unwrap();
+        let mut answer = String::new();
+        guest.read_to_string(&mut answer).await.unwrap();
+        served.await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn the_forged_request_of_the_issue_is_answered_with_a_refusal() {
+        let port = std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let request = format!(
+            r#"{{"op":"reserve","binding":{{"protocol":"tcp","host_ip":"0.0.0.0","host_port":{port},"container_ip":"10.0.2.2","container_port":18999,"container_id":"x","container_name":"x"}}}}"#
+        );
+        let forwarder = forwarder();
+        let answer = ask(forwarder.clone(), format!("{request}\n").as_bytes()).await;
+        let response: HostPortResponse = serde_json::from_str(answer.trim()).unwrap();
+        assert!(!response.ok);
+        assert!(
+            response
+                .error
+                .unwrap()
+                .contains("may not forward to 10.0.2.2:18999"),
+            "{answer}"
+        );
+        assert!(forwarder.list().is_empty());
+        assert!(
+            std::net::TcpListener::bind(("0.0.0.0", port)).is_ok(),
+            "nothing listens"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_line_drops_the_connection_unanswered() {
+        let mut request = br#"{"op":"reserve","binding":{"container_name":""#.to_vec();
+        request.extend(std::iter::repeat_n(b'x', vmctl_proto::line::MAX_LINE));
+        request.extend_from_slice(b"\"}}\n");
+        let forwarder = forwarder();
+        assert_eq!(
+            ask(forwarder.clone(), &request).await,
+            "",
+            "no answer, no bind"
+        );
+        assert!(forwarder.list().is_empty());
+    }
 }

@@ -5,8 +5,10 @@
 //! the guest's reservations ([`host_ports`]) and its port list ([`watch`]).
 
 pub mod api;
+pub mod gate;
 pub mod holder;
 pub mod host_ports;
+pub mod policy;
 pub mod ports;
 pub mod stats;
 pub mod tcp;
@@ -20,7 +22,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixListener;
 
-use vmctl_proto::forward::{ForwardHeader, ForwardReply};
+use vmctl_proto::forward::{ForwardHeader, ForwardReply, Origin};
 use vmctl_proto::ports::Protocol;
 
 use crate::vsock::{GuestStream, VsockError, VsockTransport};
@@ -54,6 +56,18 @@ pub fn bind_private(path: &Path) -> Result<UnixListener, ForwardError> {
     Ok(listener)
 }
 
+/// Where a desktop listener's connections go, and what they pass first.
+#[derive(Clone)]
+pub struct Route {
+    /// The desktop address listened on.
+    pub listen: SocketAddr,
+    /// Where the guest connects.
+    pub target: SocketAddr,
+    /// A published port or the user's own rule.
+    pub origin: Origin,
+    pub gate: std::sync::Arc<gate::Gate>,
+}
+
 /// Copies bytes both ways until both directions ended. An EOF on one side
 /// becomes a write shutdown on the other (half-close), so a client that
 /// closes its sending side still gets the whole answer.
@@ -73,6 +87,7 @@ pub async fn open_forward(
     transport: &dyn VsockTransport,
     protocol: Protocol,
     target: SocketAddr,
+    origin: Origin,
 ) -> Option<GuestStream> {
     let mut guest = match connect_forward(transport).await {
         Ok(guest) => guest,
@@ -81,7 +96,11 @@ pub async fn open_forward(
             return None;
         }
     };
-    let header = ForwardHeader { protocol, target };
+    let header = ForwardHeader {
+        protocol,
+        target,
+        origin,
+    };
     if guest.write_all(&header.encode()).await.is_err() || guest.flush().await.is_err() {
         return None;
     }

@@ -12,6 +12,11 @@
 //!   ones closed. Any reconnect (engine restart, VM restart, daemon restart)
 //!   starts with the whole list, so nothing stale survives it;
 //! - `vmctl port add|rm` ([`Forwarder::add_rule`], [`Forwarder::remove_rule`]).
+//!
+//! Whatever the guest asks, the machine's policy ([`super::policy`]) is
+//! applied on the first two paths: at reservation, at every reconcile and
+//! sweep (so a changed `allow-lan-ports` closes what it now forbids), and
+//! for each connection ([`super::gate`]). Manual rules are the user's own.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -21,12 +26,17 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
-use vmctl_proto::forward::HostPortResponse;
+use vmctl_proto::forward::{HostPortResponse, Origin};
 use vmctl_proto::ports::{PortBinding, PortBindingList, Protocol};
 
+use super::gate::Gate;
+use super::policy::{self, TokenBucket};
 use super::stats::{Stats, StatsSnapshot};
 use crate::machine::port_rules::{overlaps, PortRule};
 use crate::vsock::VsockTransport;
+
+/// What the guest hears when a desktop program holds the port.
+pub const IN_USE: &str = "port is already in use on the desktop";
 
 /// How long a reservation waits for the engine's list to show it.
 const PENDING: Duration = Duration::from_secs(60);
@@ -90,6 +100,10 @@ pub struct BindRefusal {
 pub struct Forwarder {
     transport: Arc<dyn VsockTransport>,
     entries: Mutex<BTreeMap<Key, Entry>>,
+    /// The machine's policy and the bound on concurrent forwards.
+    gate: Arc<Gate>,
+    /// Reservations a second ([`policy::RESERVE_RATE`]).
+    bucket: Mutex<TokenBucket>,
 }
 
 fn key_of(binding: &PortBinding) -> Key {
@@ -106,11 +120,43 @@ fn address_text(ip: IpAddr, port: u16) -> String {
 }
 
 impl Forwarder {
+    /// A forwarder with the strictest policy (loopback only).
     pub fn new(transport: Arc<dyn VsockTransport>) -> Arc<Self> {
+        Self::with_gate(transport, Gate::fixed(policy::Settings::default()))
+    }
+
+    /// A forwarder whose published ports pass `gate`.
+    pub fn with_gate(transport: Arc<dyn VsockTransport>, gate: Arc<Gate>) -> Arc<Self> {
         Arc::new(Forwarder {
             transport,
             entries: Mutex::new(BTreeMap::new()),
+            gate,
+            bucket: Mutex::new(TokenBucket::reservations()),
         })
+    }
+
+    /// The policy's verdict on a reservation of `binding` (rate, addresses,
+    /// target, count), before anything is bound.
+    fn admit(
+        &self,
+        entries: &BTreeMap<Key, Entry>,
+        binding: &PortBinding,
+    ) -> Result<(), policy::Refusal> {
+        let address = SocketAddr::new(binding.host_ip, binding.host_port);
+        let granted = self
+            .bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(Instant::now());
+        if !granted {
+            return Err(policy::Refusal::TooFast { address });
+        }
+        policy::check_binding(binding, &self.gate.settings(), &policy::local_addresses())?;
+        let renewed = binding.host_port != 0 && entries.contains_key(&key_of(binding));
+        if !renewed {
+            policy::check_count(binding, published(entries))?;
+        }
+        Ok(())
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Entry>> {
@@ -121,6 +167,13 @@ impl Forwarder {
     /// container starts.
     pub fn reserve(&self, binding: &PortBinding) -> HostPortResponse {
         let mut entries = self.entries();
+        if let Err(refusal) = self.admit(&entries, binding) {
+            tracing::warn!(container = %binding.container_name, error = %refusal, "reservation refused by policy");
+            return refused(BindRefusal {
+                message: refusal.to_string(),
+                taken: false,
+            });
+        }
         let key = key_of(binding);
         if binding.host_port != 0 {
             if let Some(entry) = entries.get_mut(&key) {
@@ -146,7 +199,7 @@ impl Forwarder {
             }
         }
         let target = target_of(binding);
-        match self.listen(key, target) {
+        match self.listen(key, target, Origin::Published) {
             Ok((port, task, stats)) => {
                 let mut binding = binding.clone();
                 binding.host_port = port;
@@ -191,8 +244,7 @@ impl Forwarder {
     /// Makes the published listeners equal `list` (pending reservations and
     /// rules stay).
     pub fn reconcile(&self, list: &PortBindingList) {
-        let wanted: BTreeMap<Key, &PortBinding> =
-            list.bindings.iter().map(|b| (key_of(b), b)).collect();
+        let wanted = self.allowed(list);
         let mut entries = self.entries();
         let now = Instant::now();
         entries.retain(|key, entry| match &entry.source {
@@ -215,7 +267,7 @@ impl Forwarder {
                 continue;
             }
             let target = target_of(binding);
-            let (task, stats, error) = match self.listen(key, target) {
+            let (task, stats, error) = match self.listen(key, target, Origin::Published) {
                 Ok((_, task, stats)) => (Some(task), stats, None),
                 Err(refusal) => {
                     tracing::warn!(address = %address_text(key.1, key.2), error = %refusal.message, "cannot listen for a published port");
@@ -238,12 +290,45 @@ impl Forwarder {
         }
     }
 
-    /// Drops expired reservations and retries listeners whose bind failed.
+    /// The bindings of `list` the policy allows, at most
+    /// [`policy::MAX_RESERVATIONS`] (the engine's list is checked like its
+    /// reservations: a confused or compromised engine gets no more).
+    fn allowed<'a>(&self, list: &'a PortBindingList) -> BTreeMap<Key, &'a PortBinding> {
+        let settings = self.gate.settings();
+        let local = policy::local_addresses();
+        let mut wanted = BTreeMap::new();
+        for binding in &list.bindings {
+            if let Err(refusal) = policy::check_binding(binding, &settings, &local) {
+                tracing::warn!(container = %binding.container_name, error = %refusal, "published port refused by policy");
+                continue;
+            }
+            if wanted.len() >= policy::MAX_RESERVATIONS {
+                tracing::warn!(max = policy::MAX_RESERVATIONS, "the engine lists more published ports than a machine may hold; the rest are not forwarded");
+                break;
+            }
+            wanted.insert(key_of(binding), binding);
+        }
+        wanted
+    }
+
+    /// Drops expired reservations and published ports the policy now
+    /// refuses (a changed `allow-lan-ports`), and retries listeners whose
+    /// bind failed.
     pub fn sweep(&self) {
         let mut entries = self.entries();
         let now = Instant::now();
-        entries.retain(|_, entry| {
-            !matches!(&entry.source, Source::Published { pending_until: Some(until), .. } if *until <= now)
+        let settings = self.gate.settings();
+        entries.retain(|key, entry| match &entry.source {
+            Source::Published { pending_until: Some(until), .. } if *until <= now => false,
+            Source::Published { binding, .. } => {
+                // The listener exists: its address is the desktop's own.
+                let verdict = policy::check_binding(binding, &settings, &[key.1]);
+                if let Err(refusal) = &verdict {
+                    tracing::info!(error = %refusal, "closing a published port the policy now refuses");
+                }
+                verdict.is_ok()
+            }
+            Source::Rule(_) => true,
         });
         let failed: Vec<Key> = entries
             .iter()
@@ -251,10 +336,10 @@ impl Forwarder {
             .map(|(k, _)| *k)
             .collect();
         for key in failed {
-            let Some(target) = entries.get(&key).map(|e| e.target) else {
+            let Some((target, origin)) = entries.get(&key).map(|e| (e.target, e.origin())) else {
                 continue;
             };
-            if let Ok((_, task, stats)) = self.listen(key, target) {
+            if let Ok((_, task, stats)) = self.listen(key, target, origin) {
                 if let Some(entry) = entries.get_mut(&key) {
                     tracing::info!(address = %address_text(key.1, key.2), "listening at last");
                     entry.task = Some(task);
@@ -273,7 +358,7 @@ impl Forwarder {
             return Err(refusal);
         }
         let target = rule.target();
-        let (_, task, stats) = self.listen(key, target)?;
+        let (_, task, stats) = self.listen(key, target, Origin::Rule)?;
         tracing::info!(rule = %rule.name, address = %address_text(key.1, key.2), "port rule added");
         entries.insert(
             key,
@@ -331,34 +416,53 @@ impl Forwarder {
         &self,
         key: Key,
         target: SocketAddr,
+        origin: Origin,
     ) -> Result<(u16, JoinHandle<()>, Arc<Stats>), BindRefusal> {
         let (protocol, ip, port) = key;
-        let socket = bind(protocol, ip, port).map_err(|e| refusal(protocol, ip, port, e))?;
+        let socket = bind(protocol, ip, port).map_err(|e| refusal(ip, port, e))?;
         let bound = local_port(&socket).unwrap_or(port);
         let stats = Arc::new(Stats::default());
         let transport = self.transport.clone();
-        let io = |e: std::io::Error| refusal(protocol, ip, port, e);
+        let route = super::Route {
+            listen: SocketAddr::new(ip, bound),
+            target,
+            origin,
+            gate: self.gate.clone(),
+        };
+        let io = |e: std::io::Error| refusal(ip, port, e);
         let task = match protocol {
             Protocol::Tcp => {
                 let listener = std::net::TcpListener::from(socket);
                 listener.set_nonblocking(true).map_err(io)?;
                 let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
-                tokio::spawn(super::tcp::serve(
-                    listener,
-                    target,
-                    transport,
-                    stats.clone(),
-                ))
+                tokio::spawn(super::tcp::serve(listener, route, transport, stats.clone()))
             }
             Protocol::Udp => {
                 let socket = std::net::UdpSocket::from(socket);
                 socket.set_nonblocking(true).map_err(io)?;
                 let socket = tokio::net::UdpSocket::from_std(socket).map_err(io)?;
-                tokio::spawn(super::udp::serve(socket, target, transport, stats.clone()))
+                tokio::spawn(super::udp::serve(socket, route, transport, stats.clone()))
             }
         };
         Ok((bound, task, stats))
     }
+}
+
+impl Entry {
+    fn origin(&self) -> Origin {
+        match self.source {
+            Source::Published { .. } => Origin::Published,
+            Source::Rule(_) => Origin::Rule,
+        }
+    }
+}
+
+/// Published ports held now (pending ones included).
+fn published(entries: &BTreeMap<Key, Entry>) -> usize {
+    entries
+        .values()
+        .filter(|e| matches!(e.source, Source::Published { .. }))
+        .count()
 }
 
 fn refused(refusal: BindRefusal) -> HostPortResponse {
@@ -389,21 +493,15 @@ fn conflict(entries: &BTreeMap<Key, Entry>, key: Key, owner: &str) -> Option<Bin
     })
 }
 
-/// Docker's wording, with who holds the port when the desktop knows.
-fn refusal(protocol: Protocol, ip: IpAddr, port: u16, error: std::io::Error) -> BindRefusal {
+/// Docker's wording. The guest hears only that the port is in use, never
+/// which desktop process holds it (`vmctl run` looks that up itself).
+fn refusal(ip: IpAddr, port: u16, error: std::io::Error) -> BindRefusal {
     let address = address_text(ip, port);
     match error.raw_os_error() {
-        Some(libc::EADDRINUSE) => {
-            let by = super::holder::find(protocol, port)
-                .map(|h| format!(" by {} (pid {})", h.name, h.pid))
-                .unwrap_or_default();
-            BindRefusal {
-                message: format!(
-                    "Bind for {address} failed: port is already in use on the desktop{by}"
-                ),
-                taken: true,
-            }
-        }
+        Some(libc::EADDRINUSE) => BindRefusal {
+            message: format!("Bind for {address} failed: {IN_USE}"),
+            taken: true,
+        },
         Some(libc::EADDRNOTAVAIL) => BindRefusal {
             message: format!("Bind for {address} failed: {ip} is not an address of this desktop"),
             taken: false,
@@ -518,24 +616,96 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_desktop_port_in_use_names_its_holder() {
+    async fn a_desktop_port_in_use_is_refused_without_naming_its_holder() {
         let forwarder = Forwarder::new(Arc::new(NoGuest));
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let answer = forwarder.reserve(&binding("a", port));
         assert!(!answer.ok && answer.taken);
         let message = answer.error.unwrap();
-        assert!(
-            message.starts_with(&format!(
-                "Bind for 127.0.0.1:{port} failed: port is already in use on the desktop by "
-            )),
-            "{message}"
-        );
-        assert!(
-            message.contains(&format!("(pid {})", std::process::id())),
-            "{message}"
+        assert_eq!(
+            message,
+            format!("Bind for 127.0.0.1:{port} failed: port is already in use on the desktop"),
+            "the guest learns no desktop process"
         );
         assert!(forwarder.list().is_empty(), "nothing left behind");
+    }
+
+    fn strict() -> Arc<Forwarder> {
+        Forwarder::with_gate(
+            Arc::new(NoGuest),
+            Gate::fixed(policy::Settings {
+                allow_lan: false,
+                bind_address: "127.0.0.1".parse().unwrap(),
+                nic_subnet: Some("10.0.2.0/24".parse().unwrap()),
+            }),
+        )
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn the_forged_reservation_of_the_issue_is_refused_and_binds_nothing() {
+        let forwarder = strict();
+        let port = free_port();
+        // {"op":"reserve","binding":{"host_ip":"0.0.0.0","container_ip":"10.0.2.2",…}}
+        let mut forged = binding("evil", port);
+        forged.host_ip = "0.0.0.0".parse().unwrap();
+        forged.container_ip = "10.0.2.2".parse().unwrap();
+        let answer = forwarder.reserve(&forged);
+        assert!(!answer.ok && !answer.taken, "{answer:?}");
+        assert!(answer.error.unwrap().contains("10.0.2.2"));
+        for target in ["10.0.2.15", "127.0.0.1"] {
+            let mut loopback = binding("evil", port);
+            loopback.container_ip = target.parse().unwrap();
+            assert!(!forwarder.reserve(&loopback).ok, "{target}");
+        }
+        let mut lan = binding("lan", port);
+        lan.host_ip = "0.0.0.0".parse().unwrap();
+        let answer = forwarder.reserve(&lan);
+        assert!(answer.error.unwrap().contains("allow-lan-ports is off"));
+        assert!(forwarder.list().is_empty());
+        assert!(
+            std::net::TcpListener::bind(("0.0.0.0", port)).is_ok(),
+            "nothing listens"
+        );
+        // The engine's list is held to the same rules.
+        forwarder.reconcile(&PortBindingList {
+            generation: 1,
+            bindings: vec![forged, lan],
+        });
+        assert!(forwarder.list().is_empty(), "the list path is filtered too");
+        assert!(
+            forwarder.reserve(&binding("ok", port)).ok,
+            "loopback still works"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_reservations_is_cut_off() {
+        let forwarder = strict();
+        // A bucket of 5 that never refills: the cut-off, whatever the speed.
+        *forwarder.bucket.lock().unwrap() = TokenBucket::new(0.0, 5.0, Instant::now());
+        let answers: Vec<HostPortResponse> = (0..6)
+            .map(|n| {
+                let mut b = binding("f", 0);
+                b.container_id = format!("{n:064}");
+                forwarder.reserve(&b)
+            })
+            .collect();
+        assert!(answers[..5].iter().all(|a| a.ok), "{answers:?}");
+        let refused = answers[5].error.clone().unwrap_or_default();
+        assert!(
+            refused.contains("too many port reservations a second"),
+            "{refused}"
+        );
+        assert_eq!(forwarder.list().len(), 5, "the refused one binds nothing");
     }
 
     #[tokio::test]

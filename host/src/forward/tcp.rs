@@ -2,7 +2,6 @@
 //! vsock stream to the guest's forward service (`vmctl_proto::forward`):
 //! header, the guest's reply, then bytes both ways with half-close kept.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,15 +12,17 @@ use tokio::net::{TcpListener, TcpStream};
 use vmctl_proto::ports::Protocol;
 
 use super::stats::Stats;
+use super::Route;
 use crate::vsock::VsockTransport;
 
 /// Accepts on `listener` until the task is dropped.
 pub async fn serve(
     listener: TcpListener,
-    target: SocketAddr,
+    route: Route,
     transport: Arc<dyn VsockTransport>,
     stats: Arc<Stats>,
 ) {
+    let target = route.target;
     loop {
         let client = match listener.accept().await {
             Ok((client, _)) => client,
@@ -32,19 +33,34 @@ pub async fn serve(
                 continue;
             }
         };
-        tokio::spawn(connection(client, target, transport.clone(), stats.clone()));
+        // Refused by the policy or over the daemon's bound: the client is
+        // closed at once (the gate logs why).
+        let Some(permit) = route.gate.admit(route.listen, target, route.origin) else {
+            continue;
+        };
+        tokio::spawn(connection(
+            client,
+            route.clone(),
+            permit,
+            transport.clone(),
+            stats.clone(),
+        ));
     }
 }
 
 async fn connection(
     client: TcpStream,
-    target: SocketAddr,
+    route: Route,
+    _permit: super::gate::Permit,
     transport: Arc<dyn VsockTransport>,
     stats: Arc<Stats>,
 ) {
+    let target = route.target;
     let _active = stats.open();
     let _ = client.set_nodelay(true);
-    let Some(guest) = super::open_forward(transport.as_ref(), Protocol::Tcp, target).await else {
+    let Some(guest) =
+        super::open_forward(transport.as_ref(), Protocol::Tcp, target, route.origin).await
+    else {
         return;
     };
     let mut client = Counted {

@@ -1,7 +1,10 @@
 //! UDP forwards: one desktop socket; each client address is a flow with its
 //! own vsock stream to the guest's forward service, datagrams length-prefixed
 //! (`vmctl_proto::forward`). A flow idle for [`IDLE`] is closed, like a
-//! conntrack entry; the guest closes its side at the same age.
+//! conntrack entry; the guest closes its side at the same age. A socket
+//! keeps at most [`MAX_FLOWS`] flows: a datagram from a new client beyond
+//! that is dropped (logged once per episode), and every flow passes the
+//! daemon's [`super::gate`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +18,9 @@ use tokio::sync::mpsc;
 use vmctl_proto::forward::{read_datagram, write_datagram, MAX_DATAGRAM};
 use vmctl_proto::ports::Protocol;
 
+use super::gate::Permit;
 use super::stats::Stats;
+use super::Route;
 use crate::vsock::VsockTransport;
 
 /// How long a flow lives without a datagram either way.
@@ -24,13 +29,18 @@ pub const IDLE: Duration = Duration::from_secs(60);
 /// Datagrams queued per flow while its stream opens; more are dropped (UDP).
 const QUEUE: usize = 256;
 
+/// Flows (client addresses) per published UDP port at once.
+pub const MAX_FLOWS: usize = 1024;
+
 /// Serves `socket` until the task is dropped.
 pub async fn serve(
     socket: UdpSocket,
-    target: SocketAddr,
+    route: Route,
     transport: Arc<dyn VsockTransport>,
     stats: Arc<Stats>,
 ) {
+    let target = route.target;
+    let mut full = false;
     let socket = Arc::new(socket);
     let mut flows: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut buffer = vec![0u8; MAX_DATAGRAM];
@@ -57,15 +67,26 @@ pub async fn serve(
                 Err(mpsc::error::TrySendError::Closed(datagram)) => {
                     flows.remove(&client);
                     start_flow(
-                        &mut flows, client, datagram, &socket, target, &transport, &stats,
+                        &mut flows, client, datagram, &socket, &route, &transport, &stats,
                     );
                 }
             }
-        } else {
-            start_flow(
-                &mut flows, client, datagram, &socket, target, &transport, &stats,
-            );
+            continue;
         }
+        if flows.len() >= MAX_FLOWS {
+            flows.retain(|_, sender| !sender.is_closed());
+        }
+        if flows.len() >= MAX_FLOWS {
+            if !full {
+                tracing::warn!(%target, max = MAX_FLOWS, "too many UDP flows on one port: datagrams from new clients are dropped until some end");
+                full = true;
+            }
+            continue;
+        }
+        full = false;
+        start_flow(
+            &mut flows, client, datagram, &socket, &route, &transport, &stats,
+        );
     }
 }
 
@@ -74,10 +95,13 @@ fn start_flow(
     client: SocketAddr,
     first: Vec<u8>,
     socket: &Arc<UdpSocket>,
-    target: SocketAddr,
+    route: &Route,
     transport: &Arc<dyn VsockTransport>,
     stats: &Arc<Stats>,
 ) {
+    let Some(permit) = route.gate.admit(route.listen, route.target, route.origin) else {
+        return;
+    };
     let (sender, receiver) = mpsc::channel(QUEUE);
     let _ = sender.try_send(first);
     flows.insert(client, sender);
@@ -85,7 +109,8 @@ fn start_flow(
         client,
         receiver,
         socket.clone(),
-        target,
+        route.clone(),
+        permit,
         transport.clone(),
         stats.clone(),
     ));
@@ -95,12 +120,16 @@ async fn flow(
     client: SocketAddr,
     mut datagrams: mpsc::Receiver<Vec<u8>>,
     socket: Arc<UdpSocket>,
-    target: SocketAddr,
+    route: Route,
+    _permit: Permit,
     transport: Arc<dyn VsockTransport>,
     stats: Arc<Stats>,
 ) {
+    let target = route.target;
     let _open = stats.open();
-    let Some(guest) = super::open_forward(transport.as_ref(), Protocol::Udp, target).await else {
+    let Some(guest) =
+        super::open_forward(transport.as_ref(), Protocol::Udp, target, route.origin).await
+    else {
         return;
     };
     let (mut from_guest, mut to_guest) = tokio::io::split(guest);

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncBufReadExt;
 use vmctl_proto::control::ControlRequest;
 use vmctl_proto::ports::{apply, PortBindingList, PortEvent};
 
@@ -57,8 +56,7 @@ async fn watch_once(transport: &dyn VsockTransport, forwarder: &Forwarder) -> Re
     let mut line = String::new();
     loop {
         line.clear();
-        let n = reader
-            .read_line(&mut line)
+        let n = vmctl_proto::line::read_line(&mut reader, &mut line)
             .await
             .map_err(|e| e.to_string())?;
         if n == 0 {

@@ -149,6 +149,10 @@ pub trait Hypervisor: Send + Sync {
     fn launch(&self, spec: &VmSpec, accel: Accelerator) -> Result<Box<dyn Vm>, HypervisorError>;
     /// Takes over a VM process an earlier daemon started, if it is alive.
     fn adopt(&self, spec: &VmSpec) -> Option<Box<dyn Vm>>;
+    /// The subnet of the VM's own NIC, where the backend's network puts the
+    /// desktop itself (QEMU user networking: `10.0.2.0/24`, the desktop's
+    /// loopback at `10.0.2.2`). Published ports may never target it.
+    fn nic_subnet(&self) -> Option<ipnet::Ipv4Net>;
 }
 
 /// The first hypervisor backend available on this desktop.

@@ -23,6 +23,12 @@ pub const CPU_ENV: &str = "VMCTL_QEMU_CPU";
 /// `vmctl-bench vm-ports` measures vmctl's own forwards against.
 pub const HOSTFWD_ENV: &str = "VMCTL_QEMU_HOSTFWD";
 
+/// The subnet of the VM's NIC on QEMU's user-mode network (QEMU's default,
+/// given explicitly): the guest at `.15`, the desktop's loopback at `.2`,
+/// QEMU's DNS at `.3`.
+pub const USER_NET: ipnet::Ipv4Net =
+    ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(10, 0, 2, 0), 24);
+
 pub struct Qemu {
     binary: PathBuf,
 }
@@ -88,7 +94,7 @@ impl Qemu {
             spec.disk.display()
         ));
         cmd.args(["-device", "virtio-blk-pci,drive=data"]);
-        let mut netdev = "user,id=net0".to_owned();
+        let mut netdev = format!("user,id=net0,net={USER_NET}");
         for rule in std::env::var(HOSTFWD_ENV).unwrap_or_default().split(';') {
             if !rule.trim().is_empty() {
                 netdev.push_str(",hostfwd=");
@@ -154,6 +160,10 @@ impl Hypervisor for Qemu {
             process,
             qmp: Qmp::new(&spec.control_socket),
         }))
+    }
+
+    fn nic_subnet(&self) -> Option<ipnet::Ipv4Net> {
+        Some(USER_NET)
     }
 
     fn adopt(&self, spec: &VmSpec) -> Option<Box<dyn Vm>> {

@@ -22,6 +22,11 @@ pub struct MachineConfig {
     /// desktop. `127.0.0.1` by default: safer than Docker's all-interfaces.
     #[serde(default = "default_bind_address")]
     pub port_bind_address: IpAddr,
+    /// Whether a container may publish on a non-loopback address of the
+    /// desktop (`-p 0.0.0.0:8080:80`, `::`, or one LAN address). On by
+    /// default, as Docker users expect; the desktop decides, not the guest.
+    #[serde(default = "default_allow_lan")]
+    pub allow_lan_ports: bool,
     /// Docker Hub mirrors the VM's engine pulls through (dockerd's
     /// `registry-mirrors`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -36,6 +41,10 @@ fn default_bind_address() -> IpAddr {
     IpAddr::V4(Ipv4Addr::LOCALHOST)
 }
 
+fn default_allow_lan() -> bool {
+    true
+}
+
 impl Default for MachineConfig {
     fn default() -> Self {
         Self {
@@ -43,6 +52,7 @@ impl Default for MachineConfig {
             memory_mib: 2048,
             disk_gib: 20,
             port_bind_address: default_bind_address(),
+            allow_lan_ports: default_allow_lan(),
             registry_mirrors: Vec::new(),
             insecure_registries: Vec::new(),
         }
@@ -65,6 +75,11 @@ pub struct SizeFlags {
     /// (default 127.0.0.1; 0.0.0.0 for every interface, like Docker).
     #[arg(long, value_name = "IP")]
     pub port_bind_address: Option<IpAddr>,
+    /// Whether containers may publish ports on the desktop's network
+    /// addresses (`-p 0.0.0.0:8080:80`); off: loopback and the
+    /// port-bind-address only. Default true.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub allow_lan_ports: Option<bool>,
     /// A Docker Hub mirror the VM's engine pulls through
     /// (`https://mirror.example`); repeat for more. Replaces the list.
     #[arg(long = "registry-mirror", value_name = "URL")]
@@ -81,8 +96,19 @@ impl SizeFlags {
             && self.memory.is_none()
             && self.disk.is_none()
             && self.port_bind_address.is_none()
+            && self.allow_lan_ports.is_none()
             && self.registry_mirrors.is_empty()
             && self.insecure_registries.is_empty()
+    }
+
+    /// Whether these flags change what only a stopped machine can change
+    /// (everything but `--allow-lan-ports`, which a running daemon follows).
+    pub fn needs_stop(&self) -> bool {
+        !SizeFlags {
+            allow_lan_ports: None,
+            ..self.clone()
+        }
+        .is_empty()
     }
 
     /// The settings of a new machine: the defaults with these flags applied.
@@ -143,6 +169,9 @@ impl SizeFlags {
         }
         if let Some(address) = self.port_bind_address {
             config.port_bind_address = address;
+        }
+        if let Some(allow) = self.allow_lan_ports {
+            config.allow_lan_ports = allow;
         }
         for mirror in &self.registry_mirrors {
             let host = mirror
@@ -260,5 +289,40 @@ mod tests {
             ..Default::default()
         };
         assert!(cpus.apply(base).is_err());
+    }
+
+    #[test]
+    fn allow_lan_ports_is_on_by_default_and_kept() {
+        assert!(MachineConfig::default().allow_lan_ports);
+        // A machine made before the setting existed reads as on.
+        let old = r#"{"cpus":1,"memory_mib":512,"disk_gib":2}"#;
+        let config: MachineConfig = serde_json::from_str(old).unwrap();
+        assert!(config.allow_lan_ports);
+        let off = SizeFlags {
+            allow_lan_ports: Some(false),
+            ..Default::default()
+        };
+        assert!(!off.is_empty());
+        assert!(!off.apply(config).unwrap().allow_lan_ports);
+    }
+
+    #[test]
+    fn allow_lan_ports_parses_as_a_flag_or_with_a_value() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: SizeFlags,
+        }
+        let parse = |args: &[&str]| {
+            let mut all = vec!["x"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|c| c.flags.allow_lan_ports)
+        };
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(parse(&["--allow-lan-ports"]).unwrap(), Some(true));
+        assert_eq!(parse(&["--allow-lan-ports=false"]).unwrap(), Some(false));
+        assert_eq!(parse(&["--allow-lan-ports=true"]).unwrap(), Some(true));
+        assert!(parse(&["--allow-lan-ports=maybe"]).is_err());
     }
 }

@@ -12,6 +12,7 @@ pub mod port_rules;
 pub mod status;
 pub mod store;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 pub use config::{MachineConfig, SizeFlags};
@@ -89,7 +90,11 @@ impl Machine {
             return Err(MachineError::Exists(name.to_owned()));
         }
         let machine = Self { paths, config };
-        let made = machine.size_disk().and_then(|()| machine.save());
+        let made = machine
+            .paths
+            .make_private()
+            .and_then(|()| machine.size_disk())
+            .and_then(|()| machine.save());
         if made.is_err() {
             let _ = std::fs::remove_dir_all(&machine.paths.data);
         }
@@ -108,13 +113,15 @@ impl Machine {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&self.paths.data).map_err(io)?;
+        self.paths.make_private()?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(paths::FILE_MODE)
             .open(&path)
             .map_err(io)?;
+        paths::private_file(&path, false)?;
         let want = self.config.disk_gib * 1024 * 1024 * 1024;
         if file.metadata().map_err(io)?.len() < want {
             file.set_len(want).map_err(io)?;

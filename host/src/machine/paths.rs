@@ -6,7 +6,13 @@
 //! directory (`$VMCTL_HOME/data`, `$VMCTL_HOME/run`) — tests and users with
 //! several setups use it. Unix socket paths are limited to 107 bytes, so the
 //! runtime names are short.
+//!
+//! Everything is private to the desktop user ([`MachinePaths::make_private`]):
+//! the disk holds every image, volume and container environment, the logs
+//! what the guest printed. Directories 0700, the disk and logs 0600; the
+//! runtime root too when it is the fallback under the data directory.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::MachineError;
@@ -123,6 +129,62 @@ impl MachinePaths {
     }
 }
 
+/// Mode of every directory of a machine.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of the disk and the logs.
+pub const FILE_MODE: u32 = 0o600;
+
+impl MachinePaths {
+    /// Creates the machine's directories 0700 and makes its disk and logs
+    /// 0600 (the logs are created empty, so QEMU's append keeps the mode).
+    /// Fixes the modes of machines made before they were private.
+    pub fn make_private(&self) -> Result<(), MachineError> {
+        if let Some(root) = self.run.parent() {
+            private_dir(root)?;
+        }
+        private_dir(&self.run)?;
+        private_dir(&self.data)?;
+        for log in [self.console_log(), self.daemon_log()] {
+            private_file(&log, true)?;
+        }
+        private_file(&self.disk(), false)
+    }
+}
+
+/// Creates `dir` (and its missing parents) 0700, and makes it 0700 if it was there.
+fn private_dir(dir: &Path) -> Result<(), MachineError> {
+    let io = |source| MachineError::Write {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE)).map_err(io)
+}
+
+/// Makes `path` 0600; creates it empty when `create` and it is missing.
+pub fn private_file(path: &Path, create: bool) -> Result<(), MachineError> {
+    let io = |source| MachineError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    if create {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(FILE_MODE)
+            .open(path)
+            .map_err(io)?;
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE)) {
+        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(io),
+    }
+}
+
 /// Machine names: what a docker context or a directory name can hold.
 pub fn validate_name(name: &str) -> Result<(), MachineError> {
     let ok = !name.is_empty()
@@ -152,5 +214,62 @@ mod tests {
         for bad in ["", "-x", "a/b", "..", &"x".repeat(33)] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn machine_files_are_private_and_old_modes_are_fixed() {
+        let home = tempfile::tempdir().unwrap();
+        let roots = Roots {
+            data: home.path().join("data"),
+            run: home.path().join("data").join("run"),
+        };
+        let paths = roots.machine("dev");
+        // A machine from before: world-readable everything.
+        std::fs::create_dir_all(&paths.data).unwrap();
+        std::fs::create_dir_all(&paths.run).unwrap();
+        for dir in [&paths.data, &paths.run, &roots.run] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::write(paths.disk(), b"").unwrap();
+        std::fs::write(paths.daemon_log(), b"old lines\n").unwrap();
+        for file in [paths.disk(), paths.daemon_log()] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        paths.make_private().unwrap();
+        for dir in [&paths.data, &paths.run, &roots.run] {
+            assert_eq!(mode(dir), 0o700, "{}", dir.display());
+        }
+        for file in [paths.disk(), paths.daemon_log(), paths.console_log()] {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        assert_eq!(
+            std::fs::read(paths.daemon_log()).unwrap(),
+            b"old lines\n",
+            "kept"
+        );
+    }
+
+    #[test]
+    fn a_new_machine_is_private_from_the_start() {
+        let home = tempfile::tempdir().unwrap();
+        let roots = Roots {
+            data: home.path().join("data"),
+            run: home.path().join("run"),
+        };
+        let config = crate::machine::MachineConfig {
+            disk_gib: 1,
+            ..Default::default()
+        };
+        let machine = crate::machine::Machine::create(&roots, "dev", config).unwrap();
+        let paths = &machine.paths;
+        assert_eq!(mode(&paths.data), 0o700);
+        assert_eq!(mode(&paths.disk()), 0o600);
+        assert_eq!(mode(&paths.console_log()), 0o600);
+        assert_eq!(mode(&paths.daemon_log()), 0o600);
+        assert_eq!(mode(&paths.config()), 0o600);
     }
 }

@@ -1,4 +1,5 @@
-//! `vmctl machine init [NAME] [--cpus N] [--memory SIZE] [--disk SIZE]`.
+//! `vmctl machine init [NAME] [--cpus N] [--memory SIZE] [--disk SIZE]
+//! [--allow-lan-ports[=BOOL]] …`.
 
 use super::MachineCliError;
 use crate::machine::{Machine, Roots, SizeFlags, DEFAULT_MACHINE};
@@ -17,8 +18,8 @@ pub fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
     let machine = Machine::create(roots, &args.name, config)?;
     let c = &machine.config;
     println!(
-        "machine {} created: {} CPUs, {} MiB memory, {} GiB disk",
-        args.name, c.cpus, c.memory_mib, c.disk_gib
+        "machine {} created: {} CPUs, {} MiB memory, {} GiB disk, allow-lan-ports {}",
+        args.name, c.cpus, c.memory_mib, c.disk_gib, c.allow_lan_ports
     );
     Ok(0)
 }

@@ -2,6 +2,7 @@
 //! it, or restarting it to adopt a VM whose daemon died), waiting for the VM
 //! with a progress indicator, and stopping it.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,11 +38,13 @@ pub async fn is_running(paths: &MachinePaths) -> bool {
 /// output appended to the daemon log.
 fn spawn_daemon(paths: &MachinePaths) -> Result<Child, MachineCliError> {
     let exe = std::env::current_exe().map_err(MachineCliError::Spawn)?;
-    std::fs::create_dir_all(&paths.run).map_err(MachineCliError::Spawn)?;
+    // Private directories and logs, also for machines made before they were.
+    paths.make_private()?;
     let log = || {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(crate::machine::paths::FILE_MODE)
             .open(paths.daemon_log())
             .map_err(MachineCliError::Spawn)
     };

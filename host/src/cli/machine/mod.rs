@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod ls;
 pub mod rm;
+pub mod set;
 pub mod ssh;
 pub mod start;
 pub mod status;
@@ -25,6 +26,8 @@ pub enum MachineCommand {
     Init(init::Args),
     /// Start a machine (creating `default` on first use).
     Start(start::Args),
+    /// Change a machine's settings (`--allow-lan-ports` even while it runs).
+    Set(set::Args),
     /// Stop a machine cleanly: containers stopped, disk flushed.
     Stop(NameArg),
     /// Stop and start a machine.
@@ -82,6 +85,7 @@ pub async fn dispatch(command: MachineCommand) -> Result<i32, MachineCliError> {
     match command {
         MachineCommand::Init(args) => init::run(&roots, args),
         MachineCommand::Start(args) => start::run(&roots, args).await,
+        MachineCommand::Set(args) => set::run(&roots, args).await,
         MachineCommand::Stop(args) => stop::run(&roots, &args.name).await,
         MachineCommand::Restart(args) => {
             stop::run(&roots, &args.name).await?;

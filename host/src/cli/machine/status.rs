@@ -49,6 +49,15 @@ fn print(machine: &Machine, status: &VmStatus) {
         "resources:    {} CPUs, {} MiB memory, {} GiB disk",
         c.cpus, c.memory_mib, c.disk_gib
     );
+    println!(
+        "ports:        published on {} by default; LAN addresses {}",
+        c.port_bind_address,
+        if c.allow_lan_ports {
+            "allowed (allow-lan-ports)"
+        } else {
+            "refused (allow-lan-ports=false)"
+        }
+    );
     if running {
         println!(
             "hypervisor:   {} ({})",

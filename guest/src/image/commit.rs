@@ -18,7 +18,9 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::fs::Metadata;
 use std::io::{self, BufReader, BufWriter, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -95,7 +97,12 @@ impl ImageStore {
         let mut links = HashMap::new();
         // A container never started has no upper directory: an empty layer.
         if upper.is_dir() {
-            add_dir(&mut builder, upper, Path::new(""), &mut links)?;
+            add_dir(
+                &mut builder,
+                &DirHandle::open(upper)?,
+                Path::new(""),
+                &mut links,
+            )?;
         }
         let tar = builder
             .into_inner()
@@ -193,6 +200,59 @@ impl ImageStore {
     }
 }
 
+/// An open directory of the upper tree. Its entries are reached through
+/// `/proc/self/fd/N/NAME`: the directory is the one opened, whatever its
+/// path names now, and only the last component is looked up, never
+/// followed. A running container (`commit --pause=false`) that swaps a
+/// directory for a symlink to `/` cannot lead the walk out of its upper dir.
+struct DirHandle {
+    dir: File,
+    /// The directory's path, for messages.
+    shown: PathBuf,
+}
+
+impl DirHandle {
+    fn open(path: &Path) -> Result<Self, ImageError> {
+        let dir =
+            open_nofollow(path, libc::O_DIRECTORY).map_err(|e| ImageError::io("open", path, e))?;
+        Ok(Self {
+            dir,
+            shown: path.to_owned(),
+        })
+    }
+
+    /// A path naming `name` inside this very directory.
+    fn at(&self, name: &std::ffi::OsStr) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd())).join(name)
+    }
+
+    /// The child directory `name`, if it still is the directory `meta` saw.
+    fn child(&self, name: &std::ffi::OsStr, meta: &Metadata) -> Result<Self, ImageError> {
+        let shown = self.shown.join(name);
+        let dir = open_nofollow(&self.at(name), libc::O_DIRECTORY)
+            .map_err(|e| ImageError::io("open", &shown, e))?;
+        let opened = dir
+            .metadata()
+            .map_err(|e| ImageError::io("stat", &shown, e))?;
+        if opened.ino() != meta.ino() || opened.dev() != meta.dev() {
+            return Err(ImageError::io("open", &shown, replaced()));
+        }
+        Ok(Self { dir, shown })
+    }
+}
+
+fn open_nofollow(path: &Path, flags: i32) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | flags)
+        .open(path)
+}
+
+fn replaced() -> io::Error {
+    io::Error::other("replaced while the layer was written")
+}
+
 /// Adds the entries of `dir` (at `rel` in the layer), sorted, recursively.
 /// Every entry is looked at with `lstat` and stored as what it is: a
 /// symlink as a symlink (never what it points to), a FIFO as a FIFO, a
@@ -200,20 +260,23 @@ impl ImageStore {
 /// Sockets are skipped, as Docker skips them.
 fn add_dir<W: Write>(
     builder: &mut tar::Builder<W>,
-    dir: &Path,
+    dir: &DirHandle,
     rel: &Path,
     links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> Result<(), ImageError> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| ImageError::io("read", dir, e))?
+    let listed = dir.at(std::ffi::OsStr::new(""));
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&listed)
+        .map_err(|e| ImageError::io("read", &dir.shown, e))?
+        .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()
-        .map_err(|e| ImageError::io("read", dir, e))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let name = rel.join(entry.file_name());
+        .map_err(|e| ImageError::io("read", &dir.shown, e))?;
+    names.sort();
+    for file_name in names {
+        let path = dir.shown.join(&file_name);
+        let inside = dir.at(&file_name);
+        let name = rel.join(&file_name);
         let meta =
-            std::fs::symlink_metadata(&path).map_err(|e| ImageError::io("stat", &path, e))?;
+            std::fs::symlink_metadata(&inside).map_err(|e| ImageError::io("stat", &path, e))?;
         let kind = meta.file_type();
         if kind.is_file() && meta.len() == 0 && ENGINE_FILES.iter().any(|f| name == Path::new(f)) {
             continue;
@@ -221,7 +284,7 @@ fn add_dir<W: Write>(
         let io = |e| ImageError::io("add to the layer", &path, e);
         if kind.is_char_device() && meta.rdev() == 0 {
             let parent = name.parent().unwrap_or(Path::new(""));
-            let whiteout = parent.join(format!(".wh.{}", entry.file_name().to_string_lossy()));
+            let whiteout = parent.join(format!(".wh.{}", file_name.to_string_lossy()));
             let mut header = header_from(&meta, tar::EntryType::Regular);
             header.set_size(0);
             builder
@@ -240,7 +303,7 @@ fn add_dir<W: Write>(
         }
         if kind.is_symlink() {
             let target =
-                std::fs::read_link(&path).map_err(|e| ImageError::io("read link", &path, e))?;
+                std::fs::read_link(&inside).map_err(|e| ImageError::io("read link", &path, e))?;
             let mut header = header_from(&meta, tar::EntryType::Symlink);
             header.set_size(0);
             builder
@@ -257,12 +320,13 @@ fn add_dir<W: Write>(
             continue;
         }
         if kind.is_dir() {
+            let child = dir.child(&file_name, &meta)?;
             let mut header = header_from(&meta, tar::EntryType::Directory);
             header.set_size(0);
             builder
                 .append_data(&mut header, &name, io::empty())
                 .map_err(io)?;
-            if is_opaque(&path) {
+            if is_opaque(&child.dir) {
                 let mut header = header_from(&meta, tar::EntryType::Regular);
                 header.set_size(0);
                 header.set_mode(0o644);
@@ -270,7 +334,7 @@ fn add_dir<W: Write>(
                     .append_data(&mut header, name.join(".wh..wh..opq"), io::empty())
                     .map_err(io)?;
             }
-            add_dir(builder, &path, &name, links)?;
+            add_dir(builder, &child, &name, links)?;
             continue;
         }
         if meta.nlink() > 1 {
@@ -283,36 +347,42 @@ fn add_dir<W: Write>(
             }
             links.insert(key, name.clone());
         }
-        add_file(builder, &path, &name, &meta)?;
+        add_file(builder, &inside, &path, &name, &meta)?;
     }
     Ok(())
 }
 
-/// Adds the regular file at `path` as `name`: opened without following a
-/// link and without waiting on a FIFO swapped in since the `lstat`; it must
-/// still be that file. A file that shrinks while it is read (a container
-/// committed without pause) is padded with zeros to the size in its header,
-/// one that grows is cut there, so the tar stays well formed.
+/// Adds the regular file at `inside` (shown as `path`) as `name`. It is
+/// first opened `O_PATH` (which opens nothing: a device node swapped in
+/// since the `lstat` reaches no driver) and must still be that regular
+/// file; only then is it reopened for reading. A file that shrinks while it
+/// is read (a container committed without pause) is padded with zeros to
+/// the size in its header, one that grows is cut there, so the tar stays
+/// well formed.
 fn add_file<W: Write>(
     builder: &mut tar::Builder<W>,
+    inside: &Path,
     path: &Path,
     name: &Path,
-    meta: &std::fs::Metadata,
+    meta: &Metadata,
 ) -> Result<(), ImageError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| ImageError::io("open", path, e))?;
-    let opened = file
+    let handle =
+        open_nofollow(inside, libc::O_PATH).map_err(|e| ImageError::io("open", path, e))?;
+    let opened = handle
         .metadata()
         .map_err(|e| ImageError::io("stat", path, e))?;
     if !opened.is_file() || opened.ino() != meta.ino() || opened.dev() != meta.dev() {
-        let changed = io::Error::other("replaced while the layer was written");
-        return Err(ImageError::io("add to the layer", path, changed));
+        return Err(ImageError::io("add to the layer", path, replaced()));
     }
+    let reopen = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    // The magic link of our own descriptor: following it is the point.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&reopen)
+        .map_err(|e| ImageError::io("open", path, e))?;
     let size = opened.len();
     let mut header = header_from(&opened, tar::EntryType::Regular);
     header.set_size(size);
@@ -322,7 +392,7 @@ fn add_file<W: Write>(
         .map_err(|e| ImageError::io("add to the layer", path, e))
 }
 
-fn header_from(meta: &std::fs::Metadata, kind: tar::EntryType) -> tar::Header {
+fn header_from(meta: &Metadata, kind: tar::EntryType) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(meta.mode() & 0o7777);
@@ -332,17 +402,15 @@ fn header_from(meta: &std::fs::Metadata, kind: tar::EntryType) -> tar::Header {
     header
 }
 
-/// Whether overlayfs marked `dir` opaque (its lower contents hidden).
-fn is_opaque(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
+/// Whether overlayfs marked the directory `dir` opaque (its lower
+/// contents hidden).
+fn is_opaque(dir: &File) -> bool {
     let mut value = [0u8; 4];
-    // SAFETY: NUL-terminated strings and a live buffer of the given length.
+    // SAFETY: a live descriptor, a NUL-terminated name and a live buffer of
+    // the given length.
     let n = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
+        libc::fgetxattr(
+            dir.as_raw_fd(),
             c"trusted.overlay.opaque".as_ptr(),
             value.as_mut_ptr().cast(),
             value.len(),
@@ -358,7 +426,8 @@ mod tests {
     /// The entries (type, path, link target) of a tar of `upper`.
     fn entries_of(upper: &Path) -> Vec<(tar::EntryType, String, Option<String>, Vec<u8>)> {
         let mut builder = tar::Builder::new(Vec::new());
-        add_dir(&mut builder, upper, Path::new(""), &mut HashMap::new()).unwrap();
+        let dir = DirHandle::open(upper).unwrap();
+        add_dir(&mut builder, &dir, Path::new(""), &mut HashMap::new()).unwrap();
         let bytes = builder.into_inner().unwrap();
         let mut archive = tar::Archive::new(&bytes[..]);
         archive
@@ -421,6 +490,33 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_swapped_for_a_link_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        let handle = DirHandle::open(dir.path()).unwrap();
+        let seen = std::fs::symlink_metadata(dir.path().join("d")).unwrap();
+        let file_seen = std::fs::symlink_metadata(dir.path().join("f")).unwrap();
+        // Between the walk's lstat and its open, both become links out.
+        std::fs::remove_dir(dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink("/", dir.path().join("d")).unwrap();
+        std::fs::remove_file(dir.path().join("f")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("f")).unwrap();
+        assert!(handle.child(std::ffi::OsStr::new("d"), &seen).is_err());
+        let mut builder = tar::Builder::new(Vec::new());
+        let inside = handle.at(std::ffi::OsStr::new("f"));
+        let err = add_file(
+            &mut builder,
+            &inside,
+            &dir.path().join("f"),
+            Path::new("f"),
+            &file_seen,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("f"), "{err}");
+    }
+
+    #[test]
     fn device_nodes_other_than_whiteouts_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         nix::sys::stat::mknod(
@@ -431,8 +527,13 @@ mod tests {
         )
         .unwrap();
         let mut builder = tar::Builder::new(Vec::new());
-        let err =
-            add_dir(&mut builder, dir.path(), Path::new(""), &mut HashMap::new()).unwrap_err();
+        let err = add_dir(
+            &mut builder,
+            &DirHandle::open(dir.path()).unwrap(),
+            Path::new(""),
+            &mut HashMap::new(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("device node /zero"), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 //! forwarding ([`forward`]), of the control service ([`control`]), and the frames every host ↔ guest vsock
 //! stream travels in ([`framing`], the only code here that touches a stream).
 
+pub mod auth;
 pub mod control;
 pub mod forward;
 pub mod framing;

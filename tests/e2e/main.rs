@@ -21,6 +21,7 @@ mod network_user;
 mod pull;
 mod run;
 mod vm;
+mod vm_hostile;
 mod vm_image;
 mod vm_ports;
 mod vm_pull;

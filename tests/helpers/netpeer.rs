@@ -10,6 +10,14 @@
 //!                              hybrid vsock has none)
 //!   netpeer vsock-echo PORT    tcp-echo on AF_VSOCK (any CID)
 //!   netpeer vsock-sink PORT    tcp-sink on AF_VSOCK
+//!   netpeer vsock-forge CID PORT MESSAGE
+//!                              a client without the secret: connects to
+//!                              CID:PORT, reads the peer's first frame, sends
+//!                              MESSAGE as one frame (the framing every
+//!                              host ↔ guest stream speaks), reads until the
+//!                              peer closes, and reports each step on stdout
+//!                              (`connected`, `first-frame N HEX`,
+//!                              `answer-bytes N`, `answer TEXT`, `end …`)
 //!
 //! Every server prints "ready" on stdout once it listens.
 
@@ -19,6 +27,13 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, cid, port, message] = args.as_slice() {
+        if mode == "vsock-forge" {
+            let cid = cid.parse().expect("CID");
+            let port = port.parse().expect("PORT");
+            return forge_vsock(cid, port, message.as_bytes());
+        }
+    }
     let (mode, port) = match args.as_slice() {
         [_, mode, port] => (mode.as_str(), port.parse::<u32>().expect("PORT")),
         _ => {
@@ -134,6 +149,7 @@ extern "C" {
     fn listen(fd: i32, backlog: i32) -> i32;
     fn accept4(fd: i32, address: *mut u8, length: *mut u32, flags: i32) -> i32;
     fn shutdown(fd: i32, how: i32) -> i32;
+    fn connect(fd: i32, address: *const SockaddrVm, length: u32) -> i32;
 }
 
 struct Vsock(std::fs::File);
@@ -188,7 +204,8 @@ fn serve_vsock(port: u32, handle: fn(Box<dyn Stream>)) {
     ready();
     loop {
         // SAFETY: accept4 without a peer address.
-        let client = unsafe { accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), SOCK_CLOEXEC) };
+        let client =
+            unsafe { accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), SOCK_CLOEXEC) };
         if client < 0 {
             continue;
         }
@@ -196,4 +213,55 @@ fn serve_vsock(port: u32, handle: fn(Box<dyn Stream>)) {
         let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(client) });
         std::thread::spawn(move || handle(Box::new(Vsock(file))));
     }
+}
+
+/// A client that knows the framing but not the secret.
+fn forge_vsock(cid: u32, port: u32, message: &[u8]) {
+    let address = SockaddrVm {
+        family: AF_VSOCK as u16,
+        reserved1: 0,
+        port,
+        cid,
+        flags: 0,
+        zero: [0; 3],
+    };
+    // SAFETY: plain socket calls with a correctly sized sockaddr_vm.
+    let fd = check("socket", unsafe {
+        socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0)
+    });
+    let length = std::mem::size_of::<SockaddrVm>() as u32;
+    check("connect", unsafe { connect(fd, &address, length) });
+    println!("connected");
+    // SAFETY: socket returned a new descriptor that nothing else owns.
+    let mut stream = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut header = [0u8; 4];
+    match stream.read_exact(&mut header) {
+        Ok(()) => {
+            let length = u32::from_be_bytes(header) as usize;
+            let mut first = vec![0u8; length.min(1 << 16)];
+            let got = stream.read_exact(&mut first).is_ok();
+            let hex: String = first.iter().map(|b| format!("{b:02x}")).collect();
+            println!(
+                "first-frame {length} {}",
+                if got { hex } else { "cut".into() }
+            );
+        }
+        Err(e) => println!("first-frame none {e}"),
+    }
+    let mut frame = (message.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(message);
+    if let Err(e) = stream.write_all(&frame) {
+        println!("send-error {e}");
+    }
+    let mut answer = Vec::new();
+    let end = match stream.read_to_end(&mut answer) {
+        Ok(_) => "end eof".to_owned(),
+        Err(e) => format!("end error {e}"),
+    };
+    println!("answer-bytes {}", answer.len());
+    println!(
+        "answer {}",
+        String::from_utf8_lossy(&answer).replace('\n', " ")
+    );
+    println!("{end}");
 }

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, VsockAddr};
+use vmctl_proto::auth::{self, Secret};
 use vmctl_proto::forward::{HostPortRequest, HostPortResponse};
 use vmctl_proto::ports::PortBinding;
 
@@ -34,17 +35,20 @@ pub enum HostPortsError {
 #[derive(Debug, Clone)]
 pub struct HostPorts {
     port: u32,
-}
-
-impl Default for HostPorts {
-    fn default() -> Self {
-        HostPorts {
-            port: vmctl_proto::VSOCK_PORT_HOST_PORTS,
-        }
-    }
+    /// The per-boot secret: the host answers only a guest that proves it,
+    /// and this client talks only to a host that proves it back.
+    secret: Secret,
 }
 
 impl HostPorts {
+    /// A client that proves `secret` (`vmctl_proto::auth`) on each call.
+    pub fn new(secret: Secret) -> Self {
+        HostPorts {
+            port: vmctl_proto::VSOCK_PORT_HOST_PORTS,
+            secret,
+        }
+    }
+
     /// Asks the host to listen for `binding` (host port 0: any).
     pub fn reserve(&self, binding: &PortBinding) -> Result<HostPortResponse, HostPortsError> {
         self.call(&HostPortRequest::Reserve {
@@ -70,6 +74,9 @@ impl HostPorts {
         };
         let run = || -> std::io::Result<Vec<u8>> {
             let mut stream = std::fs::File::from(self.connect()?);
+            // The handshake's messages travel in frames like everything else.
+            auth::connect_blocking(&mut FramedSync::new(&mut stream), &self.secret, self.port)
+                .map_err(std::io::Error::other)?;
             let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
             line.push(b'\n');
             stream.write_all(&vmctl_proto::framing::frame(&line))?;
@@ -124,6 +131,51 @@ fn read_frame(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// A blocking view of a framed stream, for the handshake: writes go out as
+/// one frame each, reads take payload bytes across frames (a zero-length
+/// frame, the peer's half-close, reads as the end).
+struct FramedSync<'a, S> {
+    inner: &'a mut S,
+    /// Payload bytes of the current frame not read yet.
+    left: usize,
+}
+
+impl<'a, S: Read + Write> FramedSync<'a, S> {
+    fn new(inner: &'a mut S) -> Self {
+        Self { inner, left: 0 }
+    }
+}
+
+impl<S: Read + Write> Read for FramedSync<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            let mut len = [0u8; 4];
+            self.inner.read_exact(&mut len)?;
+            self.left = u32::from_be_bytes(len) as usize;
+            if self.left == 0 {
+                return Ok(0);
+            }
+        }
+        let want = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+impl<S: Read + Write> Write for FramedSync<'_, S> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(vmctl_proto::framing::MAX_FRAME);
+        self.inner
+            .write_all(&vmctl_proto::framing::frame(&data[..n]))?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +186,22 @@ mod tests {
         wire.extend(vmctl_proto::framing::frame(b"true}\n"));
         let got = read_frame(&mut &wire[..]).unwrap();
         assert_eq!(got, b"{\"ok\":true}\n");
+    }
+
+    #[test]
+    fn framed_reads_cross_frames_and_stop_at_a_half_close() {
+        let mut wire = vmctl_proto::framing::frame(b"ab");
+        wire.extend(vmctl_proto::framing::frame(b"cde"));
+        wire.extend(vmctl_proto::framing::frame(b""));
+        let mut stream = std::io::Cursor::new(wire);
+        let mut framed = FramedSync::new(&mut stream);
+        let mut got = [0u8; 5];
+        framed.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"abcde");
+        assert_eq!(framed.read(&mut got).unwrap(), 0);
+        framed.write_all(b"xy").unwrap();
+        assert!(stream
+            .get_ref()
+            .ends_with(&vmctl_proto::framing::frame(b"xy")));
     }
 }

@@ -1,6 +1,7 @@
 //! The engine process of the VM (`/init vm-engine`, started by PID 1): the
 //! Docker Engine API on vsock port 2375 and on `/run/vmctl/docker.sock`, and
-//! the control service on vsock port 1025. A shutdown request (or SIGTERM)
+//! the control service on vsock port 1025, both for streams that proved the
+//! host's secret ([`super::vsock`]). A shutdown request (or SIGTERM)
 //! stops the containers and exits 0, which PID 1 takes as "power off".
 
 use std::path::PathBuf;
@@ -9,13 +10,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::Notify;
-use tokio_vsock::VsockListener;
+use vmctl_proto::auth::Secret;
 use vmctl_proto::control::{DATA_MOUNT, READY_MARKER};
-use vmctl_proto::framing::Framed;
 use vmctl_proto::{VSOCK_PORT_API, VSOCK_PORT_CONTROL};
 
 use super::control::Control;
+use super::vsock::AuthListener;
 use crate::engine::{Engine, EngineOptions};
+use crate::network::host_ports::HostPorts;
 
 /// The VM's NIC.
 pub const INTERFACE: &str = "eth0";
@@ -24,33 +26,21 @@ pub const INTERFACE: &str = "eth0";
 /// address of ports published without a host IP.
 pub const BIND_ENV: &str = "VMCTL_BIND";
 
-struct Vsock(VsockListener);
-
-/// Every host connection is framed (`vmctl_proto::framing`): half-close
-/// survives the vhost-user vsock backend.
-impl crate::api::Listener for Vsock {
-    type Io = Framed<tokio_vsock::VsockStream>;
-    async fn accept(&mut self) -> std::io::Result<Self::Io> {
-        self.0.accept().await.map(|(s, _)| Framed::new(s))
-    }
-}
-
-fn bind(port: u32) -> anyhow::Result<VsockListener> {
-    super::vsock_listener(port)
-}
-
 pub fn main() -> anyhow::Result<()> {
+    // First, before any thread or child: the secret PID 1 handed over.
+    let secret = super::secret::inherited()
+        .context("the engine serves vsock only with the host's secret")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
-    runtime.block_on(serve())?;
+    runtime.block_on(serve(secret))?;
     nix::unistd::sync();
     Ok(())
 }
 
 /// Published ports live on the desktop: the host daemon holds them, and
 /// ports without a host IP get the machine's `port-bind-address`.
-fn network_options() -> crate::network::NetworkOptions {
+fn network_options(secret: Secret) -> crate::network::NetworkOptions {
     let mut options = crate::network::NetworkOptions {
-        port_authority: crate::network::ports::PortAuthority::Host(Default::default()),
+        port_authority: crate::network::ports::PortAuthority::Host(HostPorts::new(secret)),
         reserved_subnets: nic_subnets(),
         ..Default::default()
     };
@@ -109,7 +99,7 @@ fn registry_options() -> crate::image::registry::RegistryOptions {
     options
 }
 
-async fn serve() -> anyhow::Result<()> {
+async fn serve(secret: Secret) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let options = EngineOptions {
         root: PathBuf::from(DATA_MOUNT),
@@ -117,15 +107,15 @@ async fn serve() -> anyhow::Result<()> {
         cgroup_parent: "vmctl".into(),
         builtin_images: Some(PathBuf::from("/usr/share/vmctl/images")),
         self_exe: std::env::current_exe().context("cannot find own executable")?,
-        network: network_options(),
+        network: network_options(secret.clone()),
         registry: registry_options(),
     };
     let engine = Engine::open(options).await?;
     tracing::info!(ms = started.elapsed().as_millis() as u64, "engine open");
     let router = crate::api::router(engine.clone());
     let unix = crate::api::bind_unix(std::path::Path::new("/run/vmctl/docker.sock"))?;
-    let api = Vsock(bind(VSOCK_PORT_API)?);
-    let control_listener = bind(VSOCK_PORT_CONTROL)?;
+    let api = AuthListener::bind(VSOCK_PORT_API, secret.clone())?;
+    let mut control_listener = AuthListener::bind(VSOCK_PORT_CONTROL, secret)?;
     tokio::spawn(crate::api::serve_on(router.clone(), unix));
     tokio::spawn(crate::api::serve_on(router, api));
 
@@ -138,9 +128,9 @@ async fn serve() -> anyhow::Result<()> {
     tokio::spawn(async move {
         loop {
             match control_listener.accept().await {
-                Ok((stream, _)) => {
+                Ok(stream) => {
                     let control = control.clone();
-                    tokio::spawn(async move { control.handle(Framed::new(stream)).await });
+                    tokio::spawn(async move { control.handle(stream).await });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "control accept failed");

@@ -8,6 +8,8 @@
 //! socket per flow; each datagram travels length-prefixed; a flow idle for
 //! [`UDP_IDLE`] is closed (the host closes its side at the same age).
 //!
+//! Only streams that proved the host's secret get here ([`super::vsock`]).
+//!
 //! Second layer behind the host's policy: a published port's stream may
 //! only name a container — never loopback, nor the VM NIC's subnet (where
 //! the desktop is); only a header flagged as the user's own `vmctl port`
@@ -270,9 +272,13 @@ where
     to_host.shutdown().await
 }
 
-/// Serves vsock port 1026 until the process ends.
+/// Serves vsock port 1026, for streams that proved the host's secret, until
+/// the process ends.
 pub fn main() -> anyhow::Result<()> {
     use anyhow::Context;
+    // First, before any thread or child: the secret PID 1 handed over.
+    let secret = super::secret::inherited()
+        .context("the forwarder serves vsock only with the host's secret")?;
     // One thread: a byte pipe is bound by syscalls, not CPU, and a task woken
     // on the thread that polls its sockets costs no cross-CPU wakeup (an
     // emulated IPI under TCG).
@@ -285,12 +291,13 @@ pub fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start tokio")?;
     runtime.block_on(async {
-        let listener = super::vsock_listener(vmctl_proto::VSOCK_PORT_FORWARD)?;
-        tracing::info!(port = vmctl_proto::VSOCK_PORT_FORWARD, "forward service up");
+        let port = vmctl_proto::VSOCK_PORT_FORWARD;
+        let mut listener = super::vsock::AuthListener::bind(port, secret)?;
+        tracing::info!(port, "forward service up");
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(handle(vmctl_proto::framing::Framed::new(stream)));
+                Ok(stream) => {
+                    tokio::spawn(handle(stream));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "forward accept failed");

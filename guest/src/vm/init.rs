@@ -1,7 +1,10 @@
 //! PID 1 of the VM. Single-threaded, no async runtime: it mounts the basics,
-//! sets the clock, loads the modules, starts DHCP in the background, prepares
-//! the data disk, then runs the engine (`/init vm-engine`) and the port
-//! forwarder (`/init vm-forward`) as its children and reaps every orphan. The engine exiting 0 means "power off" (the host
+//! sets the clock, loads the modules, reads the host's per-boot vsock secret
+//! from fw_cfg (without it, it powers off: [`super::secret`]), starts DHCP in
+//! the background, prepares the data disk, then runs the engine (`/init
+//! vm-engine`) and the port forwarder (`/init vm-forward`) as its children,
+//! each handed the secret by pipe, and reaps every orphan. The engine
+//! exiting 0 means "power off" (the host
 //! asked); a crash restarts it (at most 5 times a minute). SIGTERM, SIGINT
 //! and SIGPWR to PID 1 stop the engine and power off.
 
@@ -16,7 +19,9 @@ use nix::unistd::Pid;
 use vmctl_proto::control::{CMDLINE_DATA_DISK, CMDLINE_LOG, CMDLINE_TIME, DATA_MOUNT};
 use vmctl_proto::forward::CMDLINE_BIND;
 
-use super::{clock, cmdline, dhcp, disk, modules, mounts, power};
+use vmctl_proto::auth::Secret;
+
+use super::{clock, cmdline, dhcp, disk, modules, mounts, power, secret};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -51,6 +56,9 @@ pub fn main() -> ! {
         modules::load_all(std::path::Path::new(modules::LIST))
     });
     tracing::info!(loaded, failed, "kernel modules");
+    // Before any container can exist: no secret, nothing served.
+    let boot_secret = step("secret", secret::from_firmware).unwrap_or_else(|e| refuse(&e));
+    secret::forget_firmware();
     step("network", network);
     step("sysctls", tune);
     match cmdline::value(&line, CMDLINE_DATA_DISK) {
@@ -71,7 +79,28 @@ pub fn main() -> ! {
         None => tracing::warn!("no data disk: the engine's state lives in memory"),
     }
     install_signal_handlers();
-    supervise();
+    supervise(&boot_secret);
+    power::power_off(DATA_MOUNT)
+}
+
+/// Without the host's secret the vsock services would answer anyone who
+/// reaches them: say why on the console and power off.
+fn refuse(error: &secret::SecretError) -> ! {
+    let mut cause = String::new();
+    let mut next: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = next {
+        if !cause.is_empty() {
+            cause.push_str(": ");
+        }
+        cause.push_str(&e.to_string());
+        next = e.source();
+    }
+    tracing::error!(error = %cause, "no per-boot secret from the host");
+    eprintln!(
+        "vmctl-guest: refusing to serve: the host gave this VM no vsock secret \
+         (fw_cfg {}; {cause}). Start the VM with the vmctl that built this image.",
+        vmctl_proto::auth::FW_CFG_NAME
+    );
     power::power_off(DATA_MOUNT)
 }
 
@@ -168,10 +197,20 @@ fn install_signal_handlers() {
     }
 }
 
+/// Starts `/init <role>` with the secret handed over by pipe.
+fn spawn_child(role: &str, secret: &Secret) -> std::io::Result<Pid> {
+    let mut command = Command::new("/proc/self/exe");
+    command.arg(role);
+    let handoff = secret::hand_to(&mut command, secret).map_err(std::io::Error::other)?;
+    let child = command.spawn();
+    handoff.done();
+    Ok(Pid::from_raw(child?.id() as i32))
+}
+
 /// The forwarder child: restarted whenever it exits, never a reason to stop.
-fn spawn_forwarder() -> Option<Pid> {
-    match Command::new("/proc/self/exe").arg("vm-forward").spawn() {
-        Ok(child) => Some(Pid::from_raw(child.id() as i32)),
+fn spawn_forwarder(secret: &Secret) -> Option<Pid> {
+    match spawn_child("vm-forward", secret) {
+        Ok(pid) => Some(pid),
         Err(e) => {
             tracing::error!(error = %e, "cannot start the port forwarder");
             None
@@ -181,20 +220,20 @@ fn spawn_forwarder() -> Option<Pid> {
 
 /// Runs the engine and forwarder children, reaping every orphan, until a
 /// power-off is due; then stops the forwarder too.
-fn supervise() {
-    let mut forwarder = spawn_forwarder();
-    supervise_engine(&mut forwarder);
+fn supervise(secret: &Secret) {
+    let mut forwarder = spawn_forwarder(secret);
+    supervise_engine(&mut forwarder, secret);
     if let Some(pid) = forwarder {
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
     }
 }
 
-fn supervise_engine(forwarder: &mut Option<Pid>) {
+fn supervise_engine(forwarder: &mut Option<Pid>, secret: &Secret) {
     let mut crashes: Vec<Instant> = Vec::new();
     loop {
-        let engine = match Command::new("/proc/self/exe").arg("vm-engine").spawn() {
-            Ok(child) => Pid::from_raw(child.id() as i32),
+        let engine = match spawn_child("vm-engine", secret) {
+            Ok(pid) => pid,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the engine");
                 return;
@@ -217,7 +256,7 @@ fn supervise_engine(forwarder: &mut Option<Pid>) {
                 {
                     tracing::error!("the port forwarder exited; restarting it");
                     std::thread::sleep(Duration::from_millis(100));
-                    *forwarder = spawn_forwarder();
+                    *forwarder = spawn_forwarder(secret);
                 }
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => {}

@@ -2,7 +2,10 @@
 //! data disk, the engine and forwarder children, reaping, power-off), the
 //! engine process's VM side in [`engine`]: the API on vsock 2375 and the
 //! host's control service ([`control`], [`shell`]) on vsock 1025, and the
-//! published-port forwarder ([`forward`]) on vsock 1026.
+//! published-port forwarder ([`forward`]) on vsock 1026. Each of those
+//! vsock services takes only streams that prove the host's per-boot secret
+//! ([`vsock`]); the secret comes from QEMU's fw_cfg, never from the kernel
+//! command line, and PID 1 hands it to its children by pipe ([`secret`]).
 //!
 //! Kernel command-line options (keys in `vmctl_proto::control`):
 //!
@@ -24,27 +27,6 @@ pub mod init;
 pub mod modules;
 pub mod mounts;
 pub mod power;
+pub mod secret;
 pub mod shell;
-
-/// A vsock listener on `port` (any CID) whose accept queue holds
-/// [`BACKLOG`] connections: the vsock crate listens with 128, and a burst
-/// beyond the queue is refused outright (vsock has no SYN retry), so 200
-/// clients connecting at once through one forward would lose some.
-pub fn vsock_listener(port: u32) -> anyhow::Result<tokio_vsock::VsockListener> {
-    use anyhow::Context;
-    use std::os::fd::AsFd;
-    let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(
-        tokio_vsock::VMADDR_CID_ANY,
-        port,
-    ))
-    .with_context(|| format!("cannot listen on vsock port {port}"))?;
-    // listen(2) again on a listening socket only changes its queue length.
-    let backlog =
-        nix::sys::socket::Backlog::new(BACKLOG).unwrap_or(nix::sys::socket::Backlog::MAXCONN);
-    nix::sys::socket::listen(&listener.as_fd(), backlog)
-        .with_context(|| format!("cannot deepen the accept queue of vsock port {port}"))?;
-    Ok(listener)
-}
-
-/// Accept queue of the guest's vsock services (capped by `net.core.somaxconn`).
-const BACKLOG: i32 = 4096;
+pub mod vsock;

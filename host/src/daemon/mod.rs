@@ -24,9 +24,11 @@ use tokio::sync::Notify;
 use crate::forward;
 use crate::forward::ports::Forwarder;
 use crate::hypervisor::{self, Accelerator, HypervisorError, Vm, VmSpec, VsockDevice};
+use crate::machine::secret;
 use crate::machine::status::{State, VmStatus};
 use crate::machine::{Machine, MachineError, Roots};
 use crate::process::Owned;
+use crate::vsock::auth::{Authenticated, SharedSecret};
 use crate::vsock::hybrid::HybridVsock;
 use crate::vsock::vhost_user::{BackendError, BackendPaths};
 use crate::vsock::VsockTransport;
@@ -58,6 +60,8 @@ pub enum DaemonError {
     Boot(String),
     #[error(transparent)]
     Forward(#[from] forward::ForwardError),
+    #[error(transparent)]
+    Secret(#[from] crate::machine::secret::SecretError),
 }
 
 /// What the running daemon shares between its tasks.
@@ -230,6 +234,7 @@ fn vm_spec(
         vsock: VsockDevice::VhostUser {
             socket: paths.vhost_socket(),
         },
+        secret: paths.boot_secret(),
     };
     Ok((spec, backend))
 }
@@ -288,6 +293,13 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
     let nic_subnet = hypervisor.nic_subnet();
     let (mut spec, backend_paths) = vm_spec(&machine, nic_subnet)?;
     let (backend_paths, transport) = choose_vsock(&machine, &mut spec, backend_paths);
+    // Every stream proves the VM's per-boot secret: a running VM's is the
+    // one its daemon left; a boot draws a new one below.
+    let secret = Arc::new(SharedSecret::new(secret::load(
+        &machine.paths.boot_secret(),
+    )));
+    let transport: Arc<dyn VsockTransport> =
+        Arc::new(Authenticated::new(transport, secret.clone()));
     let previous = VmStatus::load(&machine.paths).ok().flatten();
     // Before the guest runs: its engine reserves ports as it starts containers.
     let (forwarder, host_ports) = start_forwarder(&machine, transport.clone(), nic_subnet);
@@ -337,6 +349,7 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
     }
 
     machine.size_disk()?;
+    secret.set(secret::renew(&machine.paths.boot_secret())?);
     let mut status = VmStatus::new(State::Starting);
     status.hypervisor = hypervisor.name().to_owned();
     status.started_at = Some(unix_now());
@@ -512,6 +525,7 @@ fn cleanup_files(paths: &crate::machine::MachinePaths) {
         paths.daemon_pid(),
         paths.vmm_pid(),
         paths.vsock_backend_pid(),
+        paths.boot_secret(),
     ] {
         let _ = std::fs::remove_file(file);
     }

@@ -39,6 +39,11 @@ pub struct VmSpec {
     /// The VMM's control socket (QMP for QEMU).
     pub control_socket: PathBuf,
     pub vsock: VsockDevice,
+    /// The per-boot vsock secret (a 0600 file): the backend hands its bytes
+    /// to the guest out of band, never on the kernel command line (which
+    /// every container can read) nor in an argv other local users can read.
+    /// QEMU: the fw_cfg file `vmctl_proto::auth::FW_CFG_NAME`.
+    pub secret: PathBuf,
 }
 
 /// How the guest's vsock device is provided.

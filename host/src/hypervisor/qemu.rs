@@ -114,8 +114,38 @@ impl Qemu {
                     .arg(format!("vhost-vsock-pci,guest-cid={cid}"));
             }
         }
+        // By file, not `string=`: QEMU's argv is readable by every local user.
+        cmd.arg("-fw_cfg").arg(format!(
+            "name={},file={}",
+            vmctl_proto::auth::FW_CFG_NAME,
+            qemu_option_value(&spec.secret)
+        ));
+        private_files(&mut cmd);
         Ok(cmd)
     }
+}
+
+/// A path as a QEMU option value: a comma would end the value, so it is doubled.
+fn qemu_option_value(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
+/// What QEMU creates (the QMP socket, a new log) is the desktop user's
+/// alone: the QMP socket controls the VM.
+fn private_files(cmd: &mut Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask is async-signal-safe and touches no memory.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0o077);
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = cmd;
 }
 
 impl Hypervisor for Qemu {
@@ -230,5 +260,52 @@ pub fn version(binary: &Path) -> Option<String> {
 impl Qemu {
     pub fn binary(&self) -> &Path {
         &self.binary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_reaches_qemu_as_a_fw_cfg_file_never_in_argv() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["vmlinux", "initramfs.img"] {
+            std::fs::write(dir.path().join(file), b"").unwrap();
+        }
+        let secret_file = dir.path().join("a,b").join("vm.secret");
+        let spec = VmSpec {
+            name: "t".into(),
+            cpus: 1,
+            memory_mib: 256,
+            vmlinux: dir.path().join("vmlinux"),
+            bzimage: dir.path().join("bzImage"),
+            initramfs: dir.path().join("initramfs.img"),
+            cmdline: "console=ttyS0".into(),
+            disk: dir.path().join("disk.raw"),
+            console_log: dir.path().join("console.log"),
+            vmm_log: dir.path().join("daemon.log"),
+            pid_file: dir.path().join("vmm.pid"),
+            control_socket: dir.path().join("qmp.sock"),
+            vsock: VsockDevice::Kernel { cid: 7 },
+            secret: secret_file.clone(),
+        };
+        let qemu = Qemu {
+            binary: "qemu-system-x86_64".into(),
+        };
+        let command = qemu.command(&spec, Accelerator::Tcg).unwrap();
+        let args: Vec<String> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let at = args.iter().position(|a| a == "-fw_cfg").unwrap();
+        let expected = format!(
+            "name=opt/vmctl/secret,file={}",
+            secret_file.display().to_string().replace(',', ",,")
+        );
+        assert_eq!(args[at + 1], expected);
+        assert!(!args.iter().any(|a| a.contains("string=")));
+        let append = args.iter().position(|a| a == "-append").unwrap();
+        assert!(!args[append + 1].contains("secret"));
     }
 }

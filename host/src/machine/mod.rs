@@ -9,6 +9,7 @@
 pub mod config;
 pub mod paths;
 pub mod port_rules;
+pub mod secret;
 pub mod status;
 pub mod store;
 

@@ -127,6 +127,10 @@ impl MachinePaths {
     pub fn status(&self) -> PathBuf {
         self.run.join("status.json")
     }
+    /// The running VM's per-boot vsock secret (0600; [`super::secret`]).
+    pub fn boot_secret(&self) -> PathBuf {
+        self.run.join("vm.secret")
+    }
 }
 
 /// Mode of every directory of a machine.

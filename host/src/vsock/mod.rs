@@ -9,8 +9,11 @@
 //!
 //! Virtualization.framework's socket device and Hyper-V sockets join here as
 //! backends of their own when those hypervisors land. The daemon holds an
-//! `Arc<dyn VsockTransport>` and never knows which one it has.
+//! `Arc<dyn VsockTransport>` and never knows which one it has: always
+//! wrapped in [`auth::Authenticated`], so every stream it gets proved the
+//! VM's per-boot secret.
 
+pub mod auth;
 pub mod hybrid;
 #[cfg(target_os = "linux")]
 pub mod kernel;
@@ -78,6 +81,16 @@ pub enum VsockError {
         #[source]
         source: std::io::Error,
     },
+    #[error("vsock port {port}: the peer did not prove the VM's per-boot secret")]
+    Auth {
+        port: u32,
+        #[source]
+        source: vmctl_proto::auth::AuthError,
+    },
+    #[error(
+        "vsock port {port}: no per-boot secret (the VM was not booted by a daemon that left one)"
+    )]
+    NoSecret { port: u32 },
     #[error("vsock port {port}")]
     Io {
         port: u32,

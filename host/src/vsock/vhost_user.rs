@@ -52,8 +52,10 @@ pub fn start(paths: &BackendPaths) -> Result<Owned, BackendError> {
         paths.vhost_socket.display(),
         paths.vsock_socket.display()
     ));
+    private_sockets(&mut command);
     let owned = Owned::spawn(command, &paths.log, &paths.pid_file).map_err(BackendError::Spawn)?;
     let deadline = Instant::now() + Duration::from_secs(10);
+    // The backend binds the hybrid socket before it serves QEMU's.
     while !paths.vhost_socket.exists() {
         if owned.has_exited() || Instant::now() > deadline {
             owned.forget_pid_file();
@@ -61,7 +63,45 @@ pub fn start(paths: &BackendPaths) -> Result<Owned, BackendError> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    for socket in [&paths.vsock_socket, &paths.vhost_socket] {
+        if let Err(e) = make_private(socket) {
+            tracing::warn!(socket = %socket.display(), error = %e, "cannot make a vsock socket 0600");
+        }
+    }
     Ok(owned)
+}
+
+/// The backend creates its sockets with no access for anyone else: whoever
+/// can connect to the hybrid socket reaches every guest port (the secret
+/// still stands in the way, but nothing else should need to).
+fn private_sockets(command: &mut Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask is async-signal-safe and touches no memory.
+        unsafe {
+            command.pre_exec(|| {
+                libc::umask(0o077);
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = command;
+}
+
+/// Mode 0600 on a socket the backend made (a socket's mode is what guards a connect).
+fn make_private(socket: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = socket;
+        Ok(())
+    }
 }
 
 /// The backend an earlier daemon started, if it still runs.

@@ -3,8 +3,11 @@
 //! Owns the numbers both sides must agree on — vsock ports and the Docker
 //! Engine API versions the guest speaks — so the host and the guest cannot
 //! drift — the wire types of the published-port list ([`ports`]) and its
-//! forwarding ([`forward`]), of the control service ([`control`]), and the frames every host ↔ guest vsock
-//! stream travels in ([`framing`], the only code here that touches a stream).
+//! forwarding ([`forward`]), of the control service ([`control`]), the frames
+//! every host ↔ guest vsock stream travels in ([`framing`]) and the
+//! per-boot secret's handshake that opens each of them ([`auth`]) — these two
+//! the only code here that touches a stream, through the `AsyncRead` /
+//! `AsyncWrite` (or `Read` / `Write`) traits alone.
 
 pub mod auth;
 pub mod control;

@@ -5,9 +5,9 @@
 //! drift — the wire types of the published-port list ([`ports`]) and its
 //! forwarding ([`forward`]), of the control service ([`control`]), the frames
 //! every host ↔ guest vsock stream travels in ([`framing`]) and the
-//! per-boot secret's handshake that opens each of them ([`auth`]) — these two
-//! the only code here that touches a stream, through the `AsyncRead` /
-//! `AsyncWrite` (or `Read` / `Write`) traits alone.
+//! per-boot secret's handshake that opens each of them ([`auth`]). Code here
+//! never opens a stream: it reads and writes through the `AsyncRead` /
+//! `AsyncWrite` (or `Read` / `Write`) traits the caller's stream implements.
 
 pub mod auth;
 pub mod control;

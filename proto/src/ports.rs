@@ -123,7 +123,7 @@ pub fn apply(list: &mut PortBindingList, event: &PortEvent) -> bool {
         PortEvent::Added {
             generation,
             binding,
-        } if *generation == list.generation + 1 => {
+        } if Some(*generation) == list.generation.checked_add(1) => {
             if let Err(at) = list.bindings.binary_search(binding) {
                 list.bindings.insert(at, binding.clone());
             }
@@ -133,7 +133,7 @@ pub fn apply(list: &mut PortBindingList, event: &PortEvent) -> bool {
         PortEvent::Removed {
             generation,
             binding,
-        } if *generation == list.generation + 1 => {
+        } if Some(*generation) == list.generation.checked_add(1) => {
             list.bindings.retain(|b| b != binding);
             list.generation = *generation;
             true
@@ -209,6 +209,27 @@ mod tests {
             }
         ));
         assert_eq!(list.bindings.len(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_at_the_last_generation_cannot_overflow() {
+        // Found with the host_guest_messages fuzz target (its corpus keeps
+        // the input, seed-generation-overflow): the generation after
+        // u64::MAX overflowed (a panic with overflow checks; without them,
+        // generation 0 was taken as the next one).
+        let mut list = PortBindingList {
+            generation: u64::MAX,
+            bindings: Vec::new(),
+        };
+        for generation in [0, u64::MAX] {
+            let added = PortEvent::Added {
+                generation,
+                binding: binding(80),
+            };
+            assert!(!apply(&mut list, &added), "a gap: re-list");
+        }
+        assert_eq!(list.generation, u64::MAX);
+        assert!(list.bindings.is_empty());
     }
 
     #[test]

@@ -1071,6 +1071,14 @@ mod tests {
         );
         assert_eq!(parse_list("0-2,4"), Some(vec![0, 1, 2, 4]));
         assert_eq!(parse_list("3-1"), None);
+        // No machine has these, and they must cost nothing to refuse.
+        assert_eq!(parse_list("4,0-2,1"), Some(vec![0, 1, 2, 4]));
+        assert_eq!(parse_list("0-4294967295"), None);
+        assert_eq!(parse_list("8192"), None);
+        assert_eq!(
+            err(&hc(|h| h.cpuset_cpus = "0-4294967295".into())),
+            "Invalid value 0-4294967295 for cpuset cpus"
+        );
     }
 
     #[test]

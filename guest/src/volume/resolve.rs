@@ -127,6 +127,19 @@ pub fn resolve(
     }
 }
 
+/// The mount points [`resolve`] would set up for a container without
+/// `VolumesFrom`, parsed and checked with nothing created: what the
+/// `create_body` fuzz target (fuzz/) feeds the OCI spec with.
+pub fn plan_points(
+    host_config: &HostConfig,
+    image_volumes: &[String],
+) -> Result<Vec<MountPoint>, VolumeError> {
+    Ok(plan(host_config, image_volumes, &[])?
+        .into_values()
+        .map(|plan| plan.point)
+        .collect())
+}
+
 /// Parses and checks everything; no side effects but reading the file system.
 fn plan(
     host_config: &HostConfig,

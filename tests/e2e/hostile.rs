@@ -130,11 +130,7 @@ fn dev_zero_as_passwd_with_a_restart_policy_leaves_the_engine_alive() {
     // A start by hand fails the same way, and the container can go.
     let out = engine.docker(&["start", "zero"]);
     assert!(!out.status.success());
-    assert!(
-        said(&out).contains("not a regular file"),
-        "{}",
-        said(&out)
-    );
+    assert!(said(&out).contains("not a regular file"), "{}", said(&out));
     engine.ok(&["rm", "-f", "zero"]);
     assert_answers(&engine);
 }
@@ -592,5 +588,92 @@ fn an_attached_client_that_stops_reading_costs_bounded_memory() {
     );
     assert_answers(&engine);
     engine.ok(&["rm", "-f", "loud"]);
+    assert_answers(&engine);
+}
+
+/// Starts exec `id` on a raw hijacked stream and returns it unread.
+fn stalled_exec(socket: &Path, id: &str) -> UnixStream {
+    let mut stream = UnixStream::connect(socket).expect("connect");
+    let body = r#"{"Detach":false,"Tty":false}"#;
+    write!(
+        stream,
+        "POST /exec/{id}/start HTTP/1.1\r\nHost: engine\r\nConnection: Upgrade\r\n\
+         Upgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("answer head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream
+}
+
+/// An exec whose client stops reading is held, as under Docker (its process
+/// waits in `write` on a full pipe): the monitor queues a bounded amount for
+/// it, nothing is dropped, and the rest of the API answers meanwhile.
+#[test]
+fn an_exec_client_that_stops_reading_holds_the_exec_not_memory() {
+    require_root!();
+    let engine = Engine::start();
+    engine.ok(&["run", "-d", "--name", "quiet", "hello", "sleep", "100000"]);
+    const TOTAL: usize = 128 << 20;
+    let created = vmctl_tests::http::json(
+        &engine.socket,
+        "POST",
+        "/containers/quiet/exec",
+        &serde_json::json!({
+            "AttachStdout": true,
+            "AttachStderr": true,
+            "Cmd": ["head", "-c", TOTAL.to_string(), "/dev/zero"],
+        }),
+    )
+    .expect("exec create");
+    assert_eq!(created.status, 201, "{}", created.message());
+    let id = created.json()["Id"].as_str().expect("exec id").to_owned();
+    let mut stalled = stalled_exec(&engine.socket, &id);
+    // The exec has started, and stays running while nobody reads.
+    let running = || {
+        vmctl_tests::http::request(&engine.socket, "GET", &format!("/exec/{id}/json"), "", b"")
+            .map(|a| a.json()["Running"] == true)
+            .unwrap_or(false)
+    };
+    assert!(eventually(LONG, running), "the exec never ran");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(running(), "the exec ended although its client read nothing");
+    let monitors = engine.monitors();
+    assert_eq!(monitors.len(), 1, "{monitors:?}");
+    let monitor_rss = rss_kib(monitors[0]);
+    assert!(
+        monitor_rss < 64 * 1024,
+        "the monitor holds {monitor_rss} KiB for a stalled exec client"
+    );
+    let engine_rss = rss_kib(engine.pid());
+    assert!(
+        engine_rss < 128 * 1024,
+        "the engine holds {engine_rss} KiB for a stalled exec client"
+    );
+    eprintln!("stalled exec client: monitor {monitor_rss} KiB, engine {engine_rss} KiB");
+    assert_answers(&engine);
+    // Reading now gets every byte: stdout frames (8-byte headers), then the
+    // exit.
+    let mut payload = 0usize;
+    let mut header = [0u8; 8];
+    while stalled.read_exact(&mut header).is_ok() {
+        let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        let mut frame = vec![0u8; len];
+        stalled.read_exact(&mut frame).expect("frame");
+        if header[0] == 1 {
+            assert!(frame.iter().all(|&b| b == 0));
+            payload += len;
+        }
+    }
+    assert_eq!(payload, TOTAL, "bytes lost on the way");
+    assert!(eventually(LONG, || !running()));
+    engine.ok(&["rm", "-f", "quiet"]);
     assert_answers(&engine);
 }

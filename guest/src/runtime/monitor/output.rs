@@ -15,17 +15,10 @@ use std::io::Write;
 use std::path::Path;
 use std::rc::Rc;
 
-use tokio::sync::mpsc::{self, error::TrySendError, UnboundedSender};
+use tokio::sync::mpsc::{self, error::TrySendError};
 
 /// Frames queued for one attached client before it counts as stalled.
 pub const ATTACH_QUEUE: usize = 256;
-
-/// One subscriber that takes every frame (an exec's own client).
-pub struct Subscriber {
-    pub stdout: bool,
-    pub stderr: bool,
-    pub frames: UnboundedSender<Vec<u8>>,
-}
 
 /// One attached client, behind a bounded queue.
 struct Attached {
@@ -39,7 +32,6 @@ pub struct Output {
     log: Option<File>,
     /// Bytes of an unfinished line, per stream (1 stdout, 2 stderr).
     partial: [Vec<u8>; 3],
-    pub subscribers: Vec<Subscriber>,
     attached: Vec<Attached>,
 }
 
@@ -68,7 +60,6 @@ impl Output {
         Ok(Rc::new(RefCell::new(Self {
             log,
             partial: Default::default(),
-            subscribers: Vec::new(),
             attached: Vec::new(),
         })))
     }
@@ -92,10 +83,6 @@ impl Output {
     /// Takes a chunk of `stream` (1 stdout, 2 stderr).
     pub fn push(&mut self, stream: u8, data: &[u8]) {
         let frame = crate::api::hijack::frame(stream, data);
-        self.subscribers.retain(|s| {
-            let wanted = if stream == 2 { s.stderr } else { s.stdout };
-            !wanted || s.frames.send(frame.clone()).is_ok()
-        });
         self.attached.retain(|a| {
             let wanted = if stream == 2 { a.stderr } else { a.stdout };
             if !wanted {
@@ -170,12 +157,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
         let output = Output::new(Some(&path)).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        output.borrow_mut().subscribers.push(Subscriber {
-            stdout: true,
-            stderr: false,
-            frames: tx,
-        });
+        let mut rx = output.borrow_mut().attach(true, false);
         output.borrow_mut().push(1, b"hel");
         output.borrow_mut().push(1, b"lo\nwor");
         output.borrow_mut().push(2, b"err\n");

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::{spawn_local, JoinHandle, LocalSet};
 
 use super::fdio::AsyncFdIo;
-use super::output::{Output, SharedOutput, Subscriber};
+use super::output::{Output, SharedOutput, ATTACH_QUEUE};
 use super::protocol::{ExecSpec, ExitInfo, MonitorConfig, Reply, Request, FRAME_EXIT};
 use super::stdio::{self, Stdio};
 use super::{Created, MonitorError};
@@ -168,7 +168,6 @@ async fn main_loop(created: Created) -> Result<(), MonitorError> {
     for waiter in monitor.waiters.borrow_mut().drain(..) {
         let _ = waiter.send(exit.clone());
     }
-    monitor.output.borrow_mut().subscribers.clear();
     monitor.output.borrow_mut().detach_all();
     // Let every connection say its last word.
     let tasks: Vec<_> = connections.borrow_mut().drain(..).collect();
@@ -217,6 +216,31 @@ fn pump_shared(io: Rc<AsyncFdIo>, stream: u8, output: SharedOutput) -> JoinHandl
             match io.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => output.borrow_mut().push(stream, &buf[..n]),
+            }
+        }
+    })
+}
+
+/// Pumps an exec's output as frames into its client's bounded queue. A client
+/// that stops reading holds the pump, so the pipe fills and the exec's process
+/// waits in `write`, as under Docker: the monitor never buffers more than
+/// [`ATTACH_QUEUE`] frames for it. A client that is gone no longer holds
+/// anything: the rest is read and dropped.
+fn pump_frames(io: Rc<AsyncFdIo>, stream: u8, frames: mpsc::Sender<Vec<u8>>) -> JoinHandle<()> {
+    spawn_local(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut client = Some(frames);
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if let Some(frames) = &client {
+                        let frame = crate::api::hijack::frame(stream, &buf[..n]);
+                        if frames.send(frame).await.is_err() {
+                            client = None;
+                        }
+                    }
+                }
             }
         }
     })
@@ -331,7 +355,7 @@ async fn feed_stdin(
 
 /// Forwards frames to the connection until the sender side is dropped.
 async fn forward_frames(
-    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut frames: mpsc::Receiver<Vec<u8>>,
     writer: &mut OwnedWriteHalf,
 ) -> std::io::Result<()> {
     while let Some(frame) = frames.recv().await {
@@ -545,13 +569,7 @@ async fn exec(
                 .insert(pid, ExecWaiter { done: done_tx });
         }
     }
-    let output = Output::new(None).map_err(std::io::Error::other)?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    output.borrow_mut().subscribers.push(Subscriber {
-        stdout: true,
-        stderr: true,
-        frames: tx,
-    });
+    let (tx, rx) = mpsc::channel(ATTACH_QUEUE);
     let mut readers = Vec::new();
     let stdin_target = match stdio {
         Stdio::Pipes {
@@ -559,8 +577,10 @@ async fn exec(
             stdout,
             stderr,
         } => {
-            readers.push(pump(stdout, 1, output.clone()).map_err(std::io::Error::other)?);
-            readers.push(pump(stderr, 2, output.clone()).map_err(std::io::Error::other)?);
+            for (fd, stream) in [(stdout, 1), (stderr, 2)] {
+                let io = Rc::new(AsyncFdIo::new(fd)?);
+                readers.push(pump_frames(io, stream, tx.clone()));
+            }
             stdin.map(AsyncFdIo::new).transpose()?.map(Rc::new)
         }
         Stdio::Tty { master } => {
@@ -569,10 +589,12 @@ async fn exec(
                 .exec_ttys
                 .borrow_mut()
                 .insert(exec_id.clone(), master.clone());
-            readers.push(pump_shared(master.clone(), 1, output.clone()));
+            readers.push(pump_frames(master.clone(), 1, tx.clone()));
             Some(master)
         }
     };
+    // The queue closes when the pumps end.
+    drop(tx);
     let mut answer = Reply::ok();
     answer.pid = pid;
     reply(&mut writer, &answer).await?;
@@ -586,11 +608,13 @@ async fn exec(
         (writer, result)
     });
     let code = done_rx.await.unwrap_or(-1);
-    for reader in readers {
-        let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+    for mut reader in readers {
+        // Output still buffered in a pipe after the exit gets two seconds (a
+        // background child can hold the pipe open for ever).
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut reader).await;
+        reader.abort();
     }
     monitor.exec_ttys.borrow_mut().remove(&exec_id);
-    output.borrow_mut().subscribers.clear();
     let Ok((mut writer, result)) = forwarder.await else {
         return Ok(());
     };

@@ -23,6 +23,7 @@ mod run;
 mod vm;
 mod vm_hostile;
 mod vm_image;
+mod vm_policy;
 mod vm_ports;
 mod vm_pull;
 mod volumes;

@@ -1,0 +1,239 @@
+//! The desktop decides what it binds, end to end in one real VM: a machine
+//! made with `--allow-lan-ports=false` refuses `-p 0.0.0.0:…` (the docker
+//! CLI shows why, nothing listens) and serves `-p 127.0.0.1:…`;
+//! `vmctl machine set --allow-lan-ports` changes it while the machine runs,
+//! closing what it now forbids; the engine refuses a network over the VM's
+//! own NIC subnet (QEMU's 10.0.2.0/24, where the desktop is); the machine's
+//! directories, disk and logs are private to the desktop user, also for a
+//! machine whose files were world-readable before. One boot; polls only.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use vmctl_tests::vm::VmHome;
+use vmctl_tests::{eventually, require_vm};
+
+/// How long anything may take to converge under TCG on a loaded CI host.
+const LONG: Duration = Duration::from_secs(60);
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn docker_host(home: &VmHome) -> String {
+    let env = home.ok(&["machine", "env"]);
+    env.lines()
+        .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
+        .unwrap_or_else(|| panic!("no DOCKER_HOST in {env:?}"))
+        .to_owned()
+}
+
+fn docker_ok(home: &VmHome, host: &str, args: &[&str]) -> String {
+    let out = home.docker(host, args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}\n{}\ndaemon log tail:\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        vmctl_tests::tail(&home.daemon_log("default"), 20),
+    );
+    text(&out.stdout)
+}
+
+fn serves_hello(port: u16) -> bool {
+    let get = || -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    get().is_ok_and(|page| page.contains("Hello from vmctl"))
+}
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// A desktop port nothing uses now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[test]
+fn the_desktop_decides_what_it_binds() {
+    require_vm!();
+    let home = VmHome::new();
+    let made = home.ok(&[
+        "machine",
+        "init",
+        "--cpus",
+        "2",
+        "--memory",
+        "1024",
+        "--disk",
+        "2",
+        "--allow-lan-ports=false",
+    ]);
+    assert!(made.contains("allow-lan-ports false"), "{made}");
+    let status = home.ok(&["machine", "status"]);
+    assert!(
+        status.contains("refused (allow-lan-ports=false)"),
+        "{status}"
+    );
+
+    // A machine from before files were private: world-readable everything.
+    let data = home.machine_data("default");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(
+        data.join("disk.raw"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    home.ok(&["machine", "start"]);
+    let host = docker_host(&home);
+
+    // Files on the desktop: directories 0700, disk and logs 0600.
+    assert_eq!(mode(&data), 0o700, "machine data directory");
+    assert_eq!(
+        mode(&home.machine_run("default")),
+        0o700,
+        "machine run directory"
+    );
+    for file in ["disk.raw", "console.log", "daemon.log", "config.json"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+
+    // LAN publishing is off: 0.0.0.0 is refused with the reason, nothing listens.
+    let lan = free_port();
+    let refused = home.docker(
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "lan",
+            "-p",
+            &format!("0.0.0.0:{lan}:80"),
+            "hello",
+        ],
+    );
+    assert!(!refused.status.success(), "0.0.0.0 was published");
+    let message = text(&refused.stderr);
+    assert!(
+        message.contains(&format!("0.0.0.0:{lan}")) && message.contains("allow-lan-ports is off"),
+        "{message}"
+    );
+    assert!(
+        !listening(lan),
+        "the desktop listens on {lan} after a refusal"
+    );
+    docker_ok(&home, &host, &["rm", "lan"]);
+
+    // Loopback still works.
+    let local = free_port();
+    docker_ok(
+        &home,
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "lo",
+            "-p",
+            &format!("127.0.0.1:{local}:80"),
+            "hello",
+        ],
+    );
+    assert!(
+        eventually(LONG, || serves_hello(local)),
+        "127.0.0.1:{local} never served the page\n{}",
+        vmctl_tests::tail(&home.daemon_log("default"), 20)
+    );
+
+    // The setting changes while the machine runs: on, 0.0.0.0 is served…
+    home.ok(&["machine", "set", "--allow-lan-ports=true"]);
+    let opened = free_port();
+    assert!(
+        eventually(LONG, || home
+            .docker(
+                &host,
+                &[
+                    "run",
+                    "-d",
+                    "--name",
+                    "open",
+                    "-p",
+                    &format!("0.0.0.0:{opened}:80"),
+                    "hello"
+                ],
+            )
+            .status
+            .success()
+            || {
+                let _ = home.docker(&host, &["rm", "-f", "open"]);
+                false
+            }),
+        "0.0.0.0 still refused after --allow-lan-ports=true"
+    );
+    assert!(
+        eventually(LONG, || serves_hello(opened)),
+        "0.0.0.0:{opened}"
+    );
+    // …off again, its listener is closed; loopback stays.
+    home.ok(&["machine", "set", "--allow-lan-ports=false"]);
+    assert!(
+        eventually(LONG, || !listening(opened)),
+        "0.0.0.0:{opened} still listens after --allow-lan-ports=false"
+    );
+    assert!(serves_hello(local), "loopback survives the change");
+
+    // The engine keeps user networks off the VM's own NIC subnet.
+    let overlap = home.docker(
+        &host,
+        &["network", "create", "--subnet", "10.0.2.0/24", "x"],
+    );
+    assert!(
+        !overlap.status.success(),
+        "a network over 10.0.2.0/24 was made"
+    );
+    let message = text(&overlap.stderr);
+    assert!(
+        message.contains("10.0.2.0/24") && message.contains("the VM's own network"),
+        "{message}"
+    );
+    let wider = home.docker(
+        &host,
+        &["network", "create", "--subnet", "10.0.0.0/16", "y"],
+    );
+    assert!(
+        !wider.status.success(),
+        "a network around 10.0.2.0/24 was made"
+    );
+    let networks = docker_ok(&home, &host, &["network", "ls", "--format", "{{.Name}}"]);
+    assert!(
+        !networks.lines().any(|n| n == "x" || n == "y"),
+        "{networks}"
+    );
+    docker_ok(
+        &home,
+        &host,
+        &["network", "create", "--subnet", "10.0.3.0/24", "z"],
+    );
+    docker_ok(&home, &host, &["network", "rm", "z"]);
+}

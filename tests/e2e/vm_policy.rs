@@ -5,7 +5,9 @@
 //! closing what it now forbids; the engine refuses a network over the VM's
 //! own NIC subnet (QEMU's 10.0.2.0/24, where the desktop is); the machine's
 //! directories, disk and logs are private to the desktop user, also for a
-//! machine whose files were world-readable before. One boot; polls only.
+//! machine whose files were world-readable before; containers do not reach
+//! the desktop's loopback through the VM's network (the VM does). One boot;
+//! polls only.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -235,5 +237,65 @@ fn the_desktop_decides_what_it_binds() {
         &host,
         &["network", "create", "--subnet", "10.0.3.0/24", "z"],
     );
+
+    // A service on the desktop's loopback only: the VM itself reaches it at
+    // 10.0.2.2 (QEMU's alias for the desktop's loopback), no container does,
+    // on the default bridge or a user network.
+    let (service, hits) = loopback_service();
+    let url = format!("http://10.0.2.2:{service}/");
+    let from_vm = home.ok(&[
+        "machine", "ssh", "--", "wget", "-q", "-O", "-", "-T", "10", &url,
+    ]);
+    assert!(from_vm.contains("desktop-only"), "the VM: {from_vm}");
+    let seen = hits.load(std::sync::atomic::Ordering::SeqCst);
+    for network in ["bridge", "z"] {
+        let probe = home.docker(
+            &host,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                network,
+                "hello",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "-T",
+                "5",
+                &url,
+            ],
+        );
+        assert!(
+            !probe.status.success() && !text(&probe.stdout).contains("desktop-only"),
+            "a container on {network} reached the desktop's loopback: {}",
+            text(&probe.stdout)
+        );
+    }
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        seen,
+        "a container's connection reached the desktop's loopback service"
+    );
     docker_ok(&home, &host, &["network", "rm", "z"]);
+}
+
+/// An HTTP service on the desktop's 127.0.0.1 only, answering `desktop-only`;
+/// its port and the count of connections it took.
+fn loopback_service() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ =
+                stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 13\r\n\r\ndesktop-only\n");
+        }
+    });
+    (port, hits)
 }

@@ -368,6 +368,22 @@ impl Networks {
             wanted.ports.extend(sandbox.port_rules.iter().cloned());
             wanted.links.extend(sandbox.link_rules.iter().cloned());
         }
+        // Containers never reach the VM's own network (the desktop's
+        // loopback is there), but for DNS to the engine's upstreams in it.
+        wanted.guarded = self.options.reserved_subnets.clone();
+        if !wanted.guarded.is_empty() {
+            let upstreams = std::fs::read_to_string(&self.options.resolv_conf)
+                .map(|t| super::dns::upstreams_from_resolv_conf(&t))
+                .unwrap_or_default();
+            wanted.resolvers = upstreams
+                .iter()
+                .filter_map(|a| match a.ip() {
+                    std::net::IpAddr::V4(ip) => Some(ip),
+                    std::net::IpAddr::V6(_) => None,
+                })
+                .filter(|ip| wanted.guarded.iter().any(|n| n.contains(ip)))
+                .collect();
+        }
         wanted
     }
 

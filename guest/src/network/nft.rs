@@ -61,6 +61,13 @@ pub struct FirewallState {
     pub networks: Vec<NetworkRules>,
     pub ports: Vec<PortRule>,
     pub links: Vec<LinkRule>,
+    /// Subnets no container on our bridges may reach (in the VM, its NIC's,
+    /// where QEMU puts the desktop's loopback at `10.0.2.2`), but for DNS to
+    /// [`resolvers`](Self::resolvers).
+    pub guarded: Vec<ipnet::Ipv4Net>,
+    /// Name servers inside `guarded` that containers may ask (UDP and TCP
+    /// port 53): the engine's own upstreams.
+    pub resolvers: Vec<Ipv4Addr>,
 }
 
 /// One bridge network.

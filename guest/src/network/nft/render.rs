@@ -64,6 +64,8 @@ struct Sorted<'a> {
     networks: Vec<&'a NetworkRules>,
     ports: Vec<&'a PortRule>,
     links: Vec<&'a LinkRule>,
+    guarded: BTreeSet<Ipv4Net>,
+    resolvers: BTreeSet<Ipv4Addr>,
 }
 
 impl<'a> Sorted<'a> {
@@ -81,6 +83,8 @@ impl<'a> Sorted<'a> {
             networks,
             ports,
             links,
+            guarded: state.guarded.iter().map(|n| n.trunc()).collect(),
+            resolvers: state.resolvers.iter().copied().collect(),
         }
     }
 }
@@ -140,10 +144,13 @@ fn postrouting(batch: &mut Batch, state: &Sorted) {
     }
 }
 
-/// `forward`: per network, the internal drops, isolation from our other
+/// `forward`: first the guard of the VM's own network (containers reach it
+/// only for DNS to the engine's upstreams, and never from an internal
+/// network), then per network the internal drops, isolation from our other
 /// bridges, and for `icc == false` the link accepts before the drop.
 fn forward(batch: &mut Batch, state: &Sorted) {
     let bridges: BTreeSet<&str> = state.networks.iter().map(|n| n.bridge.as_str()).collect();
+    guard(batch, state, &bridges);
     for net in &state.networks {
         let br = net.bridge.as_str();
         // An internal bridge drops everything crossing it, which covers
@@ -190,6 +197,54 @@ fn forward(batch: &mut Batch, state: &Sorted) {
             batch.rule("forward", reply);
         }
         batch.rule("forward", vec![iifname(br), oifname(br), drop()]);
+    }
+}
+
+/// The guard of [`FirewallState::guarded`]: DNS to the resolvers accepted
+/// from non-internal bridges, everything else from any bridge dropped.
+fn guard(batch: &mut Batch, state: &Sorted, bridges: &BTreeSet<&str>) {
+    if state.guarded.is_empty() || bridges.is_empty() {
+        return;
+    }
+    let set = |names: Vec<&str>| {
+        let items = names
+            .into_iter()
+            .map(|name| SetItem::Element(text(name)))
+            .collect();
+        Expression::Named(NamedExpression::Set(items))
+    };
+    let open: Vec<&str> = state
+        .networks
+        .iter()
+        .filter(|n| !n.internal)
+        .map(|n| n.bridge.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !open.is_empty() {
+        for resolver in &state.resolvers {
+            for proto in ["udp", "tcp"] {
+                batch.rule(
+                    "forward",
+                    vec![
+                        iifname_in(set(open.clone())),
+                        eq(field("ip", "daddr"), text(resolver)),
+                        eq(field(proto, "dport"), Expression::Number(53)),
+                        accept(),
+                    ],
+                );
+            }
+        }
+    }
+    for net in &state.guarded {
+        batch.rule(
+            "forward",
+            vec![
+                iifname_in(set(bridges.iter().copied().collect())),
+                eq(field("ip", "daddr"), prefix(*net)),
+                drop(),
+            ],
+        );
     }
 }
 
@@ -308,6 +363,10 @@ fn iifname(bridge: &str) -> Statement<'static> {
 
 fn oifname(bridge: &str) -> Statement<'static> {
     eq(meta(MetaKey::Oifname), text(bridge))
+}
+
+fn iifname_in(set: Expression<'static>) -> Statement<'static> {
+    eq(meta(MetaKey::Iifname), set)
 }
 
 fn oifname_in(set: Expression<'static>) -> Statement<'static> {

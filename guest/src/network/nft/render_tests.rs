@@ -320,3 +320,24 @@ fn removal_is_add_then_delete() {
         ]})
     );
 }
+
+#[test]
+fn the_vms_network_is_guarded_but_for_dns_to_its_resolvers() {
+    let mut state = full_state();
+    state.guarded = vec!["10.0.2.15/24".parse().unwrap()];
+    state.resolvers = vec!["10.0.2.3".parse().unwrap()];
+    let doc = ruleset("vmctl", &state);
+    let forward = rules(&doc, "forward");
+    // br-b is internal: no DNS way out of it.
+    assert_eq!(
+        forward[..3],
+        [
+            "iifname { \"br-a\", \"br-c\" } ip daddr 10.0.2.3 udp dport 53 accept",
+            "iifname { \"br-a\", \"br-c\" } ip daddr 10.0.2.3 tcp dport 53 accept",
+            "iifname { \"br-a\", \"br-b\", \"br-c\" } ip daddr 10.0.2.0/24 drop",
+        ]
+    );
+    // Nothing guarded (a standalone engine): no guard rules.
+    let plain = rules(&ruleset("vmctl", &full_state()), "forward");
+    assert!(plain.iter().all(|r| !r.contains("10.0.2")));
+}

@@ -59,6 +59,7 @@ pub(super) fn full_state() -> FirewallState {
             link("br-a", "172.18.0.2", "172.18.0.3"),
             link("br-c", "172.20.0.2", "172.20.0.3"),
         ],
+        ..Default::default()
     }
 }
 
@@ -362,6 +363,20 @@ fn apply_list_replace_and_delete_in_a_netns() {
             "{small}"
         );
 
+        // The guard of the VM's own network, as nft reads it back.
+        let mut guarded = full_state();
+        guarded.guarded = vec!["10.0.2.0/24".parse().unwrap()];
+        guarded.resolvers = vec![Ipv4Addr::new(10, 0, 2, 3)];
+        firewall.apply(&guarded).await.unwrap();
+        let listing = trimmed(&firewall.list().await.unwrap());
+        for rule in [
+            "iifname { \"br-a\", \"br-c\" } ip daddr 10.0.2.3 udp dport 53 accept",
+            "iifname { \"br-a\", \"br-c\" } ip daddr 10.0.2.3 tcp dport 53 accept",
+            "iifname { \"br-a\", \"br-b\", \"br-c\" } ip daddr 10.0.2.0/24 drop",
+        ] {
+            assert!(listing.contains(rule), "{rule} not in\n{listing}");
+        }
+
         firewall.delete().await.unwrap();
         assert!(firewall.list().await.is_err());
         firewall.delete().await.unwrap();
@@ -556,6 +571,7 @@ fn published_port_reaches_the_container_in_a_netns() {
                     container_port: 80,
                 }],
                 links: vec![],
+                ..Default::default()
             };
             firewall.apply(&state).await.unwrap();
 

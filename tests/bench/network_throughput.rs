@@ -267,6 +267,7 @@ async fn engine_side(
             container_port: SERVER_PORT,
         }],
         links: Vec::new(),
+        ..Default::default()
     };
     Firewall::default().apply(&state).await?;
     Ok(())

@@ -16,37 +16,6 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_owned()
 }
 
-/// `DOCKER_HOST=…` as `vmctl machine env` prints it.
-fn docker_host(home: &VmHome) -> String {
-    let env = home.ok(&["machine", "env"]);
-    let line = env
-        .lines()
-        .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
-        .unwrap_or_else(|| panic!("no DOCKER_HOST in {env:?}"));
-    line.to_owned()
-}
-
-fn docker_ok(home: &VmHome, host: &str, args: &[&str]) -> String {
-    let out = home.docker(host, args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}\n{}\ndaemon log tail:\n{}\nconsole tail:\n{}",
-        stdout(&out),
-        stderr(&out),
-        vmctl_tests::tail(
-            &home
-                .daemon_log("default")
-                .lines()
-                .filter(|l| !l.contains("launching QEMU"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            30
-        ),
-        vmctl_tests::tail(&home.console_log("default"), 40)
-    );
-    stdout(&out)
-}
-
 #[test]
 fn machine_runs_containers_keeps_volumes_and_stops_clean() {
     require_vm!();
@@ -75,18 +44,17 @@ fn machine_runs_containers_keeps_volumes_and_stops_clean() {
         assert!(status.contains(field), "{field} missing from:\n{status}");
     }
 
-    let host = docker_host(&home);
+    let host = home.docker_host();
     assert_eq!(
         host,
         format!("unix://{}", home.docker_socket("default").display())
     );
     assert_eq!(
-        docker_ok(&home, &host, &["run", "--rm", "hello", "echo", "ok"]),
+        home.docker_ok(&host, &["run", "--rm", "hello", "echo", "ok"]),
         "ok"
     );
 
-    let id = docker_ok(
-        &home,
+    let id = home.docker_ok(
         &host,
         &[
             "run",
@@ -103,14 +71,13 @@ fn machine_runs_containers_keeps_volumes_and_stops_clean() {
     assert!(eventually(Duration::from_secs(30), || {
         stdout(&home.docker(&host, &["logs", "bg"])) == "started"
     }));
-    assert_eq!(docker_ok(&home, &host, &["exec", "bg", "echo", "hi"]), "hi");
+    assert_eq!(home.docker_ok(&host, &["exec", "bg", "echo", "hi"]), "hi");
     let code = home.docker(&host, &["exec", "bg", "sh", "-c", "exit 7"]);
     assert_eq!(code.status.code(), Some(7));
-    docker_ok(&home, &host, &["rm", "-f", "bg"]);
+    home.docker_ok(&host, &["rm", "-f", "bg"]);
 
     // A file in a named volume outlives the VM.
-    docker_ok(
-        &home,
+    home.docker_ok(
         &host,
         &[
             "run",
@@ -125,8 +92,7 @@ fn machine_runs_containers_keeps_volumes_and_stops_clean() {
     );
     home.ok(&["machine", "restart"]);
     assert_eq!(
-        docker_ok(
-            &home,
+        home.docker_ok(
             &host,
             &["run", "--rm", "-v", "keep:/data", "hello", "cat", "/data/f"]
         ),
@@ -272,7 +238,7 @@ fn machine_faults_are_noticed_and_bad_flags_refused() {
         "machine", "init", "--cpus", "1", "--memory", "768", "--disk", "1",
     ]);
     home.ok(&["machine", "start"]);
-    let host = docker_host(&home);
+    let host = home.docker_host();
 
     // The daemon dies: its keeper starts it again and it adopts the running VM.
     let daemon = home.pid("default", "daemon.pid").expect("daemon pid");
@@ -301,7 +267,7 @@ fn machine_faults_are_noticed_and_bad_flags_refused() {
         .status
         .success()));
     assert_eq!(
-        docker_ok(&home, &host, &["run", "--rm", "hello", "echo", "adopted"]),
+        home.docker_ok(&host, &["run", "--rm", "hello", "echo", "adopted"]),
         "adopted"
     );
 
@@ -326,7 +292,7 @@ fn machine_faults_are_noticed_and_bad_flags_refused() {
     );
     home.ok(&["machine", "start"]);
     assert_eq!(
-        docker_ok(&home, &host, &["run", "--rm", "hello", "echo", "back"]),
+        home.docker_ok(&host, &["run", "--rm", "hello", "echo", "back"]),
         "back"
     );
 

@@ -20,12 +20,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use vmctl_tests::vm::VmHome;
+use vmctl_tests::vm::{mode, text, VmHome};
 use vmctl_tests::{eventually, require_vm};
 
 /// How long anything may take under TCG on a loaded CI host (also the read
@@ -35,39 +34,6 @@ const LONG: Duration = Duration::from_secs(60);
 
 /// The desktop port the forged reservation asks for.
 const FORGED_PORT: u16 = 18998;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).trim().to_owned()
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
-
-fn docker_host(home: &VmHome) -> String {
-    let env = home.ok(&["machine", "env"]);
-    env.lines()
-        .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
-        .unwrap_or_else(|| panic!("no DOCKER_HOST in {env:?}"))
-        .to_owned()
-}
-
-fn docker_ok(home: &VmHome, host: &str, args: &[&str]) -> String {
-    let out = home.docker(host, args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}\n{}\ndaemon log tail:\n{}\nconsole tail:\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        vmctl_tests::tail(&home.daemon_log("default"), 20),
-        vmctl_tests::tail(&home.console_log("default"), 20),
-    );
-    text(&out.stdout)
-}
 
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = (payload.len() as u32).to_be_bytes().to_vec();
@@ -134,8 +100,7 @@ fn desktop_listens(port: u16) -> bool {
 /// `netpeer vsock-forge CID PORT MESSAGE` in a container that may open
 /// AF_VSOCK; its report.
 fn forge_from_container(home: &VmHome, host: &str, cid: u32, port: u32, message: &str) -> String {
-    docker_ok(
-        home,
+    home.docker_ok(
         host,
         &[
             "run",
@@ -161,7 +126,7 @@ fn vsock_services_answer_only_the_host() {
         "machine", "init", "--cpus", "2", "--memory", "1024", "--disk", "2",
     ]);
     home.ok(&["machine", "start"]);
-    let host = docker_host(&home);
+    let host = home.docker_host();
     let run = home.machine_run("default");
 
     // The secret and the sockets that reach the guest are the user's alone.
@@ -191,13 +156,13 @@ fn vsock_services_answer_only_the_host() {
     assert_only_hello(1026, &got);
     // The daemon, which holds the secret, still gets through.
     assert_eq!(
-        docker_ok(&home, &host, &["version", "--format", "{{.Server.Os}}"]),
+        home.docker_ok(&host, &["version", "--format", "{{.Server.Os}}"]),
         "linux"
     );
 
     // (b) A container with AF_VSOCK forges a reservation on the host.
     let netpeer = vmctl_tests::netpeer::image_tar().display().to_string();
-    docker_ok(&home, &host, &["load", "-q", "-i", &netpeer]);
+    home.docker_ok(&host, &["load", "-q", "-i", &netpeer]);
     let forged = format!(
         "{{\"op\":\"reserve\",\"binding\":{{\"protocol\":\"tcp\",\"host_ip\":\"0.0.0.0\",\"host_port\":{FORGED_PORT},\"container_ip\":\"10.0.2.2\",\"container_port\":18999,\"container_id\":\"forged\",\"container_name\":\"forged\"}}}}\n"
     );
@@ -252,18 +217,13 @@ fn vsock_services_answer_only_the_host() {
     }
 
     // (c) Nothing a container can read holds the secret.
-    let cmdline = docker_ok(
-        &home,
-        &host,
-        &["run", "--rm", "hello", "cat", "/proc/cmdline"],
-    );
+    let cmdline = home.docker_ok(&host, &["run", "--rm", "hello", "cat", "/proc/cmdline"]);
     assert!(cmdline.contains("console="), "{cmdline}");
     assert!(
         !cmdline.contains(&secret_hex) && !cmdline.contains("secret"),
         "{cmdline}"
     );
-    let firmware = docker_ok(
-        &home,
+    let firmware = home.docker_ok(
         &host,
         &["run", "--rm", "hello", "ls", "-A", "/sys/firmware"],
     );
@@ -291,11 +251,7 @@ fn vsock_services_answer_only_the_host() {
 
     // (d) The engine is unchanged and answers.
     assert_eq!(
-        docker_ok(
-            &home,
-            &host,
-            &["run", "--rm", "hello", "echo", "still here"]
-        ),
+        home.docker_ok(&host, &["run", "--rm", "hello", "echo", "still here"]),
         "still here"
     );
     home.ok(&["machine", "stop"]);

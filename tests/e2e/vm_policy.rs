@@ -12,46 +12,13 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
-use vmctl_tests::vm::VmHome;
+use vmctl_tests::vm::{free_port, listening, mode, text, VmHome};
 use vmctl_tests::{eventually, require_vm};
 
 /// How long anything may take to converge under TCG on a loaded CI host.
 const LONG: Duration = Duration::from_secs(60);
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).trim().to_owned()
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
-
-fn docker_host(home: &VmHome) -> String {
-    let env = home.ok(&["machine", "env"]);
-    env.lines()
-        .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
-        .unwrap_or_else(|| panic!("no DOCKER_HOST in {env:?}"))
-        .to_owned()
-}
-
-fn docker_ok(home: &VmHome, host: &str, args: &[&str]) -> String {
-    let out = home.docker(host, args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}\n{}\ndaemon log tail:\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        vmctl_tests::tail(&home.daemon_log("default"), 20),
-    );
-    text(&out.stdout)
-}
 
 fn serves_hello(port: u16) -> bool {
     let get = || -> std::io::Result<String> {
@@ -63,18 +30,6 @@ fn serves_hello(port: u16) -> bool {
         Ok(answer)
     };
     get().is_ok_and(|page| page.contains("Hello from vmctl"))
-}
-
-fn listening(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
-
-/// A desktop port nothing uses now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("0.0.0.0:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 #[test]
@@ -108,7 +63,7 @@ fn the_desktop_decides_what_it_binds() {
     )
     .expect("chmod");
     home.ok(&["machine", "start"]);
-    let host = docker_host(&home);
+    let host = home.docker_host();
 
     // Files on the desktop: directories 0700, disk and logs 0600.
     assert_eq!(mode(&data), 0o700, "machine data directory");
@@ -145,12 +100,11 @@ fn the_desktop_decides_what_it_binds() {
         !listening(lan),
         "the desktop listens on {lan} after a refusal"
     );
-    docker_ok(&home, &host, &["rm", "lan"]);
+    home.docker_ok(&host, &["rm", "lan"]);
 
     // Loopback still works.
     let local = free_port();
-    docker_ok(
-        &home,
+    home.docker_ok(
         &host,
         &[
             "run",
@@ -227,13 +181,12 @@ fn the_desktop_decides_what_it_binds() {
         !wider.status.success(),
         "a network around 10.0.2.0/24 was made"
     );
-    let networks = docker_ok(&home, &host, &["network", "ls", "--format", "{{.Name}}"]);
+    let networks = home.docker_ok(&host, &["network", "ls", "--format", "{{.Name}}"]);
     assert!(
         !networks.lines().any(|n| n == "x" || n == "y"),
         "{networks}"
     );
-    docker_ok(
-        &home,
+    home.docker_ok(
         &host,
         &["network", "create", "--subnet", "10.0.3.0/24", "z"],
     );
@@ -277,7 +230,7 @@ fn the_desktop_decides_what_it_binds() {
         seen,
         "a container's connection reached the desktop's loopback service"
     );
-    docker_ok(&home, &host, &["network", "rm", "z"]);
+    home.docker_ok(&host, &["network", "rm", "z"]);
 }
 
 /// An HTTP service on the desktop's 127.0.0.1 only, answering `desktop-only`;

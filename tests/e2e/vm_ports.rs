@@ -9,35 +9,11 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use vmctl_tests::vm::VmHome;
+use vmctl_tests::vm::{listening, text, VmHome};
 use vmctl_tests::{eventually, require_vm};
 
 /// How long anything may take to converge under TCG on a loaded CI host.
 const LONG: Duration = Duration::from_secs(60);
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).trim().to_owned()
-}
-
-fn docker_host(home: &VmHome) -> String {
-    let env = home.ok(&["machine", "env"]);
-    env.lines()
-        .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
-        .unwrap_or_else(|| panic!("no DOCKER_HOST in {env:?}"))
-        .to_owned()
-}
-
-fn docker_ok(home: &VmHome, host: &str, args: &[&str]) -> String {
-    let out = home.docker(host, args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}\n{}\ndaemon log tail:\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        vmctl_tests::tail(&home.daemon_log("default"), 20),
-    );
-    text(&out.stdout)
-}
 
 /// `GET /` on 127.0.0.1:`port`; the whole answer.
 fn http_get(port: u16) -> std::io::Result<String> {
@@ -56,11 +32,6 @@ fn http_get_at(address: &str) -> std::io::Result<String> {
 
 fn serves_hello(port: u16) -> bool {
     http_get(port).is_ok_and(|page| page.contains("Hello from vmctl"))
-}
-
-/// Whether anything accepts TCP on 127.0.0.1:`port` of the desktop.
-fn listening(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// One datagram to 127.0.0.1:`port` from `socket`; the answer, if one came.
@@ -87,7 +58,7 @@ fn echo_once(port: u16, message: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// The port `docker port NAME PRIVATE` reports (`127.0.0.1:49153` → 49153).
 fn docker_port(home: &VmHome, host: &str, name: &str, private: &str) -> (String, u16) {
-    let line = docker_ok(home, host, &["port", name, private]);
+    let line = home.docker_ok(host, &["port", name, private]);
     let first = line.lines().next().unwrap_or_default().to_owned();
     let (ip, port) = first
         .rsplit_once(':')
@@ -137,9 +108,9 @@ fn published_ports_reach_containers_and_follow_every_reset() {
         "machine", "init", "--cpus", "2", "--memory", "1024", "--disk", "2",
     ]);
     home.ok(&["machine", "start"]);
-    let host = docker_host(&home);
+    let host = home.docker_host();
     let netpeer = vmctl_tests::netpeer::image_tar().display().to_string();
-    docker_ok(&home, &host, &["load", "-q", "-i", &netpeer]);
+    home.docker_ok(&host, &["load", "-q", "-i", &netpeer]);
 
     // The headline: vmctl run -p, the desktop's 127.0.0.1 reaches the container.
     home.ok(&["run", "-d", "--name", "web", "-p", "18080:80", "hello"]);
@@ -151,7 +122,7 @@ fn published_ports_reach_containers_and_follow_every_reset() {
     );
     // An empty HostIp means the machine's port-bind-address, 127.0.0.1.
     assert_eq!(
-        docker_ok(&home, &host, &["port", "web", "80"]),
+        home.docker_ok(&host, &["port", "web", "80"]),
         "127.0.0.1:18080"
     );
     let web = forward_on(&home, 18080).expect("port ls shows the published port");
@@ -160,8 +131,7 @@ fn published_ports_reach_containers_and_follow_every_reset() {
     assert!(web["stats"]["bytes_out"].as_u64().unwrap_or(0) > 0, "{web}");
 
     // A random desktop port, reported by docker port.
-    docker_ok(
-        &home,
+    home.docker_ok(
         &host,
         &["run", "-d", "--name", "rnd", "-p", "127.0.0.1::80", "hello"],
     );
@@ -190,12 +160,8 @@ fn published_ports_reach_containers_and_follow_every_reset() {
             continue;
         }
         let name = format!("addr{i}");
-        docker_ok(
-            &home,
-            &host,
-            &["run", "-d", "--name", &name, "-p", spec, "hello"],
-        );
-        assert_eq!(docker_ok(&home, &host, &["port", &name, "80"]), shown);
+        home.docker_ok(&host, &["run", "-d", "--name", &name, "-p", spec, "hello"]);
+        assert_eq!(home.docker_ok(&host, &["port", &name, "80"]), shown);
         assert!(
             eventually(LONG, || http_get_at(connect)
                 .is_ok_and(|page| page.contains("Hello from vmctl"))),
@@ -204,7 +170,7 @@ fn published_ports_reach_containers_and_follow_every_reset() {
         if spec.starts_with("127.0.0.2") {
             assert!(!listening(18087), "127.0.0.2 only, not 127.0.0.1");
         }
-        docker_ok(&home, &host, &["rm", "-f", &name]);
+        home.docker_ok(&host, &["rm", "-f", &name]);
     }
     let foreign = home.docker(
         &host,
@@ -224,11 +190,10 @@ fn published_ports_reach_containers_and_follow_every_reset() {
         "{}",
         text(&foreign.stderr)
     );
-    docker_ok(&home, &host, &["rm", "foreign"]);
+    home.docker_ok(&host, &["rm", "foreign"]);
 
     // UDP: datagrams round-trip, two clients are two flows.
-    docker_ok(
-        &home,
+    home.docker_ok(
         &host,
         &[
             "run",
@@ -281,7 +246,7 @@ fn published_ports_reach_containers_and_follow_every_reset() {
     );
     assert_eq!(forwards(&home).len(), before, "nothing left behind");
     assert!(serves_hello(18080), "the first owner still serves");
-    docker_ok(&home, &host, &["rm", "web2"]);
+    home.docker_ok(&host, &["rm", "web2"]);
     // …and so does one whose port a desktop process holds, naming it.
     let holder = TcpListener::bind("127.0.0.1:0").expect("hold a port");
     let held = holder.local_addr().expect("addr").port();
@@ -308,7 +273,7 @@ fn published_ports_reach_containers_and_follow_every_reset() {
         "the guest learns no desktop process: {message}"
     );
     assert_eq!(forwards(&home).len(), before, "nothing left behind");
-    docker_ok(&home, &host, &["rm", "held"]);
+    home.docker_ok(&host, &["rm", "held"]);
     // `vmctl run` runs on the desktop: it names the holder itself.
     let clash = home.vmctl(&[
         "run",
@@ -326,11 +291,11 @@ fn published_ports_reach_containers_and_follow_every_reset() {
             && message.contains(&format!("(pid {})", std::process::id())),
         "{message}"
     );
-    docker_ok(&home, &host, &["rm", "held2"]);
+    home.docker_ok(&host, &["rm", "held2"]);
     drop(holder);
 
     // docker rm -f: the listener goes with the container.
-    docker_ok(&home, &host, &["rm", "-f", "rnd"]);
+    home.docker_ok(&host, &["rm", "-f", "rnd"]);
     assert!(
         eventually(LONG, || !listening(random)),
         "127.0.0.1:{random} still listens after rm -f"
@@ -339,8 +304,7 @@ fn published_ports_reach_containers_and_follow_every_reset() {
 
     // A manual rule to a process in the VM (not published by a container),
     // live, then removed live.
-    docker_ok(
-        &home,
+    home.docker_ok(
         &host,
         &[
             "run",
@@ -420,8 +384,7 @@ fn published_ports_reach_containers_and_follow_every_reset() {
     // Load: 200 connections at once through one forward, then 10 000 short
     // ones in a row; none lost, and the daemon holds no more descriptors
     // afterwards than before.
-    docker_ok(
-        &home,
+    home.docker_ok(
         &host,
         &[
             "run",
@@ -479,8 +442,7 @@ fn published_ports_reach_containers_and_follow_every_reset() {
 
     // A machine restart: a restart-policy container comes back, so does its
     // forward; containers without one are not forwarded any more.
-    docker_ok(
-        &home,
+    home.docker_ok(
         &host,
         &[
             "run",

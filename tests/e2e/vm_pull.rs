@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vmctl_tests::vm::VmHome;
+use vmctl_tests::vm::{free_port, VmHome};
 use vmctl_tests::{builtin_images, eventually, require_vm, Background};
 
 /// Debian's docker-registry on 127.0.0.1:`port` of the desktop, storing in `dir`.
@@ -27,13 +27,6 @@ fn host_registry(dir: &std::path::Path, port: u16) -> Background {
     });
     assert!(up, "registry on 127.0.0.1:{port} did not start");
     registry
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 #[test]

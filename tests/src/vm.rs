@@ -125,6 +125,37 @@ impl VmHome {
             .ok()
     }
 
+    /// `DOCKER_HOST` of the default machine, as `vmctl machine env` prints it.
+    pub fn docker_host(&self) -> String {
+        let env = self.ok(&["machine", "env"]);
+        env.lines()
+            .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
+            .unwrap_or_else(|| panic!("no DOCKER_HOST in {env:?}"))
+            .to_owned()
+    }
+
+    /// `docker ARGS` against `docker_host`: its trimmed stdout, or a panic
+    /// with its output and the tails of the default machine's daemon log
+    /// (boot lines left out) and console.
+    pub fn docker_ok(&self, docker_host: &str, args: &[&str]) -> String {
+        let out = self.docker(docker_host, args);
+        let daemon: Vec<String> = self
+            .daemon_log("default")
+            .lines()
+            .filter(|l| !l.contains("launching QEMU"))
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}\n{}\ndaemon log tail:\n{}\nconsole tail:\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            crate::tail(&daemon.join("\n"), 30),
+            crate::tail(&self.console_log("default"), 40),
+        );
+        text(&out.stdout)
+    }
+
     /// The docker CLI aimed at `socket` (DOCKER_HOST as `vmctl machine env` prints it).
     pub fn docker(&self, docker_host: &str, args: &[&str]) -> Output {
         Command::new("docker")
@@ -200,4 +231,32 @@ pub fn processes_mentioning(needle: &Path) -> Vec<String> {
         }
     }
     found
+}
+
+/// A command's output as trimmed text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_owned()
+}
+
+/// The permission bits of `path`.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Whether anything accepts TCP on the desktop's 127.0.0.1:`port`.
+pub fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// A desktop port nothing uses now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }

@@ -511,11 +511,22 @@ fn prune_and_volume_rm_cannot_race_a_create() {
 /// Opens a raw attach stream to `container` and reads only the HTTP
 /// answer's head: the stream is then left unread.
 fn stalled_attach(socket: &Path, container: &str) -> UnixStream {
+    hijacked(
+        socket,
+        &format!("/containers/{container}/attach?stream=1&stdout=1&stderr=1"),
+        "",
+    )
+}
+
+/// `POST path` with `body` (JSON) upgraded to a raw stream, returned unread
+/// once the engine answered 101.
+fn hijacked(socket: &Path, path: &str, body: &str) -> UnixStream {
     let mut stream = UnixStream::connect(socket).expect("connect");
     write!(
         stream,
-        "POST /containers/{container}/attach?stream=1&stdout=1&stderr=1 HTTP/1.1\r\n\
-         Host: engine\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: engine\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .expect("request");
     let mut head = Vec::new();
@@ -593,24 +604,11 @@ fn an_attached_client_that_stops_reading_costs_bounded_memory() {
 
 /// Starts exec `id` on a raw hijacked stream and returns it unread.
 fn stalled_exec(socket: &Path, id: &str) -> UnixStream {
-    let mut stream = UnixStream::connect(socket).expect("connect");
-    let body = r#"{"Detach":false,"Tty":false}"#;
-    write!(
-        stream,
-        "POST /exec/{id}/start HTTP/1.1\r\nHost: engine\r\nConnection: Upgrade\r\n\
-         Upgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    hijacked(
+        socket,
+        &format!("/exec/{id}/start"),
+        r#"{"Detach":false,"Tty":false}"#,
     )
-    .expect("request");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("answer head");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    stream
 }
 
 /// An exec whose client stops reading is held, as under Docker (its process

@@ -18,6 +18,8 @@
 //!                              peer closes, and reports each step on stdout
 //!                              (`connected`, `first-frame N HEX`,
 //!                              `answer-bytes N`, `answer TEXT`, `end …`)
+//!   netpeer tcp-get ADDR:PORT  a client: connects (5 s limit), sends an HTTP
+//!                              GET, and prints `answer TEXT` or `error …`
 //!
 //! Every server prints "ready" on stdout once it listens.
 
@@ -32,6 +34,11 @@ fn main() {
             let cid = cid.parse().expect("CID");
             let port = port.parse().expect("PORT");
             return forge_vsock(cid, port, message.as_bytes());
+        }
+    }
+    if let [_, mode, target] = args.as_slice() {
+        if mode == "tcp-get" {
+            return tcp_get(target);
         }
     }
     let (mode, port) = match args.as_slice() {
@@ -264,4 +271,23 @@ fn forge_vsock(cid: u32, port: u32, message: &[u8]) {
         String::from_utf8_lossy(&answer).replace('\n', " ")
     );
     println!("{end}");
+}
+
+/// `tcp-get`: one HTTP GET to `target`, reported on stdout.
+fn tcp_get(target: &str) {
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+    let address: SocketAddr = target.parse().expect("ADDR:PORT");
+    let result = (|| -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"GET / HTTP/1.0\r\nHost: netpeer\r\n\r\n")?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer)?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    })();
+    match result {
+        Ok(answer) => println!("answer {answer}"),
+        Err(e) => println!("error {e}"),
+    }
 }

@@ -25,6 +25,17 @@ struct Baseline {
 
 fn baseline(engine: &Engine) -> Baseline {
     assert_eq!(engine.ok(&["ps", "-aq"]), "", "baseline with containers");
+    // The kernel drops a removed container's veth when its namespace goes,
+    // which it does on a workqueue after `rm` answers: a baseline taken
+    // before that counts a dying veth as part of the machine.
+    let settled = eventually(LONG, || {
+        !engine.links().iter().any(|l| l.starts_with("veth"))
+    });
+    assert!(
+        settled,
+        "veths left with no container: {:?}",
+        engine.links()
+    );
     Baseline {
         links: engine.links(),
         rules: engine.nft_ruleset(),

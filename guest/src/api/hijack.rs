@@ -8,22 +8,12 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::runtime::monitor::client::Session;
-use crate::runtime::monitor::protocol::{ExitInfo, FRAME_EXIT};
+use crate::runtime::monitor::protocol::{frame, ExitInfo, FRAME_EXIT};
 
 /// Stream ids of Docker's multiplexed framing.
 pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
-
-/// Prefixes `payload` with the 8-byte header `[stream, 0, 0, 0, len(be32)]`.
-pub fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + payload.len());
-    out.push(stream);
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
 
 /// Reads one frame; `None` at end of stream.
 pub async fn read_frame<R: AsyncRead + Unpin>(

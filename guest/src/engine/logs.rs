@@ -70,7 +70,7 @@ impl LogOptions {
         Some(if tty {
             payload
         } else {
-            crate::api::hijack::frame(stream, &payload)
+            crate::runtime::monitor::protocol::frame(stream, &payload)
         })
     }
 }

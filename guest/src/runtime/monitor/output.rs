@@ -17,6 +17,8 @@ use std::rc::Rc;
 
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+use super::protocol::frame;
+
 /// Frames queued for one attached client before it counts as stalled.
 pub const ATTACH_QUEUE: usize = 256;
 
@@ -82,7 +84,7 @@ impl Output {
 
     /// Takes a chunk of `stream` (1 stdout, 2 stderr).
     pub fn push(&mut self, stream: u8, data: &[u8]) {
-        let frame = crate::api::hijack::frame(stream, data);
+        let frame = frame(stream, data);
         self.attached.retain(|a| {
             let wanted = if stream == 2 { a.stderr } else { a.stdout };
             if !wanted {
@@ -173,11 +175,8 @@ mod tests {
         assert_eq!(lines[1]["stream"], "stderr");
         assert_eq!(lines[2]["log"], "wor");
         // The subscriber wanted stdout only.
-        assert_eq!(rx.try_recv().unwrap(), crate::api::hijack::frame(1, b"hel"));
-        assert_eq!(
-            rx.try_recv().unwrap(),
-            crate::api::hijack::frame(1, b"lo\nwor")
-        );
+        assert_eq!(rx.try_recv().unwrap(), frame(1, b"hel"));
+        assert_eq!(rx.try_recv().unwrap(), frame(1, b"lo\nwor"));
         assert!(rx.try_recv().is_err());
     }
 

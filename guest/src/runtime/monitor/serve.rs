@@ -235,7 +235,7 @@ fn pump_frames(io: Rc<AsyncFdIo>, stream: u8, frames: mpsc::Sender<Vec<u8>>) -> 
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if let Some(frames) = &client {
-                        let frame = crate::api::hijack::frame(stream, &buf[..n]);
+                        let frame = super::protocol::frame(stream, &buf[..n]);
                         if frames.send(frame).await.is_err() {
                             client = None;
                         }
@@ -627,7 +627,7 @@ async fn exec(
     };
     let payload = serde_json::to_vec(&exit).map_err(std::io::Error::other)?;
     writer
-        .write_all(&crate::api::hijack::frame(FRAME_EXIT, &payload))
+        .write_all(&super::protocol::frame(FRAME_EXIT, &payload))
         .await?;
     writer.shutdown().await
 }

@@ -17,52 +17,58 @@ pub const IMAGE: &str = "netpeer:latest";
 pub fn image_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
-        let dir = crate::bin_dir().join("netpeer");
-        std::fs::create_dir_all(&dir).expect("netpeer dir");
-        let binary = dir.join("netpeer");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/netpeer.rs");
-        // rustc straight: std only, static, so the scratch image needs no libc.
-        let out = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-            .args([
-                "--edition",
-                "2021",
-                "-O",
-                "-C",
-                "target-feature=+crt-static",
-            ])
-            .args(["-C", "strip=symbols", "-o"])
-            .arg(&binary)
-            .arg(&source)
-            .output()
-            .expect("run rustc");
-        assert!(
-            out.status.success(),
-            "rustc {}: {}",
-            source.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bytes = std::fs::read(&binary).expect("read netpeer");
-        let tar = dir.join("netpeer.tar");
-        std::fs::write(&tar, archive(&bytes)).expect("write netpeer.tar");
-        tar
+        one_file_image(
+            "netpeer",
+            json!({"Entrypoint": ["/netpeer"], "Cmd": ["tcp-echo", "7"]}),
+            IMAGE,
+        )
     })
 }
 
-fn archive(binary: &[u8]) -> Vec<u8> {
+/// Builds `tests/helpers/NAME.rs` static (rustc straight: std only, so a
+/// scratch image needs no libc) into `NAME.tar`, a `docker load` archive of
+/// the one-file image `tag` holding `/NAME` with the image `config`.
+pub fn one_file_image(name: &str, config: serde_json::Value, tag: &str) -> PathBuf {
+    let dir = crate::bin_dir().join(name);
+    std::fs::create_dir_all(&dir).expect("helper dir");
+    let binary = dir.join(format!("{name}.{}", std::process::id()));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("helpers/{name}.rs"));
+    let out = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+        ])
+        .args(["-C", "strip=symbols", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("run rustc");
+    assert!(
+        out.status.success(),
+        "rustc {}: {}",
+        source.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&binary).expect("read the helper binary");
+    let _ = std::fs::remove_file(&binary);
     let mut layer = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
-    header.set_size(binary.len() as u64);
+    header.set_size(bytes.len() as u64);
     header.set_mode(0o755);
     header.set_entry_type(tar::EntryType::Regular);
     layer
-        .append_data(&mut header, "netpeer", binary)
+        .append_data(&mut header, name, bytes.as_slice())
         .expect("layer");
     let layer = layer.into_inner().expect("layer");
-    load_archive(
-        &layer,
-        json!({"Entrypoint": ["/netpeer"], "Cmd": ["tcp-echo", "7"]}),
-        IMAGE,
-    )
+    // Written aside and renamed: test processes running at once may each build it.
+    let tmp = dir.join(format!(".{name}.tar.{}", std::process::id()));
+    std::fs::write(&tmp, load_archive(&layer, config, tag)).expect("write the image archive");
+    let tar = dir.join(format!("{name}.tar"));
+    std::fs::rename(&tmp, &tar).expect("rename the image archive");
+    tar
 }
 
 /// A `docker load` archive of one image: one layer (a tar), the image

@@ -4,7 +4,6 @@
 //! AF_VSOCK it can try.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::json;
@@ -16,56 +15,12 @@ pub const IMAGE: &str = "probe:latest";
 pub fn image_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
-        let dir = crate::bin_dir().join("probe");
-        std::fs::create_dir_all(&dir).expect("probe dir");
-        let binary = dir.join(format!("probe.{}", std::process::id()));
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/probe.rs");
-        // rustc straight: std only, static, so the scratch image needs no libc.
-        let out = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-            .args([
-                "--edition",
-                "2021",
-                "-O",
-                "-C",
-                "target-feature=+crt-static",
-            ])
-            .args(["-C", "strip=symbols", "-o"])
-            .arg(&binary)
-            .arg(&source)
-            .output()
-            .expect("run rustc");
-        assert!(
-            out.status.success(),
-            "rustc {}: {}",
-            source.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bytes = std::fs::read(&binary).expect("read probe");
-        let _ = std::fs::remove_file(&binary);
-        // Written aside and renamed: test processes running at once may each build it.
-        let tmp = dir.join(format!(".probe.tar.{}", std::process::id()));
-        std::fs::write(&tmp, archive(&bytes)).expect("write probe.tar");
-        let tar = dir.join("probe.tar");
-        std::fs::rename(&tmp, &tar).expect("probe.tar");
-        tar
+        crate::netpeer::one_file_image(
+            "probe",
+            json!({"Entrypoint": ["/probe"], "Cmd": ["serve"]}),
+            IMAGE,
+        )
     })
-}
-
-fn archive(binary: &[u8]) -> Vec<u8> {
-    let mut layer = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(binary.len() as u64);
-    header.set_mode(0o755);
-    header.set_entry_type(tar::EntryType::Regular);
-    layer
-        .append_data(&mut header, "probe", binary)
-        .expect("layer");
-    let layer = layer.into_inner().expect("layer");
-    crate::netpeer::load_archive(
-        &layer,
-        json!({"Entrypoint": ["/probe"], "Cmd": ["serve"]}),
-        IMAGE,
-    )
 }
 
 /// What a probe `report` says: its lines, each `FILE LINE` (`status

@@ -57,9 +57,22 @@ pub fn from_firmware() -> Result<Secret, SecretError> {
 
 fn read_file(path: &Path) -> Result<Secret, SecretError> {
     let shown = path.display().to_string();
+    match std::fs::File::open(path) {
+        Ok(file) => read_secret(file, shown),
+        Err(source) => Err(SecretError::Read {
+            path: shown,
+            source,
+        }),
+    }
+}
+
+/// Reads one secret (at most one byte more, to tell a longer one) from
+/// `source`, named `shown` in errors.
+fn read_secret(source: impl Read, shown: String) -> Result<Secret, SecretError> {
     let mut bytes = Vec::with_capacity(SECRET_LEN);
-    std::fs::File::open(path)
-        .and_then(|file| file.take(SECRET_LEN as u64 + 1).read_to_end(&mut bytes))
+    source
+        .take(SECRET_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
         .map_err(|source| SecretError::Read {
             path: shown.clone(),
             source,
@@ -150,18 +163,7 @@ pub fn inherited() -> Result<Secret, SecretError> {
 /// Reads the secret from a handed pipe and closes it.
 fn take(pipe: OwnedFd) -> Result<Secret, SecretError> {
     let shown = format!("fd {}", pipe.as_raw_fd());
-    let mut bytes = Vec::with_capacity(SECRET_LEN);
-    std::fs::File::from(pipe)
-        .take(SECRET_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| SecretError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-    Secret::from_bytes(&bytes).map_err(|source| SecretError::Malformed {
-        path: shown,
-        source,
-    })
+    read_secret(std::fs::File::from(pipe), shown)
 }
 
 #[cfg(test)]

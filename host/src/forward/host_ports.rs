@@ -65,17 +65,7 @@ mod tests {
 
     use super::super::gate::Gate;
     use super::super::policy::Settings;
-    use crate::vsock::{ConnectFuture, VsockError, VsockTransport};
-
-    struct NoGuest;
-    impl VsockTransport for NoGuest {
-        fn name(&self) -> &'static str {
-            "none"
-        }
-        fn connect(&self, port: u32) -> ConnectFuture<'_> {
-            Box::pin(async move { Err(VsockError::Refused { port }) })
-        }
-    }
+    use super::super::test_utils::NoGuest;
 
     fn forwarder() -> Arc<Forwarder> {
         Forwarder::with_gate(

@@ -12,6 +12,8 @@ pub mod policy;
 pub mod ports;
 pub mod stats;
 pub mod tcp;
+#[cfg(test)]
+mod test_utils;
 pub mod udp;
 pub mod watch;
 

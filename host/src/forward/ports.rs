@@ -567,19 +567,8 @@ fn local_port(fd: &OwnedFd) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_utils::NoGuest;
     use super::*;
-    use crate::vsock::{ConnectFuture, VsockError};
-
-    /// No guest: every connect is refused (these tests look at listeners only).
-    struct NoGuest;
-    impl VsockTransport for NoGuest {
-        fn name(&self) -> &'static str {
-            "none"
-        }
-        fn connect(&self, port: u32) -> ConnectFuture<'_> {
-            Box::pin(async move { Err(VsockError::Refused { port }) })
-        }
-    }
 
     fn binding(container: &str, port: u16) -> PortBinding {
         PortBinding {

@@ -70,6 +70,19 @@ pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 /// `/sys/firmware/qemu_fw_cfg/by_name/opt/vmctl/secret/raw`.
 pub const FW_CFG_NAME: &str = "opt/vmctl/secret";
 
+/// Where there is no fw_cfg (Virtualization.framework): the host vsock port
+/// on which the VMM process hands the secret's 32 raw bytes to the first
+/// guest connection only, then stops listening for good. The guest's PID 1
+/// connects to it (host CID 2) before any container can exist.
+pub const SECRET_PORT: u32 = 1028;
+
+/// Kernel command-line key telling the guest where its secret comes from
+/// when fw_cfg has none: [`CMDLINE_SECRET_VSOCK`] means [`SECRET_PORT`].
+pub const CMDLINE_SECRET: &str = "vmctl.secret";
+
+/// The value of [`CMDLINE_SECRET`] for the vsock handoff on [`SECRET_PORT`].
+pub const CMDLINE_SECRET_VSOCK: &str = "vsock";
+
 const CLIENT_LABEL: &[u8; 12] = b"vmctl-client";
 const SERVER_LABEL: &[u8; 12] = b"vmctl-server";
 

@@ -34,6 +34,10 @@ pub const CMDLINE_REGISTRY_MIRROR: &str = "vmctl.registry_mirror";
 /// Kernel command line key: a registry the VM's engine may reach over plain
 /// HTTP (`host[:port]` or a CIDR); repeated for more.
 pub const CMDLINE_INSECURE_REGISTRY: &str = "vmctl.insecure_registry";
+/// Kernel command line key: a virtio-fs share to mount at the same path as
+/// on the desktop, `<tag>:<path>` with the path percent-encoded (`%20` for
+/// a space, `%25` for `%`); repeated for more.
+pub const CMDLINE_SHARE: &str = "vmctl.share";
 
 /// Marker line the guest prints on its console once the engine serves the
 /// API; the host's boot watcher and humans reading `vmctl machine logs` see it.

@@ -70,14 +70,31 @@ enum Node {
 /// Writes the `hello:latest` image tarball, built around the static busybox at
 /// `busybox`, to `out`.
 pub fn build(busybox: &Path, out: &mut impl Write) -> Result<(), HelloError> {
+    build_for(busybox, None, out)
+}
+
+/// [`build`] for the architecture `arch` (Go's name, `arm64`) when it is
+/// not this host's: the busybox is then not run but read
+/// ([`crate::busybox::applet_names`]), and the config names that architecture.
+pub fn build_for(
+    busybox: &Path,
+    arch: Option<&str>,
+    out: &mut impl Write,
+) -> Result<(), HelloError> {
     let binary = std::fs::read(busybox).map_err(|source| HelloError::ReadBusybox {
         path: busybox.to_owned(),
         source,
     })?;
-    let layer = layer_tar(binary, &applets(busybox)?)?;
+    let arch = arch.unwrap_or(go_arch());
+    let names = if arch == go_arch() {
+        applets(busybox)?
+    } else {
+        foreign_applets(busybox, &binary)?
+    };
+    let layer = layer_tar(binary, &names)?;
     let diff_id = sha256_digest(&layer);
     let config = json!({
-        "architecture": go_arch(),
+        "architecture": arch,
         "os": "linux",
         "created": CREATED,
         "author": "vmctl",
@@ -148,6 +165,16 @@ fn applets(busybox: &Path) -> Result<Vec<String>, HelloError> {
     {
         return Err(HelloError::BadApplet(bad.clone()));
     }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// The applet names of a busybox of another architecture, sorted.
+fn foreign_applets(busybox: &Path, binary: &[u8]) -> Result<Vec<String>, HelloError> {
+    let mut names = crate::busybox::applet_names(binary).ok_or_else(|| HelloError::NoApplets {
+        path: busybox.to_owned(),
+    })?;
     names.sort();
     names.dedup();
     Ok(names)

@@ -2,7 +2,9 @@
 //!
 //! `vmctl-image hello --busybox /bin/busybox --out hello.tar` writes the
 //! built-in `hello:latest` image tarball; `vmctl-image vm --kernel-deb DEB`
-//! builds the VM image into `target/vm`.
+//! builds the VM image into `target/vm`; `vmctl-image vm --arch arm64
+//! --kernel-deb DEB --userland DIR --out target/vm-arm64` the arm64 one from
+//! Debian's arm64 packages.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,23 +30,32 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Build the VM image: vmlinux, bzImage, initramfs.img, manifest.json.
+    /// Build the VM image: vmlinux, bzImage (amd64), initramfs.img, manifest.json.
     Vm {
+        /// The guest's architecture (default: this host's).
+        #[arg(long, value_enum, default_value_t = vmctl_image::vm::arch::Arch::host())]
+        arch: vmctl_image::vm::arch::Arch,
         /// The vmctl-guest binary that becomes /init (a release build).
         #[arg(long, default_value = "target/release/vmctl-guest")]
         guest: PathBuf,
         /// The Debian kernel package (image-build/fetch-kernel.sh fetches the pinned one).
         #[arg(long)]
         kernel_deb: PathBuf,
-        /// A static busybox (the debug shell, udhcpc, the hello image).
-        #[arg(long, default_value = "/bin/busybox")]
-        busybox: PathBuf,
-        /// The nft binary the engine runs.
-        #[arg(long, default_value = "/usr/sbin/nft")]
-        nft: PathBuf,
-        /// mke2fs, which formats the data disk on first boot.
-        #[arg(long, default_value = "/usr/sbin/mke2fs")]
-        mke2fs: PathBuf,
+        /// A directory of the architecture's pinned userland .deb files
+        /// (image-build/fetch-userland.sh); required for another architecture.
+        #[arg(long)]
+        userland: Option<PathBuf>,
+        /// A static busybox (the debug shell, udhcpc, the hello image)
+        /// [default: /bin/busybox, or the userland package's].
+        #[arg(long)]
+        busybox: Option<PathBuf>,
+        /// The nft binary the engine runs [default: /usr/sbin/nft, or the package's].
+        #[arg(long)]
+        nft: Option<PathBuf>,
+        /// mke2fs, which formats the data disk on first boot
+        /// [default: /usr/sbin/mke2fs, or the package's].
+        #[arg(long)]
+        mke2fs: Option<PathBuf>,
         /// Output directory.
         #[arg(long, default_value = "target/vm")]
         out: PathBuf,
@@ -70,8 +81,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Vm {
+            arch,
             guest,
             kernel_deb,
+            userland,
             busybox,
             nft,
             mke2fs,
@@ -80,8 +93,10 @@ fn main() -> anyhow::Result<()> {
         } => {
             let started = std::time::Instant::now();
             let options = vmctl_image::vm::Options {
+                arch,
                 guest,
                 kernel_deb,
+                userland,
                 busybox,
                 nft,
                 mke2fs,
@@ -90,7 +105,8 @@ fn main() -> anyhow::Result<()> {
             };
             let manifest = vmctl_image::vm::build(&options)?;
             println!(
-                "VM image for kernel {} in {} ({} modules, {} initramfs entries{}; {:.1} s)",
+                "{} VM image for kernel {} in {} ({} modules, {} initramfs entries{}; {:.1} s)",
+                manifest.arch,
                 manifest.kernel_release,
                 options.out.display(),
                 manifest.modules,

@@ -1,6 +1,8 @@
 //! Reading a Debian package without dpkg: a `.deb` is an `ar` archive whose
 //! `data.tar.xz` member holds the files. Only the kernel package's members
 //! the image needs are kept: the compressed kernel and the `.ko` files.
+//! Another architecture's userland packages are unpacked whole into a
+//! directory (a sysroot), never installed.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -19,6 +21,25 @@ pub struct KernelPackage {
 }
 
 pub fn read_kernel_package(deb: &Path) -> Result<KernelPackage, VmImageError> {
+    with_data(deb, |data| read_data(data))
+}
+
+/// Unpacks every file, directory and symlink of `deb` under `root`
+/// (permissions kept, owners and times not: the tree is only read).
+pub fn unpack(deb: &Path, root: &Path) -> Result<(), VmImageError> {
+    with_data(deb, |data| {
+        let mut tar = tar::Archive::new(data);
+        tar.set_preserve_mtime(false);
+        tar.set_overwrite(true);
+        tar.unpack(root)
+    })
+}
+
+/// Runs `read` over the decompressed `data.tar.xz` of `deb`.
+fn with_data<T>(
+    deb: &Path,
+    read: impl FnOnce(&mut dyn Read) -> std::io::Result<T>,
+) -> Result<T, VmImageError> {
     let io = |source| VmImageError::Deb {
         path: deb.to_owned(),
         source,
@@ -30,7 +51,7 @@ pub fn read_kernel_package(deb: &Path) -> Result<KernelPackage, VmImageError> {
         if entry.header().identifier() != b"data.tar.xz" {
             continue;
         }
-        return read_data(xz2::read::XzDecoder::new(entry)).map_err(io);
+        return read(&mut xz2::read::XzDecoder::new(entry)).map_err(io);
     }
     Err(io(std::io::Error::other("no data.tar.xz member")))
 }

@@ -10,12 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::VmImageError;
 
-/// The modules the guest loads, roots of the dependency walk: virtio
-/// devices, vsock, the data disk's file system, overlayfs, and what the
-/// engine's networking drives (bridge, veth, macvlan, tun, and the nftables
-/// expressions its ruleset uses: nat chains, dnat, masquerade, ct, fib).
-pub const ROOTS: &str = include_str!("../../modules.txt");
-
 pub fn normalise(name: &str) -> String {
     name.replace('-', "_")
 }
@@ -99,7 +93,7 @@ impl ModuleDeps {
 
 /// The `depends=` list of a `.ko`, read from its `.modinfo` section.
 pub fn modinfo_depends(ko: &[u8]) -> Option<Vec<String>> {
-    let modinfo = elf_section(ko, ".modinfo")?;
+    let modinfo = super::elf::Elf::parse(ko).ok()?.section(".modinfo")?;
     let depends = modinfo
         .split(|&b| b == 0)
         .find_map(|field| field.strip_prefix(b"depends="))?;
@@ -110,35 +104,6 @@ pub fn modinfo_depends(ko: &[u8]) -> Option<Vec<String>> {
             .map(str::to_owned)
             .collect(),
     )
-}
-
-/// The bytes of section `name` of a little-endian ELF64 file.
-fn elf_section<'a>(elf: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
-    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
-    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
-    if elf.get(..5)? != b"\x7fELF\x02" {
-        return None;
-    }
-    let shoff = u64_at(0x28)? as usize;
-    let shentsize = u16_at(0x3a)? as usize;
-    let shnum = u16_at(0x3c)? as usize;
-    let shstrndx = u16_at(0x3e)? as usize;
-    let header = |i: usize| shoff + i * shentsize;
-    let section = |i: usize| -> Option<&'a [u8]> {
-        let offset = u64_at(header(i) + 0x18)? as usize;
-        let size = u64_at(header(i) + 0x20)? as usize;
-        elf.get(offset..offset.checked_add(size)?)
-    };
-    let names = section(shstrndx)?;
-    (0..shnum).find_map(|i| {
-        let at = u32_at(header(i))? as usize;
-        let rest = names.get(at..)?;
-        let end = rest.iter().position(|&b| b == 0)?;
-        (&rest[..end] == name.as_bytes())
-            .then(|| section(i))
-            .flatten()
-    })
 }
 
 impl ModuleDeps {

@@ -93,15 +93,9 @@ mod tests {
     fn the_vmm_reads_its_config_and_says_where_vz_is_missing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vz.json");
-        assert!(matches!(
-            run_vmm(&path),
-            Err(VmmError::ReadConfig { .. })
-        ));
+        assert!(matches!(run_vmm(&path), Err(VmmError::ReadConfig { .. })));
         std::fs::write(&path, "{not json").unwrap();
-        assert!(matches!(
-            run_vmm(&path),
-            Err(VmmError::ParseConfig { .. })
-        ));
+        assert!(matches!(run_vmm(&path), Err(VmmError::ParseConfig { .. })));
         let parts = VzParts {
             name: "t",
             cpus: 1,

@@ -1,15 +1,25 @@
-//! The QEMU backend: `qemu-system-x86_64` on a q35 machine, direct kernel
-//! boot of the uncompressed vmlinux (PVH, ~2× faster than a bzImage under
-//! emulation), memory from a shared memfd (vhost-user devices map it), the
-//! serial console appended to a log file, QMP on a unix socket for status and
-//! stop, virtio-blk for the data disk, a virtio-net NIC on QEMU's user-mode
-//! network, and the vsock device from vhost-user or the host kernel.
+//! The QEMU backend: `qemu-system-x86_64` on a q35 machine for amd64
+//! guests, `qemu-system-aarch64` on a `virt` machine for arm64 ones (Apple
+//! silicon's images, emulated on an x86 desktop), direct kernel boot of the
+//! uncompressed kernel (amd64: the vmlinux ELF through PVH, ~2× faster than
+//! a bzImage under emulation; arm64: the boot `Image`), memory from a shared
+//! memfd (vhost-user devices map it), the serial console (8250 `ttyS0` or
+//! PL011 `ttyAMA0`) appended to a log file, QMP on a unix socket for status
+//! and stop, virtio-blk for the data disk, a virtio-net NIC on QEMU's
+//! user-mode network, the vsock device from vhost-user or the host kernel,
+//! and the per-boot secret as a fw_cfg file (both machines have fw_cfg).
+//!
+//! Which QEMU: the selected guest architecture's
+//! ([`crate::binaries::GuestArch::selected`], `VMCTL_GUEST_ARCH`); the
+//! kernel's own header says which architecture an image is, and a mismatch
+//! is refused before QEMU starts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::qmp::Qmp;
 use super::{Accelerator, Hypervisor, HypervisorError, RunState, Vm, VmSpec, VsockDevice};
+use crate::binaries::GuestArch;
 use crate::process::{self, Owned};
 
 /// Environment variable naming the QEMU binary to use.
@@ -31,18 +41,67 @@ pub const USER_NET: ipnet::Ipv4Net =
 
 pub struct Qemu {
     binary: PathBuf,
+    /// The guest architecture this QEMU emulates or virtualizes.
+    arch: GuestArch,
+}
+
+/// The QEMU program for guests of `arch`.
+pub fn program(arch: GuestArch) -> &'static str {
+    match arch {
+        GuestArch::Amd64 => "qemu-system-x86_64",
+        GuestArch::Arm64 => "qemu-system-aarch64",
+    }
+}
+
+/// The architecture of a kernel file, from its header: an ELF's machine
+/// (the amd64 vmlinux) or the arm64 boot `Image` magic (`ARM\x64` at 56).
+/// `None` when unreadable or neither.
+pub fn kernel_arch(kernel: &Path) -> Option<GuestArch> {
+    use std::io::Read;
+    let mut header = [0u8; 64];
+    std::fs::File::open(kernel)
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    if header.starts_with(b"\x7fELF") {
+        return match u16::from_le_bytes([header[0x12], header[0x13]]) {
+            62 => Some(GuestArch::Amd64),
+            183 => Some(GuestArch::Arm64),
+            _ => None,
+        };
+    }
+    (&header[56..60] == b"ARM\x64").then_some(GuestArch::Arm64)
+}
+
+/// `cmdline` with its console on `console` (the daemon writes the 8250's
+/// `ttyS0`; the arm64 `virt` machine's serial port is the PL011 `ttyAMA0`).
+fn with_console(cmdline: &str, console: &str) -> String {
+    cmdline
+        .split(' ')
+        .map(|word| match word.strip_prefix("console=") {
+            Some(_) => format!("console={console}"),
+            None => word.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Qemu {
-    /// Finds `qemu-system-x86_64` (`$VMCTL_QEMU`, else `PATH`).
+    /// Finds QEMU for the selected guest architecture (`$VMCTL_QEMU`, else
+    /// `qemu-system-x86_64` or `qemu-system-aarch64` on `PATH`).
     pub fn find() -> Result<Self, HypervisorError> {
-        let binary = crate::binaries::find("qemu-system-x86_64", QEMU_ENV).ok_or(
-            HypervisorError::NotInstalled {
-                program: "qemu-system-x86_64".into(),
+        Self::find_for(GuestArch::selected())
+    }
+
+    /// Finds QEMU for guests of `arch`.
+    pub fn find_for(arch: GuestArch) -> Result<Self, HypervisorError> {
+        let name = program(arch);
+        let binary =
+            crate::binaries::find(name, QEMU_ENV).ok_or(HypervisorError::NotInstalled {
+                program: name.into(),
                 env: QEMU_ENV,
-            },
-        )?;
-        Ok(Self { binary })
+            })?;
+        Ok(Self { binary, arch })
     }
 
     fn command(&self, spec: &VmSpec, accel: Accelerator) -> Result<Command, HypervisorError> {
@@ -51,25 +110,28 @@ impl Qemu {
                 return Err(HypervisorError::MissingImage(file.clone()));
             }
         }
+        if let Some(kernel) = kernel_arch(&spec.vmlinux).filter(|a| *a != self.arch) {
+            return Err(HypervisorError::Command {
+                command: program(self.arch).to_owned(),
+                message: format!(
+                    "the VM image's kernel {} is for {kernel} guests, not {} (set {}={kernel})",
+                    spec.vmlinux.display(),
+                    self.arch,
+                    crate::binaries::GUEST_ARCH_ENV
+                ),
+            });
+        }
         let mem = spec.memory_mib;
         let mut cmd = Command::new(&self.binary);
         cmd.arg("-name").arg(format!("vmctl-{}", spec.name));
-        cmd.args(["-machine", "q35,vmport=off,i8042=off,sata=off,smbus=off"]);
-        cmd.args(["-accel", accel.as_str()]);
-        // Under emulation `max` costs ~0.5 s of kernel boot; the default
-        // model plus RDRAND (so the kernel's CRNG, and every getrandom(2) in
-        // the engine, is ready at once instead of ~1 s later) is fastest.
-        let model = match std::env::var(CPU_ENV) {
-            Ok(model) => model,
-            Err(_) if accel.is_emulation() => "qemu64,+rdrand".to_owned(),
-            Err(_) => "host".to_owned(),
-        };
-        cmd.args(["-cpu", &model]);
+        let console = self.machine(&mut cmd, accel);
         cmd.arg("-smp").arg(spec.cpus.to_string());
         cmd.arg("-m").arg(format!("{mem}M"));
         cmd.arg("-object")
             .arg(format!("memory-backend-memfd,id=mem,size={mem}M,share=on"));
-        cmd.args(["-numa", "node,memdev=mem"]);
+        if self.arch == GuestArch::Amd64 {
+            cmd.args(["-numa", "node,memdev=mem"]);
+        }
         cmd.args([
             "-nodefaults",
             "-no-user-config",
@@ -88,7 +150,7 @@ impl Qemu {
         ));
         cmd.arg("-kernel").arg(&spec.vmlinux);
         cmd.arg("-initrd").arg(&spec.initramfs);
-        cmd.arg("-append").arg(&spec.cmdline);
+        cmd.arg("-append").arg(with_console(&spec.cmdline, console));
         cmd.arg("-drive").arg(format!(
             "file={},format=raw,if=none,id=data,cache=writeback,discard=unmap",
             spec.disk.display()
@@ -123,6 +185,42 @@ impl Qemu {
         private_files(&mut cmd);
         Ok(cmd)
     }
+
+    /// The machine, accelerator and CPU model; answers the serial console's
+    /// device name in the guest.
+    fn machine(&self, cmd: &mut Command, accel: Accelerator) -> &'static str {
+        let (machine, emulated_cpu, console) = match self.arch {
+            GuestArch::Amd64 => (
+                "q35,vmport=off,i8042=off,sata=off,smbus=off",
+                // Under emulation `max` costs ~0.5 s of kernel boot; the
+                // default model plus RDRAND (so the kernel's CRNG, and every
+                // getrandom(2) in the engine, is ready at once instead of
+                // ~1 s later) is fastest.
+                "qemu64,+rdrand",
+                "ttyS0",
+            ),
+            GuestArch::Arm64 => (
+                // RAM from the shared memfd (vhost-user maps it); `virt` has
+                // fw_cfg, a PL011 UART, PSCI power-off and a PCIe bus.
+                "virt,memory-backend=mem",
+                // `max` has FEAT_RNG (the CRNG is ready at once, as RDRAND on
+                // amd64); its pointer authentication with QEMU's cheap
+                // implementation-defined algorithm instead of QARMA, which
+                // dominates TCG's time otherwise.
+                "max,pauth-impdef=on",
+                "ttyAMA0",
+            ),
+        };
+        cmd.args(["-machine", machine]);
+        cmd.args(["-accel", accel.as_str()]);
+        let model = match std::env::var(CPU_ENV) {
+            Ok(model) => model,
+            Err(_) if accel.is_emulation() => emulated_cpu.to_owned(),
+            Err(_) => "host".to_owned(),
+        };
+        cmd.args(["-cpu", &model]);
+        console
+    }
 }
 
 /// A path as a QEMU option value: a comma would end the value, so it is doubled.
@@ -155,6 +253,12 @@ impl Hypervisor for Qemu {
 
     fn accelerators(&self) -> Vec<Accelerator> {
         let mut found = Vec::new();
+        // Hardware acceleration runs guests of the desktop's own
+        // architecture only; another one is emulated.
+        if self.arch != GuestArch::desktop() {
+            found.push(Accelerator::Tcg);
+            return found;
+        }
         if cfg!(target_os = "linux")
             && std::fs::OpenOptions::new()
                 .read(true)
@@ -267,6 +371,46 @@ impl Qemu {
 mod tests {
     use super::*;
 
+    fn spec_in(dir: &Path, secret_file: PathBuf) -> VmSpec {
+        VmSpec {
+            name: "t".into(),
+            cpus: 1,
+            memory_mib: 256,
+            vmlinux: dir.join("vmlinux"),
+            bzimage: dir.join("bzImage"),
+            initramfs: dir.join("initramfs.img"),
+            cmdline: "console=ttyS0".into(),
+            disk: dir.join("disk.raw"),
+            console_log: dir.join("console.log"),
+            vmm_log: dir.join("daemon.log"),
+            pid_file: dir.join("vmm.pid"),
+            control_socket: dir.join("qmp.sock"),
+            vsock: VsockDevice::Kernel { cid: 7 },
+            secret: secret_file,
+        }
+    }
+
+    fn args_of(command: &Command) -> Vec<String> {
+        command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn qemu(arch: GuestArch) -> Qemu {
+        Qemu {
+            binary: program(arch).into(),
+            arch,
+        }
+    }
+
+    /// An arm64 boot `Image` header (magic at 56) with nothing after it.
+    fn arm64_image() -> Vec<u8> {
+        let mut image = vec![0u8; 64];
+        image[56..60].copy_from_slice(b"ARM\x64");
+        image
+    }
+
     #[test]
     fn the_secret_reaches_qemu_as_a_fw_cfg_file_never_in_argv() {
         let dir = tempfile::tempdir().unwrap();
@@ -274,30 +418,10 @@ mod tests {
             std::fs::write(dir.path().join(file), b"").unwrap();
         }
         let secret_file = dir.path().join("a,b").join("vm.secret");
-        let spec = VmSpec {
-            name: "t".into(),
-            cpus: 1,
-            memory_mib: 256,
-            vmlinux: dir.path().join("vmlinux"),
-            bzimage: dir.path().join("bzImage"),
-            initramfs: dir.path().join("initramfs.img"),
-            cmdline: "console=ttyS0".into(),
-            disk: dir.path().join("disk.raw"),
-            console_log: dir.path().join("console.log"),
-            vmm_log: dir.path().join("daemon.log"),
-            pid_file: dir.path().join("vmm.pid"),
-            control_socket: dir.path().join("qmp.sock"),
-            vsock: VsockDevice::Kernel { cid: 7 },
-            secret: secret_file.clone(),
-        };
-        let qemu = Qemu {
-            binary: "qemu-system-x86_64".into(),
-        };
+        let spec = spec_in(dir.path(), secret_file.clone());
+        let qemu = qemu(GuestArch::Amd64);
         let command = qemu.command(&spec, Accelerator::Tcg).unwrap();
-        let args: Vec<String> = command
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args = args_of(&command);
         let at = args.iter().position(|a| a == "-fw_cfg").unwrap();
         let expected = format!(
             "name=opt/vmctl/secret,file={}",
@@ -307,5 +431,87 @@ mod tests {
         assert!(!args.iter().any(|a| a.contains("string=")));
         let append = args.iter().position(|a| a == "-append").unwrap();
         assert!(!args[append + 1].contains("secret"));
+    }
+
+    #[test]
+    fn an_arm64_image_boots_on_virt_with_its_own_console() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vmlinux"), arm64_image()).unwrap();
+        std::fs::write(dir.path().join("initramfs.img"), b"").unwrap();
+        let mut spec = spec_in(dir.path(), dir.path().join("vm.secret"));
+        spec.cmdline = "console=ttyS0 quiet panic=-1".into();
+        let args = args_of(
+            &qemu(GuestArch::Arm64)
+                .command(&spec, Accelerator::Tcg)
+                .unwrap(),
+        );
+        let after = |flag: &str| {
+            let at = args.iter().position(|a| a == flag).unwrap();
+            args[at + 1].clone()
+        };
+        assert_eq!(after("-machine"), "virt,memory-backend=mem");
+        assert!(after("-cpu").starts_with("max"));
+        assert_eq!(after("-append"), "console=ttyAMA0 quiet panic=-1");
+        assert!(!args.iter().any(|a| a == "-numa"));
+        assert!(after("-fw_cfg").starts_with("name=opt/vmctl/secret,file="));
+        assert!(args.iter().any(|a| a == "vhost-vsock-pci,guest-cid=7"));
+        // The amd64 command line is untouched.
+        std::fs::write(dir.path().join("vmlinux"), b"").unwrap();
+        let args = args_of(
+            &qemu(GuestArch::Amd64)
+                .command(&spec, Accelerator::Tcg)
+                .unwrap(),
+        );
+        let at = args.iter().position(|a| a == "-append").unwrap();
+        assert_eq!(args[at + 1], "console=ttyS0 quiet panic=-1");
+        assert!(args.iter().any(|a| a == "-numa"));
+    }
+
+    #[test]
+    fn an_image_of_the_other_architecture_is_refused_before_qemu_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vmlinux"), arm64_image()).unwrap();
+        std::fs::write(dir.path().join("initramfs.img"), b"").unwrap();
+        let spec = spec_in(dir.path(), dir.path().join("vm.secret"));
+        let refused = qemu(GuestArch::Amd64).command(&spec, Accelerator::Tcg);
+        let Err(HypervisorError::Command { message, .. }) = refused else {
+            panic!("an arm64 kernel went to qemu-system-x86_64");
+        };
+        assert!(message.contains("VMCTL_GUEST_ARCH=arm64"), "{message}");
+    }
+
+    #[test]
+    fn kernels_say_their_architecture() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k");
+        std::fs::write(&file, arm64_image()).unwrap();
+        assert_eq!(kernel_arch(&file), Some(GuestArch::Arm64));
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[0x12] = 62;
+        std::fs::write(&file, &elf).unwrap();
+        assert_eq!(kernel_arch(&file), Some(GuestArch::Amd64));
+        elf[0x12] = 183;
+        std::fs::write(&file, &elf).unwrap();
+        assert_eq!(kernel_arch(&file), Some(GuestArch::Arm64));
+        std::fs::write(&file, b"short").unwrap();
+        assert_eq!(kernel_arch(&file), None);
+    }
+
+    #[test]
+    fn another_architecture_is_only_emulated() {
+        let foreign = match GuestArch::desktop() {
+            GuestArch::Amd64 => GuestArch::Arm64,
+            GuestArch::Arm64 => GuestArch::Amd64,
+        };
+        assert_eq!(qemu(foreign).accelerators(), vec![Accelerator::Tcg]);
+        assert_eq!(
+            qemu(GuestArch::desktop()).accelerators().last(),
+            Some(&Accelerator::Tcg)
+        );
+        assert_eq!(
+            with_console("a console=ttyS0 b=c", "ttyAMA0"),
+            "a console=ttyAMA0 b=c"
+        );
     }
 }

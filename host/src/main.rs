@@ -31,6 +31,9 @@ enum Command {
     Port(vmctl::cli::port::PortCommand),
     #[command(flatten)]
     Container(vmctl::cli::container::ContainerCommand),
+    /// The VZ VMM process of one machine (its daemon starts it).
+    #[command(hide = true, name = "__vmm-vz")]
+    VmmVz { config: std::path::PathBuf },
 }
 
 fn init_logging(daemon: bool) {
@@ -54,7 +57,7 @@ fn main() {
         Command::Machine(
             vmctl::cli::machine::MachineCommand::Daemon(_)
                 | vmctl::cli::machine::MachineCommand::Supervise(_)
-        )
+        ) | Command::VmmVz { .. }
     );
     init_logging(daemon);
     let result = match cli.command {
@@ -71,6 +74,9 @@ fn main() {
                 .await
                 .map_err(|e| vmctl::error_chain(&e))
         }),
+        Command::VmmVz { config } => vmctl_vz::run_vmm(&config)
+            .map(|()| 0)
+            .map_err(|e| vmctl::error_chain(&e)),
         Command::Container(command) => block_on(async {
             let docker = vmctl::cli::engine::connect(cli.host.as_deref(), &cli.machine)
                 .await

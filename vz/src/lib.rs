@@ -70,6 +70,19 @@ pub fn read_config(path: &Path) -> Result<VzConfig, VmmError> {
     })
 }
 
+/// Whether this desktop can run Virtualization.framework VMs (macOS on a
+/// Mac whose CPU virtualizes; never elsewhere).
+pub fn available() -> bool {
+    #[cfg(target_vendor = "apple")]
+    {
+        vm::is_supported()
+    }
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        false
+    }
+}
+
 /// The VMM process's main: reads the configuration, boots the VM, serves
 /// its socket, and returns when the VM stops (an error if it failed).
 pub fn run_vmm(config_path: &Path) -> Result<(), VmmError> {

@@ -293,6 +293,15 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
     let nic_subnet = hypervisor.nic_subnet();
     let (mut spec, backend_paths) = vm_spec(&machine, nic_subnet)?;
     let (backend_paths, transport) = choose_vsock(&machine, &mut spec, backend_paths);
+    // VZ: the VMM process serves the guest's ports as hybrid vsock on the
+    // machine's vsock socket (also its control socket); no backend runs.
+    let (backend_paths, transport) = if hypervisor.vsock_in_vmm() {
+        spec.control_socket = machine.paths.vsock_socket();
+        let hybrid = crate::vsock::hybrid::HybridVsock::new(machine.paths.vsock_socket());
+        (None, Arc::new(hybrid) as Arc<dyn VsockTransport>)
+    } else {
+        (backend_paths, transport)
+    };
     // Every stream proves the VM's per-boot secret: a running VM's is the
     // one its daemon left; a boot draws a new one below.
     let secret = Arc::new(SharedSecret::new(secret::load(

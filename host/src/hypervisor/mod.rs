@@ -10,6 +10,8 @@
 
 pub mod qemu;
 pub mod qmp;
+#[cfg(unix)]
+pub mod vz;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -130,6 +132,12 @@ pub enum HypervisorError {
     },
     #[error("VMM command {command} failed: {message}")]
     Command { command: String, message: String },
+    #[error("cannot configure the {backend} VM")]
+    Configure {
+        backend: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// A VM process and the means to ask it things.
@@ -158,10 +166,24 @@ pub trait Hypervisor: Send + Sync {
     /// desktop itself (QEMU user networking: `10.0.2.0/24`, the desktop's
     /// loopback at `10.0.2.2`). Published ports may never target it.
     fn nic_subnet(&self) -> Option<ipnet::Ipv4Net>;
+    /// Whether the VMM process itself offers the guest's vsock ports as
+    /// hybrid vsock (`CONNECT <port>`) on [`VmSpec::control_socket`], guest
+    /// connections to host port P on `<socket>_P` (VZ): then no vsock
+    /// backend runs and the daemon's transport is hybrid vsock on it.
+    fn vsock_in_vmm(&self) -> bool {
+        false
+    }
 }
 
 /// The first hypervisor backend available on this desktop.
 pub fn detect() -> Result<Box<dyn Hypervisor>, HypervisorError> {
+    // On a Mac, Virtualization.framework first: no QEMU to install.
+    #[cfg(target_vendor = "apple")]
+    {
+        if let Some(vz) = vz::Vz::find() {
+            return Ok(Box::new(vz));
+        }
+    }
     let qemu = qemu::Qemu::find()?;
     Ok(Box::new(qemu))
 }

@@ -90,6 +90,13 @@ pub struct VzVm {
     _delegate: OnQueue<Retained<ListenerDelegate>>,
 }
 
+/// `VZVirtualMachine.isSupported`: whether this Mac can run VMs at all.
+pub fn is_supported() -> bool {
+    // SAFETY: a class property without arguments; it reads the host's
+    // capabilities and touches no VM (no queue needed).
+    unsafe { VZVirtualMachine::isSupported() }
+}
+
 /// The VMM process's main on macOS: see [`crate::run_vmm`].
 pub fn run(config: VzConfig) -> Result<(), VmmError> {
     let queue = Arc::new(VmQueue::new(&format!("vmctl.vz.{}", config.name)));

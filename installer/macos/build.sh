@@ -18,7 +18,7 @@
 #                  profile; the universal tarball's binary is notarized
 #
 # Runs on macOS only (xcrun, lipo, codesign). The tarballs unpack to
-# bin/vmctl and share/vmctl/vm/<arch>/, where vmctl looks for its image
+# bin/vmctl and share/vmctl/vm-<arch>/, where vmctl looks for its image
 # (host/src/binaries.rs); the Homebrew formula installs them as they are.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -78,9 +78,9 @@ package() { # name binary arch...
     local name=$1 binary=$2; shift 2
     local stage
     stage=$(mktemp -d)
-    mkdir -p "$stage/bin" "$stage/share/vmctl/vm"
+    mkdir -p "$stage/bin" "$stage/share/vmctl"
     cp "$binary" "$stage/bin/vmctl"
-    for arch in "$@"; do cp -R "$images/$arch" "$stage/share/vmctl/vm/$arch"; done
+    for arch in "$@"; do cp -R "$images/$arch" "$stage/share/vmctl/vm-$arch"; done
     cp README.md "$stage/share/vmctl/README.md"
     tar -C "$stage" -czf "$out/$name.tar.gz" bin share
     rm -rf "$stage"

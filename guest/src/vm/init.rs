@@ -21,7 +21,7 @@ use vmctl_proto::forward::CMDLINE_BIND;
 
 use vmctl_proto::auth::Secret;
 
-use super::{clock, cmdline, dhcp, disk, modules, mounts, power, secret};
+use super::{clock, cmdline, dhcp, disk, modules, mounts, power, secret, shares};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -57,8 +57,7 @@ pub fn main() -> ! {
     });
     tracing::info!(loaded, failed, "kernel modules");
     // Before any container can exist: no secret, nothing served.
-    let boot_secret = step("secret", secret::from_firmware).unwrap_or_else(|e| refuse(&e));
-    secret::forget_firmware();
+    let boot_secret = step("secret", || secret::from_host(&line)).unwrap_or_else(|e| refuse(&e));
     step("network", network);
     step("sysctls", tune);
     match cmdline::value(&line, CMDLINE_DATA_DISK) {
@@ -78,6 +77,7 @@ pub fn main() -> ! {
         }
         None => tracing::warn!("no data disk: the engine's state lives in memory"),
     }
+    step("shares", || shares::mount_all(&line));
     install_signal_handlers();
     supervise(&boot_secret);
     power::power_off(DATA_MOUNT)

@@ -15,6 +15,8 @@
 //! | `vmctl.data=/dev/vda` | the data disk: formatted on first boot, mounted at `/var/lib/vmctl` |
 //! | `vmctl.log=<filter>` | log filter (`VMCTL_LOG` syntax), default `info` |
 //! | `vmctl.bind=<ip>` | where ports published without a host IP listen on the desktop (the machine's `port-bind-address`) |
+//! | `vmctl.secret=vsock` | no fw_cfg (VZ): the per-boot secret comes from host vsock port 1028 ([`secret`]) |
+//! | `vmctl.share=<tag>:<path>` | a virtio-fs share mounted at the same path ([`shares`]) |
 
 pub mod clock;
 pub mod cmdline;
@@ -28,5 +30,6 @@ pub mod modules;
 pub mod mounts;
 pub mod power;
 pub mod secret;
+pub mod shares;
 pub mod shell;
 pub mod vsock;

@@ -11,6 +11,13 @@
 //! bytes once at startup and closes the pipe before anything else runs, so
 //! no container or exec it starts later inherits it.
 //!
+//! Virtualization.framework has no fw_cfg: there the kernel command line
+//! says `vmctl.secret=vsock`, and PID 1 connects to host CID 2 port
+//! [`SECRET_PORT`] (the VMM process, `vmctl-vz`), which hands the 32 bytes
+//! to the first connection only and then stops listening for good ([`from_vsock`]).
+//! [`from_host`] picks the way: the fw_cfg file when it is there, else the
+//! vsock handoff when the command line asks for it.
+//!
 //! A VM without the secret (a host too old to send it) serves nothing: PID 1
 //! says so on the console and powers off.
 
@@ -19,7 +26,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Command;
 
-use vmctl_proto::auth::{AuthError, Secret, SECRET_LEN};
+use std::time::{Duration, Instant};
+
+use vmctl_proto::auth::{
+    AuthError, Secret, CMDLINE_SECRET, CMDLINE_SECRET_VSOCK, SECRET_LEN, SECRET_PORT,
+};
 
 /// Where `qemu_fw_cfg` shows the secret.
 pub const FW_CFG_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/vmctl/secret/raw";
@@ -29,6 +40,12 @@ const FW_CFG_MODULE: &std::ffi::CStr = c"qemu_fw_cfg";
 
 /// Environment variable naming the inherited fd a child reads the secret from.
 pub const FD_ENV: &str = "VMCTL_SECRET_FD";
+
+/// The host's vsock CID.
+const HOST_CID: u32 = 2;
+
+/// How long PID 1 tries to get the secret over vsock (connect and read).
+const VSOCK_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -48,6 +65,74 @@ pub enum SecretError {
     Pipe(#[source] std::io::Error),
     #[error("no vsock secret was handed to this process ({FD_ENV} is not an fd number)")]
     NotHanded,
+    #[error("cannot reach the host's secret on vsock port {SECRET_PORT}")]
+    Vsock(#[source] std::io::Error),
+}
+
+/// Where this boot's secret is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// QEMU's fw_cfg file ([`FW_CFG_PATH`]).
+    Firmware,
+    /// The VMM's one-shot vsock port ([`SECRET_PORT`]).
+    Vsock,
+}
+
+/// The fw_cfg file when it is there, else the vsock handoff when the kernel
+/// command line asks for it (`vmctl.secret=vsock`), else fw_cfg (which then
+/// fails, saying where it looked).
+pub fn source(cmdline: &str, firmware_present: bool) -> Source {
+    if !firmware_present
+        && super::cmdline::value(cmdline, CMDLINE_SECRET) == Some(CMDLINE_SECRET_VSOCK)
+    {
+        Source::Vsock
+    } else {
+        Source::Firmware
+    }
+}
+
+/// PID 1's secret, from wherever the hypervisor put it ([`source`]);
+/// fw_cfg is forgotten once read.
+pub fn from_host(cmdline: &str) -> Result<Secret, SecretError> {
+    match source(cmdline, Path::new(FW_CFG_PATH).exists()) {
+        Source::Firmware => {
+            let secret = from_firmware()?;
+            forget_firmware();
+            Ok(secret)
+        }
+        Source::Vsock => from_vsock(VSOCK_LIMIT),
+    }
+}
+
+/// Connects to host port [`SECRET_PORT`] (retrying until `limit`: the
+/// guest's vsock driver may still be coming up) and reads exactly the
+/// secret, then the host's close.
+pub fn from_vsock(limit: Duration) -> Result<Secret, SecretError> {
+    let deadline = Instant::now() + limit;
+    let stream = loop {
+        match connect_host(limit) {
+            Ok(stream) => break stream,
+            Err(e) if Instant::now() >= deadline => return Err(SecretError::Vsock(e)),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    read_secret(stream, format!("vsock port {SECRET_PORT}"))
+}
+
+/// A vsock stream to the host's secret port whose reads give up after `limit`.
+fn connect_host(limit: Duration) -> std::io::Result<std::fs::File> {
+    use nix::sys::socket::{connect, setsockopt, socket, sockopt, AddressFamily};
+    use nix::sys::socket::{SockFlag, SockType, VsockAddr};
+    let fd = socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let timeout = nix::sys::time::TimeVal::new(limit.as_secs() as i64, 0);
+    setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)?;
+    connect(fd.as_raw_fd(), &VsockAddr::new(HOST_CID, SECRET_PORT))?;
+    Ok(std::fs::File::from(fd))
 }
 
 /// Reads the secret the host put in fw_cfg.
@@ -216,6 +301,41 @@ mod tests {
             "09".repeat(SECRET_LEN),
             "the child read the 32 bytes from its inherited fd"
         );
+    }
+
+    #[test]
+    fn fw_cfg_wins_and_vsock_only_when_the_command_line_asks() {
+        let vz = "console=hvc0 quiet vmctl.secret=vsock vmctl.data=/dev/vda";
+        assert_eq!(source(vz, false), Source::Vsock);
+        assert_eq!(source(vz, true), Source::Firmware, "fw_cfg present: QEMU");
+        assert_eq!(source("console=ttyS0 quiet", false), Source::Firmware);
+        assert_eq!(
+            source("vmctl.secret=carrier-pigeon", false),
+            Source::Firmware
+        );
+    }
+
+    #[test]
+    fn a_stream_must_carry_exactly_the_secret_then_close() {
+        use std::os::unix::net::UnixStream;
+        let (mut host, guest) = UnixStream::pair().unwrap();
+        host.write_all(&[6u8; SECRET_LEN]).unwrap();
+        drop(host);
+        assert_eq!(
+            read_secret(guest, "t".into()).unwrap().as_bytes(),
+            &[6u8; SECRET_LEN]
+        );
+        // A host that sends the bytes but never closes: the read gives up.
+        let (mut host, guest) = UnixStream::pair().unwrap();
+        guest
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        host.write_all(&[6u8; SECRET_LEN]).unwrap();
+        assert!(matches!(
+            read_secret(&guest, "t".into()),
+            Err(SecretError::Read { .. })
+        ));
+        drop(host);
     }
 
     #[test]

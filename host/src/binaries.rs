@@ -20,15 +20,25 @@ pub fn find(name: &str, env: &str) -> Option<PathBuf> {
     if let Some(dir) = exe_dir() {
         dirs.push(dir);
     }
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
     dirs.into_iter()
-        .map(|dir| dir.join(name))
+        .map(|dir| dir.join(&file))
         .find(|path| is_executable(path))
 }
 
+/// A file with an execute bit (unix); any file on Windows, where the
+/// `.exe` suffix is what makes a program.
 fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        path.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
 }
 
 /// The directory of the running vmctl executable.

@@ -1,23 +1,26 @@
-//! A minimal Docker Engine API client over a unix socket, enough for the
-//! CLI's own questions (the container verbs will use bollard).
+//! A minimal Docker Engine API client over a local endpoint (a unix socket
+//! or a named pipe: [`crate::endpoint`]), enough for the CLI's own questions
+//! (the container verbs use bollard).
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+
+use crate::endpoint::{self, Endpoint, EndpointError};
 
 /// Errors of talking to the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no engine address: pass --host unix:///path or set DOCKER_HOST")]
+    #[error("no engine address: pass --host unix:///path (npipe:////./pipe/NAME on Windows) or set DOCKER_HOST")]
     NoHost,
-    #[error("unsupported engine address {0}: only unix:///path is supported")]
-    UnsupportedHost(String),
+    #[error(transparent)]
+    UnsupportedHost(EndpointError),
     #[error("cannot reach the engine at {host}")]
     Connect {
         host: String,
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Endpoint(EndpointError),
     #[error("the engine at {host} answered {status}")]
     Status { host: String, status: String },
     #[error("the engine at {host} sent a malformed answer")]
@@ -32,11 +35,8 @@ pub fn resolve_host(host: Option<&str>) -> Result<String, ClientError> {
     }
 }
 
-fn socket_path(host: &str) -> Result<PathBuf, ClientError> {
-    host.strip_prefix("unix://")
-        .filter(|p| p.starts_with('/'))
-        .map(PathBuf::from)
-        .ok_or_else(|| ClientError::UnsupportedHost(host.to_owned()))
+fn engine_endpoint(host: &str) -> Result<Endpoint, ClientError> {
+    Endpoint::parse(host).map_err(ClientError::UnsupportedHost)
 }
 
 /// `GET path`, answering the JSON body of a 200.
@@ -45,7 +45,8 @@ pub fn get_json(host: &str, path: &str) -> Result<serde_json::Value, ClientError
         host: host.to_owned(),
         source,
     };
-    let mut stream = UnixStream::connect(socket_path(host)?).map_err(connect)?;
+    let mut stream =
+        endpoint::connect_blocking(&engine_endpoint(host)?).map_err(ClientError::Endpoint)?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: vmctl\r\n\r\n").as_bytes())
         .map_err(connect)?;
@@ -71,10 +72,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_unix_addresses() {
-        assert!(socket_path("unix:///run/x.sock").is_ok());
+    fn only_local_addresses() {
+        assert!(engine_endpoint("unix:///run/x.sock").is_ok());
+        assert!(engine_endpoint("npipe:////./pipe/vmctl-default").is_ok());
         assert!(matches!(
-            socket_path("tcp://1.2.3.4:2375"),
+            engine_endpoint("tcp://1.2.3.4:2375"),
             Err(ClientError::UnsupportedHost(_))
         ));
     }

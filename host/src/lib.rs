@@ -1,11 +1,13 @@
 //! vmctl, the host side: the CLI's verbs (one file each under [`cli`]), the
 //! host daemon that owns a machine's VM ([`daemon`]), the hypervisor
-//! backends ([`hypervisor`]), the vsock transports ([`vsock`]), the socket
-//! forwarders ([`forward`]) and the machines' files ([`machine`]).
+//! backends ([`hypervisor`]), the vsock transports ([`vsock`]), the local
+//! endpoints the daemon serves ([`endpoint`]), the socket forwarders
+//! ([`forward`]) and the machines' files ([`machine`]).
 
 pub mod binaries;
 pub mod cli;
 pub mod daemon;
+pub mod endpoint;
 pub mod engine_client;
 pub mod forward;
 pub mod hypervisor;

@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
     about = "Containers on your desktop, in a small Linux VM"
 )]
 struct Cli {
-    /// Engine for the container verbs (unix:///path); default: the machine's.
+    /// Engine for the container verbs (unix:///path, npipe:////./pipe/NAME
+    /// on Windows); default: the machine's.
     #[arg(long, short = 'H', global = true, env = "VMCTL_HOST")]
     host: Option<String>,
     /// Machine for the container verbs.
@@ -49,8 +50,12 @@ fn init_logging(daemon: bool) {
 
 fn main() {
     // `vmctl ps | head -1`: end quietly on a closed pipe, as other CLIs do.
+    // (Windows has no SIGPIPE: a write to a closed pipe fails.)
+    #[cfg(unix)]
     // SAFETY: setting a signal disposition before any thread exists.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let daemon = matches!(
         cli.command,

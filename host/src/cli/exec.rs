@@ -48,7 +48,7 @@ pub async fn run(docker: &Docker, args: Args) -> Result<i32, CliError> {
         output_capacity: None,
     };
     let raw = if args.tty && args.interactive {
-        stream::RawMode::enter()
+        super::terminal::RawMode::enter()
     } else {
         None
     };
@@ -56,7 +56,7 @@ pub async fn run(docker: &Docker, args: Args) -> Result<i32, CliError> {
         StartExecResults::Detached => return Ok(0),
         StartExecResults::Attached { output, input } => {
             if args.tty {
-                if let Some((rows, cols)) = stream::terminal_size() {
+                if let Some((rows, cols)) = super::terminal::size() {
                     let size = ResizeExecOptionsBuilder::new()
                         .h(rows.into())
                         .w(cols.into())

@@ -17,4 +17,5 @@ pub mod rm;
 pub mod run;
 pub mod stop;
 pub mod stream;
+pub mod terminal;
 pub mod version;

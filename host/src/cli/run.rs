@@ -200,7 +200,7 @@ pub async fn run(docker: &Docker, args: Args) -> Result<i32, CliError> {
         .build();
     let attached = docker.attach_container(&id, Some(attach)).await?;
     let raw = if args.tty && args.interactive {
-        stream::RawMode::enter()
+        super::terminal::RawMode::enter()
     } else {
         None
     };
@@ -214,7 +214,7 @@ pub async fn run(docker: &Docker, args: Args) -> Result<i32, CliError> {
         return Ok(ENGINE_ERROR);
     }
     if args.tty {
-        if let Some((rows, cols)) = stream::terminal_size() {
+        if let Some((rows, cols)) = super::terminal::size() {
             let size = ResizeContainerTTYOptionsBuilder::new()
                 .h(rows.into())
                 .w(cols.into())

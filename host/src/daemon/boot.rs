@@ -64,8 +64,11 @@ pub async fn boot(plan: BootPlan<'_>) -> Result<Booted, DaemonError> {
         None => plan.hypervisor.accelerators(),
     };
     let mut last_error = None;
+    // A backend with a single accelerator (VZ: always the Mac's hypervisor)
+    // tries it every time: skipping it would leave nothing to try.
+    let alternatives = candidates.len() > 1;
     for accel in candidates {
-        if plan.forced.is_none() && !accel.is_emulation() {
+        if plan.forced.is_none() && !accel.is_emulation() && alternatives {
             if let Some(reason) = facts.known_broken(accel, &plan.under) {
                 notes.push(format!("{accel} skipped: it failed here before ({reason})"));
                 continue;

@@ -53,9 +53,17 @@ impl HostFacts {
     }
 }
 
-/// The host kernel's release, for [`Broken::under`].
+/// The host kernel's release, for [`Broken::under`] (unix: `uname -r`;
+/// elsewhere the OS name, with no accelerator verdicts to key yet).
 pub fn host_kernel() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default()
+    #[cfg(unix)]
+    {
+        nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+    #[cfg(not(unix))]
+    {
+        std::env::consts::OS.to_owned()
+    }
 }

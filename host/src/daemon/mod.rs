@@ -2,8 +2,8 @@
 //! `vmctl machine start`.
 //!
 //! It owns the VM: the vsock backend and VMM processes (started, or adopted
-//! from a daemon that died), the forwarded Docker API socket, and its own
-//! socket for the CLI ([`protocol`]). It holds `daemon.lock` for its whole
+//! from a daemon that died), the forwarded Docker API endpoint, and its own
+//! endpoint for the CLI ([`protocol`]; both [`crate::endpoint`]s). It holds `daemon.lock` for its whole
 //! life and writes `status.json` at each change. It restarts nothing
 //! silently: when the VMM or the vsock backend dies, it records why, tears
 //! the rest down and exits.
@@ -13,14 +13,15 @@ pub mod facts;
 pub mod guest;
 pub mod protocol;
 mod server;
+mod signals;
 pub mod supervise;
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
+use crate::endpoint::{self, EndpointError};
 use crate::forward;
 use crate::forward::ports::Forwarder;
 use crate::hypervisor::{self, Accelerator, HypervisorError, Vm, VmSpec, VsockDevice};
@@ -29,9 +30,8 @@ use crate::machine::status::{State, VmStatus};
 use crate::machine::{Machine, MachineError, Roots};
 use crate::process::Owned;
 use crate::vsock::auth::{Authenticated, SharedSecret};
-use crate::vsock::hybrid::HybridVsock;
 use crate::vsock::vhost_user::{BackendError, BackendPaths};
-use crate::vsock::VsockTransport;
+use crate::vsock::{VsockError, VsockTransport};
 
 /// Environment variable forcing an accelerator (`kvm`, `hvf`, `whpx`, `tcg`).
 pub const ACCEL_ENV: &str = "VMCTL_ACCEL";
@@ -59,7 +59,9 @@ pub enum DaemonError {
     #[error("the VM did not boot: {0}")]
     Boot(String),
     #[error(transparent)]
-    Forward(#[from] forward::ForwardError),
+    Endpoint(#[from] EndpointError),
+    #[error("the VM's vsock")]
+    Vsock(#[source] VsockError),
     #[error(transparent)]
     Secret(#[from] crate::machine::secret::SecretError),
 }
@@ -138,25 +140,25 @@ pub async fn run(roots: Roots, name: &str) -> Result<(), DaemonError> {
     Ok(())
 }
 
-fn take_lock(path: &std::path::Path, name: &str) -> Result<std::fs::File, DaemonError> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
+fn take_lock(
+    path: &std::path::Path,
+    name: &str,
+) -> Result<crate::machine::lock::Held, DaemonError> {
+    crate::machine::lock::try_exclusive(path)
         .map_err(|source| DaemonError::Lock {
             path: path.to_owned(),
             source,
-        })?;
-    // SAFETY: flock on an fd we own; LOCK_NB never blocks.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(DaemonError::AlreadyRunning(name.to_owned()));
-    }
-    Ok(file)
+        })?
+        .ok_or_else(|| DaemonError::AlreadyRunning(name.to_owned()))
 }
 
 /// Raises the soft open-file limit to the hard one: every forwarded
-/// connection holds a desktop socket and a vsock stream.
+/// connection holds a desktop socket and a vsock stream. (Windows has no
+/// such limit: handles are bounded by memory.)
+#[cfg(not(unix))]
+fn raise_open_files() {}
+
+#[cfg(unix)]
 fn raise_open_files() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     match getrlimit(Resource::RLIMIT_NOFILE) {
@@ -239,40 +241,6 @@ fn vm_spec(
     Ok((spec, backend))
 }
 
-/// The host kernel's vsock when it has `/dev/vhost-vsock` (unless
-/// `VMCTL_VSOCK=hybrid`), else the vhost-user backend and hybrid vsock.
-fn choose_vsock(
-    machine: &Machine,
-    spec: &mut VmSpec,
-    backend: BackendPaths,
-) -> (Option<BackendPaths>, Arc<dyn VsockTransport>) {
-    #[cfg(target_os = "linux")]
-    {
-        let hybrid_forced = std::env::var("VMCTL_VSOCK").is_ok_and(|v| v == "hybrid");
-        if !hybrid_forced && crate::vsock::kernel::is_available() {
-            let cid = guest_cid(&machine.paths.name);
-            spec.vsock = VsockDevice::Kernel { cid };
-            return (None, Arc::new(crate::vsock::kernel::KernelVsock::new(cid)));
-        }
-    }
-    let _ = &spec;
-    (
-        Some(backend),
-        Arc::new(HybridVsock::new(machine.paths.vsock_socket())),
-    )
-}
-
-/// A guest CID for machine `name` on the host kernel's vsock: stable per
-/// name, above the reserved 0–2, below 2^31.
-#[cfg(target_os = "linux")]
-fn guest_cid(name: &str) -> u32 {
-    // FNV-1a: stable across builds, unlike std's hasher.
-    let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    3 + hash % 0x7fff_fff0
-}
-
 fn forced_accelerator() -> Result<Option<Accelerator>, DaemonError> {
     let Ok(text) = std::env::var(ACCEL_ENV) else {
         return Ok(None);
@@ -292,16 +260,19 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
     let hypervisor = hypervisor::detect()?;
     let nic_subnet = hypervisor.nic_subnet();
     let (mut spec, backend_paths) = vm_spec(&machine, nic_subnet)?;
-    let (backend_paths, transport) = choose_vsock(&machine, &mut spec, backend_paths);
     // VZ: the VMM process serves the guest's ports as hybrid vsock on the
     // machine's vsock socket (also its control socket); no backend runs.
-    let (backend_paths, transport) = if hypervisor.vsock_in_vmm() {
+    if hypervisor.vsock_in_vmm() {
         spec.control_socket = machine.paths.vsock_socket();
-        let hybrid = crate::vsock::hybrid::HybridVsock::new(machine.paths.vsock_socket());
-        (None, Arc::new(hybrid) as Arc<dyn VsockTransport>)
-    } else {
-        (backend_paths, transport)
-    };
+    }
+    let (backend_paths, transport) = crate::vsock::select(
+        &machine.paths.name,
+        &machine.paths.vsock_socket(),
+        &mut spec.vsock,
+        backend_paths,
+        hypervisor.vsock_in_vmm(),
+    )
+    .map_err(DaemonError::Vsock)?;
     // Every stream proves the VM's per-boot secret: a running VM's is the
     // one its daemon left; a boot draws a new one below.
     let secret = Arc::new(SharedSecret::new(secret::load(
@@ -363,10 +334,7 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
     status.hypervisor = hypervisor.name().to_owned();
     status.started_at = Some(unix_now());
     status.save(&machine.paths)?;
-    let qemu_version = crate::hypervisor::qemu::Qemu::find()
-        .ok()
-        .and_then(|q| crate::hypervisor::qemu::version(q.binary()))
-        .unwrap_or_default();
+    let vmm_version = hypervisor::vmm_version();
     let booted = boot::boot(boot::BootPlan {
         hypervisor: hypervisor.as_ref(),
         spec,
@@ -374,7 +342,7 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
         transport: transport.as_ref(),
         facts_path: &roots.host_facts(),
         forced: forced_accelerator()?,
-        under: format!("{qemu_version}; {}", facts::host_kernel()),
+        under: format!("{vmm_version}; {}", facts::host_kernel()),
     })
     .await?;
     if let Err(e) = guest::sync_time(transport.as_ref()).await {
@@ -432,18 +400,18 @@ fn start_forwarder(
     (forwarder, service)
 }
 
-/// Serves the sockets until a stop request, a signal, or the death of the
-/// VMM or the vsock backend.
+/// Serves the endpoints until a stop request, a signal, or the death of
+/// the VMM or the vsock backend.
 async fn serve_until_stopped(running: Arc<Running>) {
     let paths = running.machine.paths.clone();
-    let api = match forward::bind_private(&paths.docker_socket()) {
+    let api = match endpoint::bind_private(&paths.docker_endpoint()) {
         Ok(listener) => tokio::spawn(forward::api::serve(listener, running.transport.clone())),
         Err(e) => {
             running.set_state(State::Failed, Some(crate::error_chain(&e)));
             return;
         }
     };
-    let control = match forward::bind_private(&paths.daemon_socket()) {
+    let control = match endpoint::bind_private(&paths.daemon_endpoint()) {
         Ok(listener) => tokio::spawn(server::serve(listener, running.clone())),
         Err(e) => {
             api.abort();
@@ -455,8 +423,6 @@ async fn serve_until_stopped(running: Arc<Running>) {
         running.transport.clone(),
         running.forwarder.clone(),
     ));
-    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate());
-    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt());
     let backend_exit = async {
         match &running.backend {
             Some(backend) => backend.exited().await,
@@ -465,8 +431,7 @@ async fn serve_until_stopped(running: Arc<Running>) {
     };
     tokio::select! {
         _ = running.stop.notified() => tracing::info!("stop requested"),
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping the VM"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: stopping the VM"),
+        signal = signals::stopped() => tracing::info!(%signal, "stopping the VM"),
         _ = running.vm.process().exited() => {
             tracing::error!(pid = running.vm.process().pid, "the VMM exited on its own");
             running.set_state(State::Stopped, Some("the VM process exited on its own (see `vmctl machine logs`)".into()));
@@ -479,14 +444,7 @@ async fn serve_until_stopped(running: Arc<Running>) {
     api.abort();
     control.abort();
     watch.abort();
-    let _ = std::fs::remove_file(paths.docker_socket());
-}
-
-fn signal(kind: tokio::signal::unix::SignalKind) -> tokio::signal::unix::Signal {
-    match tokio::signal::unix::signal(kind) {
-        Ok(signal) => signal,
-        Err(e) => panic!("cannot install a signal handler: {e}"),
-    }
+    endpoint::remove(&paths.docker_endpoint());
 }
 
 /// Stops the guest cleanly if it still runs (shutdown over vsock, then the
@@ -524,9 +482,9 @@ async fn shut_down(running: &Running) {
 }
 
 fn cleanup_files(paths: &crate::machine::MachinePaths) {
+    endpoint::remove(&paths.docker_endpoint());
+    endpoint::remove(&paths.daemon_endpoint());
     for file in [
-        paths.docker_socket(),
-        paths.daemon_socket(),
         paths.qmp_socket(),
         paths.vhost_socket(),
         paths.vsock_socket(),

@@ -1,16 +1,15 @@
-//! The daemon's own socket (`daemon.sock`, mode 0600): how the CLI asks a
-//! running daemon things. One JSON request line per connection, one JSON
+//! The daemon's own endpoint (`daemon.sock`, mode 0600, or the owner-only
+//! pipe `vmctl-NAME-daemon` on Windows: [`crate::endpoint`]): how the CLI
+//! asks a running daemon things. One JSON request line per connection, one JSON
 //! answer line. After a `connect` answered `ok`, the connection is a byte
 //! pipe to the named guest vsock port — the CLI never needs to know which
 //! vsock transport the VM has (on macOS only the daemon's process can reach
 //! the guest's vsock at all).
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
+use crate::endpoint::{self, Endpoint, EndpointError, LocalStream};
 use crate::forward::ports::ForwardInfo;
 use crate::machine::port_rules::PortRule;
 use crate::machine::status::VmStatus;
@@ -63,12 +62,14 @@ impl DaemonResponse {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("the vmctl daemon is not answering on {path}")]
+    #[error("the vmctl daemon is not answering on {endpoint}")]
     Unreachable {
-        path: std::path::PathBuf,
+        endpoint: Endpoint,
         #[source]
         source: std::io::Error,
     },
+    #[error("the vmctl daemon is not answering")]
+    Connect(#[source] EndpointError),
     #[error("the vmctl daemon sent a malformed answer")]
     Malformed(#[source] serde_json::Error),
     #[error("{0}")]
@@ -77,14 +78,16 @@ pub enum ClientError {
 
 /// Sends `request`; answers the reply and the stream (for `connect`).
 pub async fn request(
-    socket: &Path,
+    daemon: &Endpoint,
     request: &DaemonRequest,
-) -> Result<(DaemonResponse, BufReader<UnixStream>), ClientError> {
+) -> Result<(DaemonResponse, BufReader<LocalStream>), ClientError> {
     let io = |source| ClientError::Unreachable {
-        path: socket.to_owned(),
+        endpoint: daemon.clone(),
         source,
     };
-    let mut stream = UnixStream::connect(socket).await.map_err(io)?;
+    let mut stream = endpoint::connect(daemon)
+        .await
+        .map_err(ClientError::Connect)?;
     let mut line = serde_json::to_vec(request).map_err(ClientError::Malformed)?;
     line.push(b'\n');
     stream.write_all(&line).await.map_err(io)?;

@@ -1,19 +1,19 @@
-//! Serves the daemon's socket ([`super::protocol`]).
+//! Serves the daemon's endpoint ([`super::protocol`]).
 
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
 
 use super::protocol::{DaemonRequest, DaemonResponse};
 use super::Running;
+use crate::endpoint::{LocalListener, LocalStream};
 use crate::forward::pipe;
 use crate::machine::port_rules::{self, PortRule};
 
-pub(super) async fn serve(listener: UnixListener, running: Arc<Running>) {
+pub(super) async fn serve(mut listener: Box<dyn LocalListener>, running: Arc<Running>) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok(stream) => {
                 tokio::spawn(handle(stream, running.clone()));
             }
             Err(e) => {
@@ -24,13 +24,13 @@ pub(super) async fn serve(listener: UnixListener, running: Arc<Running>) {
     }
 }
 
-async fn answer(stream: &mut UnixStream, response: &DaemonResponse) -> std::io::Result<()> {
+async fn answer(stream: &mut LocalStream, response: &DaemonResponse) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(response).map_err(std::io::Error::other)?;
     line.push(b'\n');
     stream.write_all(&line).await
 }
 
-async fn handle(stream: UnixStream, running: Arc<Running>) {
+async fn handle(stream: LocalStream, running: Arc<Running>) {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     if reader.read_line(&mut line).await.is_err() {

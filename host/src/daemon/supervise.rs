@@ -6,7 +6,6 @@
 //! the daemon — a stop, the VM ending, a failed start — ends the keeper
 //! with the same code.
 
-use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,12 +40,12 @@ pub fn run(roots: &Roots, name: &str) -> std::io::Result<i32> {
     }
 }
 
-/// The signal that ended a process, if one did.
+/// The signal that ended a process, if one did (never, on Windows).
 fn killed_by(status: ExitStatus) -> Option<i32> {
-    status.signal()
+    crate::process::killed_by_signal(status)
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

@@ -1,6 +1,7 @@
 //! Forwarders: host sockets whose connections become guest vsock streams.
 //!
-//! [`api`] forwards the Docker API socket. [`ports`] keeps one desktop
+//! [`api`] forwards the Docker API endpoint (a unix socket, or a named pipe
+//! on Windows: `crate::endpoint`). [`ports`] keeps one desktop
 //! listener per published port and manual rule ([`tcp`], [`udp`]), fed by
 //! the guest's reservations ([`host_ports`]) and its port list ([`watch`]).
 
@@ -18,45 +19,13 @@ pub mod udp;
 pub mod watch;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::UnixListener;
 
 use vmctl_proto::forward::{ForwardHeader, ForwardReply, Origin};
 use vmctl_proto::ports::Protocol;
 
 use crate::vsock::{GuestStream, VsockError, VsockTransport};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
-    #[error("cannot listen on {path}")]
-    Bind {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Binds a unix socket only its owner may use (0600), replacing a stale one.
-pub fn bind_private(path: &Path) -> Result<UnixListener, ForwardError> {
-    let bind = |source| ForwardError::Bind {
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(bind)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bind(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(bind)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind)?;
-    Ok(listener)
-}
 
 /// Where a desktop listener's connections go, and what they pass first.
 #[derive(Clone)]

@@ -155,6 +155,16 @@ pub fn check_count(binding: &PortBinding, live: usize) -> Result<(), Refusal> {
 }
 
 /// The desktop's own addresses (every interface's), for [`check_listen`].
+/// Windows: none are listed yet (no `getifaddrs`; `GetAdaptersAddresses`
+/// comes with the Windows backend), so only loopback, the machine's bind
+/// address and the wildcard can be listened on there.
+#[cfg(not(unix))]
+pub fn local_addresses() -> Vec<IpAddr> {
+    Vec::new()
+}
+
+/// The desktop's own addresses (every interface's), for [`check_listen`].
+#[cfg(unix)]
 pub fn local_addresses() -> Vec<IpAddr> {
     let Ok(addresses) = nix::ifaddrs::getifaddrs() else {
         return Vec::new();

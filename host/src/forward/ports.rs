@@ -20,7 +20,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -497,16 +496,16 @@ fn conflict(entries: &BTreeMap<Key, Entry>, key: Key, owner: &str) -> Option<Bin
 /// which desktop process holds it (`vmctl run` looks that up itself).
 fn refusal(ip: IpAddr, port: u16, error: std::io::Error) -> BindRefusal {
     let address = address_text(ip, port);
-    match error.raw_os_error() {
-        Some(libc::EADDRINUSE) => BindRefusal {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => BindRefusal {
             message: format!("Bind for {address} failed: {IN_USE}"),
             taken: true,
         },
-        Some(libc::EADDRNOTAVAIL) => BindRefusal {
+        std::io::ErrorKind::AddrNotAvailable => BindRefusal {
             message: format!("Bind for {address} failed: {ip} is not an address of this desktop"),
             taken: false,
         },
-        Some(libc::EACCES) => BindRefusal {
+        std::io::ErrorKind::PermissionDenied => BindRefusal {
             message: format!(
                 "Bind for {address} failed: permission denied (ports below 1024 need privileges on the desktop)"
             ),
@@ -519,50 +518,37 @@ fn refusal(ip: IpAddr, port: u16, error: std::io::Error) -> BindRefusal {
     }
 }
 
-/// A socket bound to `ip:port` (TCP: listening). `::` takes IPv6 only, so
-/// every address means exactly what it says.
-fn bind(protocol: Protocol, ip: IpAddr, port: u16) -> std::io::Result<OwnedFd> {
-    use nix::sys::socket::{
-        self as sock, setsockopt, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
-    };
-    let family = if ip.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
+/// A socket bound to `ip:port` (TCP: listening), not inherited by child
+/// processes. `::` takes IPv6 only, so every address means exactly what it
+/// says.
+fn bind(protocol: Protocol, ip: IpAddr, port: u16) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let address = SocketAddr::new(ip, port);
     let kind = match protocol {
-        Protocol::Tcp => SockType::Stream,
-        Protocol::Udp => SockType::Datagram,
+        Protocol::Tcp => Type::STREAM,
+        Protocol::Udp => Type::DGRAM,
     };
-    let fd = sock::socket(family, kind, SockFlag::SOCK_CLOEXEC, None)?;
+    // socket2 opens it close-on-exec (unix) or not inheritable (Windows).
+    let socket = Socket::new(Domain::for_address(address), kind, None)?;
     if ip.is_ipv6() {
-        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+        socket.set_only_v6(true)?;
     }
+    // A listener of a container that was just removed may leave TIME_WAIT
+    // connections behind; they must not block the port. Windows never lets
+    // them block it, and its SO_REUSEADDR would let another program bind
+    // the same port at once: unix only.
+    if protocol == Protocol::Tcp && cfg!(unix) {
+        socket.set_reuse_address(true)?;
+    }
+    socket.bind(&address.into())?;
     if protocol == Protocol::Tcp {
-        // A listener of a container that was just removed may leave
-        // TIME_WAIT connections behind; they must not block the port.
-        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        socket.listen(1024)?;
     }
-    sock::bind(
-        fd.as_raw_fd(),
-        &SockaddrStorage::from(SocketAddr::new(ip, port)),
-    )?;
-    if protocol == Protocol::Tcp {
-        sock::listen(
-            &fd,
-            sock::Backlog::new(1024).unwrap_or(sock::Backlog::MAXCONN),
-        )?;
-    }
-    Ok(fd)
+    Ok(socket)
 }
 
-fn local_port(fd: &OwnedFd) -> Option<u16> {
-    let local: nix::sys::socket::SockaddrStorage =
-        nix::sys::socket::getsockname(fd.as_raw_fd()).ok()?;
-    local
-        .as_sockaddr_in()
-        .map(|a| a.port())
-        .or_else(|| local.as_sockaddr_in6().map(|a| a.port()))
+fn local_port(socket: &socket2::Socket) -> Option<u16> {
+    socket.local_addr().ok()?.as_socket().map(|a| a.port())
 }
 
 #[cfg(test)]

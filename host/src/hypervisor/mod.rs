@@ -4,11 +4,16 @@
 //! available on this desktop. QEMU ([`qemu`]) is the backend on Linux (and
 //! can serve macOS with hvf and Windows with whpx); Apple's
 //! Virtualization.framework and Hyper-V come as backends of their own in
-//! `vz.rs` and `hyperv.rs`, behind `cfg(target_os)`. Backends translate a
+//! `vz.rs` and `hyperv.rs`, behind `cfg(target_os)`. QEMU is built on unix
+//! only (its control socket and vsock are unix sockets); on Windows there is
+//! no backend yet, and [`detect`] says so ([`HypervisorError::NoBackend`]).
+//! Backends translate a
 //! [`VmSpec`] into their VMM's terms; the policy — which accelerator to
 //! trust, when to give up, what to tell the user — lives in the daemon.
 
+#[cfg(unix)]
 pub mod qemu;
+#[cfg(unix)]
 pub mod qmp;
 #[cfg(unix)]
 pub mod vz;
@@ -138,6 +143,8 @@ pub enum HypervisorError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("no hypervisor backend for {platform} yet (Hyper-V comes in a later release)")]
+    NoBackend { platform: &'static str },
 }
 
 /// A VM process and the means to ask it things.
@@ -177,13 +184,62 @@ pub trait Hypervisor: Send + Sync {
 
 /// The first hypervisor backend available on this desktop.
 pub fn detect() -> Result<Box<dyn Hypervisor>, HypervisorError> {
-    // On a Mac, Virtualization.framework first: no QEMU to install.
+    // On a Mac, Virtualization.framework first (no QEMU to install), unless
+    // VMCTL_HYPERVISOR=qemu asks for QEMU with hvf.
     #[cfg(target_vendor = "apple")]
     {
-        if let Some(vz) = vz::Vz::find() {
+        let qemu_asked = std::env::var(vz::HYPERVISOR_ENV).is_ok_and(|v| v == "qemu");
+        if let Some(vz) = vz::Vz::find().filter(|_| !qemu_asked) {
             return Ok(Box::new(vz));
         }
     }
-    let qemu = qemu::Qemu::find()?;
-    Ok(Box::new(qemu))
+    #[cfg(unix)]
+    {
+        let qemu = qemu::Qemu::find()?;
+        Ok(Box::new(qemu))
+    }
+    #[cfg(not(unix))]
+    {
+        Err(HypervisorError::NoBackend {
+            platform: platform_name(),
+        })
+    }
+}
+
+/// Fails at once on a platform with no backend at all (Windows, for now),
+/// before anything is started for a VM that cannot run.
+pub fn ensure_platform_has_backend() -> Result<(), HypervisorError> {
+    if cfg!(unix) {
+        Ok(())
+    } else {
+        Err(HypervisorError::NoBackend {
+            platform: platform_name(),
+        })
+    }
+}
+
+/// The VMM's version, for what host facts were measured under (empty when
+/// none is installed).
+pub fn vmm_version() -> String {
+    #[cfg(unix)]
+    {
+        qemu::Qemu::find()
+            .ok()
+            .and_then(|q| qemu::version(q.binary()))
+            .unwrap_or_default()
+    }
+    #[cfg(not(unix))]
+    {
+        String::new()
+    }
+}
+
+/// This desktop's operating system, as users call it.
+pub fn platform_name() -> &'static str {
+    match std::env::consts::OS {
+        "windows" => "Windows",
+        "macos" => "macOS",
+        "linux" => "Linux",
+        other => other,
+    }
 }

@@ -7,13 +7,13 @@
 //! only creates, reads and removes.
 
 pub mod config;
+pub mod lock;
 pub mod paths;
 pub mod port_rules;
 pub mod secret;
 pub mod status;
 pub mod store;
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 pub use config::{MachineConfig, SizeFlags};
@@ -115,11 +115,10 @@ impl Machine {
             source,
         };
         self.paths.make_private()?;
-        let file = std::fs::OpenOptions::new()
+        let file = paths::private_options()
             .create(true)
             .truncate(false)
             .write(true)
-            .mode(paths::FILE_MODE)
             .open(&path)
             .map_err(io)?;
         paths::private_file(&path, false)?;

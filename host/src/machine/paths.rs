@@ -10,12 +10,17 @@
 //! Everything is private to the desktop user ([`MachinePaths::make_private`]):
 //! the disk holds every image, volume and container environment, the logs
 //! what the guest printed. Directories 0700, the disk and logs 0600; the
-//! runtime root too when it is the fallback under the data directory.
+//! runtime root too when it is the fallback under the data directory. On
+//! Windows the modes do not exist: the directories are under the user's
+//! profile (`%LOCALAPPDATA%`), whose inherited ACL admits the user, SYSTEM
+//! and administrators only.
 
+#[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::MachineError;
+use crate::endpoint::{self, Endpoint, Role};
 
 /// The directories of one named machine.
 #[derive(Debug, Clone)]
@@ -93,11 +98,20 @@ impl MachinePaths {
     }
     /// The forwarded Docker API socket.
     pub fn docker_socket(&self) -> PathBuf {
-        self.run.join("docker.sock")
+        self.run.join(endpoint::socket_name(Role::Docker))
     }
     /// The daemon's own socket (status, stop, guest connections for the CLI).
     pub fn daemon_socket(&self) -> PathBuf {
-        self.run.join("daemon.sock")
+        self.run.join(endpoint::socket_name(Role::Daemon))
+    }
+    /// The forwarded Docker API as this platform serves it: the
+    /// [`Self::docker_socket`] on unix, a named pipe on Windows.
+    pub fn docker_endpoint(&self) -> Endpoint {
+        Endpoint::for_machine(&self.run, &self.name, Role::Docker)
+    }
+    /// The daemon's own endpoint as this platform serves it.
+    pub fn daemon_endpoint(&self) -> Endpoint {
+        Endpoint::for_machine(&self.run, &self.name, Role::Daemon)
     }
     /// Held (flock) by the daemon for its whole life.
     pub fn lock(&self) -> PathBuf {
@@ -161,12 +175,39 @@ fn private_dir(dir: &Path) -> Result<(), MachineError> {
         path: dir.to_owned(),
         source,
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
-        .map_err(io)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE)).map_err(io)
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(DIR_MODE);
+    builder.create(dir).map_err(io)?;
+    restrict(dir, DIR_MODE).map_err(io)
+}
+
+/// Options that create a file 0600 (on unix; Windows: see the module doc).
+pub fn private_options() -> std::fs::OpenOptions {
+    #[cfg(unix)]
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.mode(FILE_MODE);
+        options
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::OpenOptions::new()
+    }
+}
+
+/// Sets `mode` on `path` (on unix; Windows: see the module doc).
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = mode;
+        std::fs::metadata(path).map(drop)
+    }
 }
 
 /// Makes `path` 0600; creates it empty when `create` and it is missing.
@@ -176,14 +217,13 @@ pub fn private_file(path: &Path, create: bool) -> Result<(), MachineError> {
         source,
     };
     if create {
-        std::fs::OpenOptions::new()
+        private_options()
             .create(true)
             .append(true)
-            .mode(FILE_MODE)
             .open(path)
             .map_err(io)?;
     }
-    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE)) {
+    match restrict(path, FILE_MODE) {
         Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other.map_err(io),
     }
@@ -220,11 +260,13 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
     #[test]
+    #[cfg(unix)]
     fn machine_files_are_private_and_old_modes_are_fixed() {
         let home = tempfile::tempdir().unwrap();
         let roots = Roots {
@@ -258,6 +300,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn a_new_machine_is_private_from_the_start() {
         let home = tempfile::tempdir().unwrap();
         let roots = Roots {

@@ -2,11 +2,10 @@
 //!
 //! The daemon writes `status.json` at every state change; the CLI trusts it
 //! only together with the liveness facts: the daemon holds `daemon.lock`
-//! (flock) for its whole life, and the VMM's pid is in `vmm.pid`. A daemon
+//! ([`super::lock`]) for its whole life, and the VMM's pid is in `vmm.pid`. A daemon
 //! killed with SIGKILL leaves a `running` status behind but frees the lock,
 //! so the CLI can tell "running" from "VM alive, daemon gone" from "stopped".
 
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -110,14 +109,9 @@ pub fn liveness(paths: &MachinePaths) -> Liveness {
     }
 }
 
-/// Whether some process holds an flock on `path`.
+/// Whether some process holds the lock on `path`.
 pub fn lock_is_held(path: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(path) else {
-        return false;
-    };
-    // SAFETY: flock on an fd we own; LOCK_NB never blocks.
-    let got = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-    !got
+    super::lock::is_held(path)
 }
 
 pub fn read_pid(path: &Path) -> Option<u32> {
@@ -126,11 +120,5 @@ pub fn read_pid(path: &Path) -> Option<u32> {
 
 /// Whether `pid` names a live process (not a zombie).
 pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X'),
-        Err(_) => false,
-    }
+    crate::process::alive(pid)
 }

@@ -89,13 +89,12 @@ impl VsockTransport for HybridVsock {
         let mut path = self.socket.clone().into_os_string();
         path.push(format!("_{port}"));
         let path = PathBuf::from(path);
-        let listener = crate::forward::bind_private(&path).map_err(|e| VsockError::Listen {
-            port,
-            path: path.clone(),
-            source: match e {
-                crate::forward::ForwardError::Bind { source, .. } => source,
-            },
-        })?;
+        let listener =
+            crate::endpoint::unix::bind_private(&path).map_err(|source| VsockError::Listen {
+                port,
+                path: path.clone(),
+                source,
+            })?;
         Ok(Box::new(HybridListener(listener)))
     }
 }

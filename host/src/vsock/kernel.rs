@@ -14,6 +14,16 @@ pub fn is_available() -> bool {
         .is_ok()
 }
 
+/// A guest CID for machine `name` on the host kernel's vsock: stable per
+/// name, above the reserved 0–2, below 2^31.
+pub fn guest_cid(name: &str) -> u32 {
+    // FNV-1a: stable across builds, unlike std's hasher.
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    3 + hash % 0x7fff_fff0
+}
+
 pub struct KernelVsock {
     cid: u32,
 }

@@ -1,11 +1,13 @@
 //! vsock transports: how the host opens a stream to a guest vsock port.
 //!
 //! One trait, [`VsockTransport`], whatever carries the bytes:
-//! - [`hybrid`]: a unix socket speaking `CONNECT <port>\n` / `OK …\n`, the
+//! - [`hybrid`] (unix): a unix socket speaking `CONNECT <port>\n` / `OK …\n`, the
 //!   protocol of Firecracker and Cloud Hypervisor, which QEMU gets through the
 //!   vhost-user backend `vhost-device-vsock` (used when the host has no
 //!   `/dev/vhost-vsock`, and on macOS/Windows with QEMU);
 //! - [`kernel`] (Linux): AF_VSOCK to the guest's CID, with `vhost-vsock-pci`.
+//!
+//! [`select`] picks the one this desktop has (Windows: none yet).
 //!
 //! Virtualization.framework's socket device and Hyper-V sockets join here as
 //! backends of their own when those hypervisors land. The daemon holds an
@@ -14,15 +16,21 @@
 //! VM's per-boot secret.
 
 pub mod auth;
+#[cfg(unix)]
 pub mod hybrid;
 #[cfg(target_os = "linux")]
 pub mod kernel;
 pub mod vhost_user;
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::hypervisor::VsockDevice;
+use vhost_user::BackendPaths;
 
 /// A byte stream to a guest port; shutdown of the write half reaches the
 /// guest as a half-close.
@@ -91,10 +99,58 @@ pub enum VsockError {
         "vsock port {port}: no per-boot secret (the VM was not booted by a daemon that left one)"
     )]
     NoSecret { port: u32 },
+    #[error("vmctl has no vsock transport on {platform} yet")]
+    NoTransport { platform: &'static str },
     #[error("vsock port {port}")]
     Io {
         port: u32,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The transport for machine `name`: hybrid vsock on `hybrid_socket` with
+/// no backend when the VMM itself serves it (`vmm_serves_vsock`: VZ); the
+/// host kernel's vsock when it has `/dev/vhost-vsock` (unless
+/// `VMCTL_VSOCK=hybrid`), setting `device` to it; else the vhost-user
+/// `backend` (returned: the caller starts it) and hybrid vsock on
+/// `hybrid_socket`. Windows has none of these yet.
+pub fn select(
+    name: &str,
+    hybrid_socket: &Path,
+    device: &mut VsockDevice,
+    backend: BackendPaths,
+    vmm_serves_vsock: bool,
+) -> Result<(Option<BackendPaths>, Arc<dyn VsockTransport>), VsockError> {
+    #[cfg(unix)]
+    if vmm_serves_vsock {
+        return Ok((
+            None,
+            Arc::new(hybrid::HybridVsock::new(hybrid_socket.to_owned())),
+        ));
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let hybrid_forced = std::env::var("VMCTL_VSOCK").is_ok_and(|v| v == "hybrid");
+        if !hybrid_forced && kernel::is_available() {
+            let cid = kernel::guest_cid(name);
+            *device = VsockDevice::Kernel { cid };
+            return Ok((None, Arc::new(kernel::KernelVsock::new(cid))));
+        }
+    }
+    #[cfg(unix)]
+    {
+        let _ = (name, &device);
+        Ok((
+            Some(backend),
+            Arc::new(hybrid::HybridVsock::new(hybrid_socket.to_owned())),
+        ))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (name, hybrid_socket, device, backend, vmm_serves_vsock);
+        Err(VsockError::NoTransport {
+            platform: std::env::consts::OS,
+        })
+    }
 }

@@ -1,11 +1,11 @@
 //! The docker CLI context of a machine (`vmctl`, or `vmctl-NAME`), kept
-//! pointing at the machine's socket when the docker CLI is installed. It is
+//! pointing at the machine's Docker endpoint when the docker CLI is installed. It is
 //! created, never switched to: `docker --context vmctl …` or
 //! `docker context use vmctl` is the user's choice.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::endpoint::Endpoint;
 use crate::machine::DEFAULT_MACHINE;
 
 pub fn name(machine: &str) -> String {
@@ -27,9 +27,9 @@ fn docker(args: &[&str]) -> bool {
 }
 
 /// Creates or updates the context; silent when docker is missing.
-pub fn ensure(machine: &str, socket: &Path) {
+pub fn ensure(machine: &str, api: &Endpoint) {
     let context = name(machine);
-    let endpoint = format!("host=unix://{}", socket.display());
+    let endpoint = format!("host={api}");
     let description = format!("vmctl machine {machine}");
     let verb = if docker(&["context", "inspect", &context]) {
         "update"

@@ -2,8 +2,6 @@
 //! it, or restarting it to adopt a VM whose daemon died), waiting for the VM
 //! with a progress indicator, and stopping it.
 
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,8 +12,8 @@ use crate::machine::{Machine, MachinePaths, Roots, SizeFlags};
 
 /// The status from a live daemon, if one answers.
 pub async fn daemon_status(paths: &MachinePaths) -> Option<VmStatus> {
-    let socket = paths.daemon_socket();
-    let ask = protocol::request(&socket, &DaemonRequest::Status);
+    let daemon = paths.daemon_endpoint();
+    let ask = protocol::request(&daemon, &DaemonRequest::Status);
     match tokio::time::timeout(Duration::from_secs(5), ask).await {
         Ok(Ok((response, _))) => response.status,
         _ => None,
@@ -37,14 +35,14 @@ pub async fn is_running(paths: &MachinePaths) -> bool {
 /// NAME`, see `daemon::supervise`): its own session, stdin from /dev/null,
 /// output appended to the daemon log.
 fn spawn_daemon(paths: &MachinePaths) -> Result<Child, MachineCliError> {
+    crate::hypervisor::ensure_platform_has_backend().map_err(crate::daemon::DaemonError::from)?;
     let exe = std::env::current_exe().map_err(MachineCliError::Spawn)?;
     // Private directories and logs, also for machines made before they were.
     paths.make_private()?;
     let log = || {
-        std::fs::OpenOptions::new()
+        crate::machine::paths::private_options()
             .create(true)
             .append(true)
-            .mode(crate::machine::paths::FILE_MODE)
             .open(paths.daemon_log())
             .map_err(MachineCliError::Spawn)
     };
@@ -54,13 +52,7 @@ fn spawn_daemon(paths: &MachinePaths) -> Result<Child, MachineCliError> {
         .stdin(Stdio::null())
         .stdout(log()?)
         .stderr(log()?);
-    // SAFETY: setsid is async-signal-safe and touches no memory.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    crate::process::new_session(&mut command);
     command.spawn().map_err(MachineCliError::Spawn)
 }
 
@@ -115,7 +107,7 @@ pub async fn ensure_running(
         Some(spawn_daemon(&machine.paths)?)
     };
     let status = wait_until_running(&machine.paths, child).await?;
-    super::context::ensure(name, &machine.paths.docker_socket());
+    super::context::ensure(name, &machine.paths.docker_endpoint());
     Ok((machine, status, true))
 }
 
@@ -194,7 +186,7 @@ pub async fn stop(roots: &Roots, name: &str) -> Result<bool, MachineCliError> {
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(100));
     spinner.set_message(format!("machine {name}: stopping"));
-    if let Err(e) = protocol::request(&paths.daemon_socket(), &DaemonRequest::Stop).await {
+    if let Err(e) = protocol::request(&paths.daemon_endpoint(), &DaemonRequest::Stop).await {
         tracing::debug!(error = %crate::error_chain(&e), "stop request");
     }
     while status::liveness(paths).daemon {

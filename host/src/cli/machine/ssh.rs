@@ -30,12 +30,12 @@ pub async fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
     }
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let (rows, cols) = if tty {
-        crate::cli::stream::terminal_size().unwrap_or((24, 80))
+        crate::cli::terminal::size().unwrap_or((24, 80))
     } else {
         (0, 0)
     };
     let (_, stream) = protocol::request(
-        &machine.paths.daemon_socket(),
+        &machine.paths.daemon_endpoint(),
         &DaemonRequest::Connect {
             port: VSOCK_PORT_CONTROL,
         },
@@ -58,7 +58,7 @@ pub async fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
             response.error.unwrap_or_default()
         )));
     }
-    let _raw = tty.then(crate::cli::stream::RawMode::enter).flatten();
+    let _raw = tty.then(crate::cli::terminal::RawMode::enter).flatten();
     let (mut from_vm, mut to_vm) = tokio::io::split(stream);
     let input = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();

@@ -43,8 +43,8 @@ pub async fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
         println!("note: {note}");
     }
     println!(
-        "docker: export DOCKER_HOST=unix://{} (or: docker --context {})",
-        machine.paths.docker_socket().display(),
+        "docker: export DOCKER_HOST={} (or: docker --context {})",
+        machine.paths.docker_endpoint(),
         super::context::name(&args.name)
     );
     Ok(0)

@@ -76,10 +76,7 @@ fn print(machine: &Machine, status: &VmStatus) {
         if let Some(address) = &status.guest_address {
             println!("guest IP:     {address}");
         }
-        println!(
-            "socket:       unix://{}",
-            machine.paths.docker_socket().display()
-        );
+        println!("socket:       {}", machine.paths.docker_endpoint());
     }
     if let Some(error) = status.error.as_deref().filter(|_| !running) {
         println!("last error:   {error}");

@@ -61,6 +61,6 @@ async fn ask_daemon(
     if !status::liveness(&machine.paths).daemon {
         return Ok(None);
     }
-    let (response, _) = protocol::request(&machine.paths.daemon_socket(), &request).await?;
+    let (response, _) = protocol::request(&machine.paths.daemon_endpoint(), &request).await?;
     Ok(Some(response))
 }

@@ -17,10 +17,14 @@
 //! [`VmmError::Unsupported`].
 
 pub mod config;
+// The VMM socket is a unix socket: the VMM runs only on macOS, and is
+// type-checked and tested on every unix.
+#[cfg(unix)]
 pub mod protocol;
 pub mod secret;
 #[cfg(target_vendor = "apple")]
 mod vm;
+#[cfg(unix)]
 pub mod vmm;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +51,7 @@ pub enum VmmError {
     Config(#[from] ConfigError),
     #[error("the per-boot secret")]
     Secret(#[from] secret::SecretError),
+    #[cfg(unix)]
     #[error("the VMM socket")]
     Serve(#[from] vmm::ServeError),
     #[error("cannot start the async runtime")]

@@ -31,6 +31,10 @@ use crate::process::Owned;
 /// The backend's name.
 pub const NAME: &str = "vz";
 
+/// Environment variable choosing the backend on a Mac: `qemu` for QEMU
+/// with hvf instead of Virtualization.framework.
+pub const HYPERVISOR_ENV: &str = "VMCTL_HYPERVISOR";
+
 /// The hidden subcommand that runs the VMM process (`vmctl_vz::run_vmm`).
 pub const VMM_SUBCOMMAND: &str = "__vmm-vz";
 

@@ -56,6 +56,9 @@ pub fn main() -> ! {
         modules::load_all(std::path::Path::new(modules::LIST))
     });
     tracing::info!(loaded, failed, "kernel modules");
+    // VZ's console (hvc0) exists only once virtio_console, a module, is
+    // loaded: until now PID 1 may have had no console at all.
+    console();
     // Before any container can exist: no secret, nothing served.
     let boot_secret = step("secret", || secret::from_host(&line)).unwrap_or_else(|e| refuse(&e));
     step("network", network);

@@ -107,7 +107,8 @@ fn machine_runs_containers_keeps_volumes_and_stops_clean() {
 
     // A shell in the VM itself, over vsock.
     let uname = home.ok(&["machine", "ssh", "--", "uname", "-r"]);
-    assert!(uname.trim().ends_with("-amd64"), "{uname}");
+    let arch = vmctl_tests::vm::guest_arch();
+    assert!(uname.trim().ends_with(&format!("-{arch}")), "{uname}");
 
     // The docker context exists and points at the socket.
     let context = home.docker(

@@ -1,6 +1,10 @@
 //! A vmctl machine for end-to-end tests and benchmarks: `VMCTL_HOME` in a
 //! temp dir, the VM image from `target/vm`, the `vmctl` CLI and the docker
 //! CLI aimed at the machine's forwarded socket.
+//!
+//! `VMCTL_GUEST_ARCH=arm64` (the variable vmctl itself reads) runs the same
+//! tests on the arm64 image, `target/vm-arm64`, under
+//! `qemu-system-aarch64` (`tests/arm64`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -17,14 +21,23 @@ pub fn missing_vm_prerequisite() -> Option<String> {
             image.display()
         ));
     }
-    if Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        return Some("qemu-system-x86_64 is not installed".into());
+    let qemu = match guest_arch() {
+        "arm64" => "qemu-system-aarch64",
+        _ => "qemu-system-x86_64",
+    };
+    if Command::new(qemu).arg("--version").output().is_err() {
+        return Some(format!("{qemu} is not installed"));
     }
     None
+}
+
+/// The guest architecture under test: `$VMCTL_GUEST_ARCH` (`amd64`,
+/// `arm64`), else amd64 (the machines the suite runs on).
+pub fn guest_arch() -> &'static str {
+    match std::env::var("VMCTL_GUEST_ARCH").as_deref() {
+        Ok("arm64") | Ok("aarch64") => "arm64",
+        _ => "amd64",
+    }
 }
 
 /// Skips a VM test loudly — or fails it when `VMCTL_REQUIRE_VM=1` (CI),
@@ -42,10 +55,11 @@ macro_rules! require_vm {
     };
 }
 
-/// `target/vm` (or `$VMCTL_VM_IMAGE`).
+/// `target/vm`, `target/vm-arm64` for arm64 (or `$VMCTL_VM_IMAGE`).
 pub fn vm_image_dir() -> PathBuf {
     match std::env::var_os("VMCTL_VM_IMAGE") {
         Some(dir) => PathBuf::from(dir),
+        None if guest_arch() == "arm64" => crate::bin_dir().join("../vm-arm64"),
         None => crate::bin_dir().join("../vm"),
     }
 }

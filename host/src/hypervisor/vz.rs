@@ -418,6 +418,81 @@ mod tests {
         ));
     }
 
+    /// A guest whose port 7 echoes, framed end to end as the guest's
+    /// vsock services are (`vmctl_proto::framing`).
+    struct EchoGuest;
+
+    impl GuestPorts for EchoGuest {
+        fn connect(&self, port: u32) -> ConnectFuture<'_> {
+            Box::pin(async move {
+                if port != 7 {
+                    return Err(std::io::ErrorKind::ConnectionRefused.into());
+                }
+                let (ours, guest) = tokio::io::duplex(4096);
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(vmctl_proto::framing::Framed::new(guest));
+                    tokio::io::copy(&mut r, &mut w).await.unwrap();
+                    tokio::io::AsyncWriteExt::shutdown(&mut w).await.unwrap();
+                });
+                Ok(Box::new(ours) as vmctl_vz::protocol::GuestConn)
+            })
+        }
+    }
+
+    impl VmControl for EchoGuest {
+        fn state(&self) -> VmState {
+            VmState::Running
+        }
+        fn request_stop(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn quit(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_daemons_hybrid_transport_speaks_to_the_vmm_both_ways() {
+        use crate::vsock::hybrid::HybridVsock;
+        use crate::vsock::{VsockError, VsockTransport};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vm.vsock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        tokio::spawn(vmctl_vz::protocol::serve(listener, Arc::new(EchoGuest)));
+        let transport = HybridVsock::new(socket.clone());
+
+        // Host → guest: CONNECT/OK, then bytes and a half-close both ways.
+        let mut stream = transport.connect(7).await.unwrap();
+        stream.write_all(b"ping").await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut echoed = Vec::new();
+        stream.read_to_end(&mut echoed).await.unwrap();
+        assert_eq!(echoed, b"ping");
+        assert!(matches!(
+            transport.connect(8).await,
+            Err(VsockError::Refused { port: 8 })
+        ));
+
+        // Guest → host: the daemon's listener is where the VMM delivers.
+        let mut host_port = transport.listen(1027).unwrap();
+        let (ours, guest) = tokio::io::duplex(4096);
+        let splice = tokio::spawn({
+            let socket = socket.clone();
+            async move { vmctl_vz::protocol::to_host(Box::new(ours), &socket, 1027).await }
+        });
+        let mut guest = vmctl_proto::framing::Framed::new(guest);
+        guest.write_all(b"reserve").await.unwrap();
+        guest.flush().await.unwrap();
+        let mut accepted = host_port.accept().await.unwrap();
+        let mut got = [0u8; 7];
+        accepted.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"reserve");
+        drop(accepted);
+        drop(guest);
+        splice.await.unwrap();
+    }
+
     #[test]
     fn state_answers_map_to_run_states() {
         assert_eq!(run_state("OK running"), RunState::Running);

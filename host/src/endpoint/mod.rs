@@ -112,7 +112,7 @@ impl Endpoint {
     /// The Win32 path of a pipe (`\\.\pipe\NAME`); `None` for a socket.
     pub fn pipe_path(&self) -> Option<String> {
         match self {
-            Endpoint::Pipe(name) => Some(format!(r"\\.\pipe\{name}")),
+            Endpoint::Pipe(name) => Some(pipe_path(name)),
             Endpoint::Unix(_) => None,
         }
     }
@@ -142,6 +142,11 @@ pub fn pipe_name(machine: &str, role: Role) -> String {
         Role::Docker => format!("vmctl-{machine}"),
         Role::Daemon => format!("vmctl-{machine}-daemon"),
     }
+}
+
+/// The Win32 path of pipe `name`.
+pub fn pipe_path(name: &str) -> String {
+    format!(r"\\.\pipe\{name}")
 }
 
 /// Pipe names may hold anything but a path separator.

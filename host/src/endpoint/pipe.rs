@@ -41,7 +41,7 @@ pub struct PipeListener {
 impl PipeListener {
     /// Creates the pipe `\\.\pipe\NAME`; fails if it exists already.
     pub fn bind(name: &str) -> std::io::Result<Self> {
-        let path = format!(r"\\.\pipe\{name}");
+        let path = super::pipe_path(name);
         let next = create(&path, true)?;
         Ok(Self { path, next })
     }
@@ -50,7 +50,12 @@ impl PipeListener {
 impl LocalListener for PipeListener {
     fn accept(&mut self) -> AcceptFuture<'_> {
         Box::pin(async move {
-            self.next.connect().await?;
+            if let Err(e) = self.next.connect().await {
+                // A client gone before it was served breaks the instance:
+                // the next accept waits on a fresh one.
+                self.next = create(&self.path, false)?;
+                return Err(e);
+            }
             let fresh = create(&self.path, false)?;
             let connected = std::mem::replace(&mut self.next, fresh);
             Ok(Box::new(connected) as LocalStream)
@@ -119,7 +124,7 @@ fn busy(e: &std::io::Error) -> bool {
 
 /// Connects to `\\.\pipe\NAME`, waiting while every instance is busy.
 pub async fn connect(name: &str) -> std::io::Result<NamedPipeClient> {
-    let path = format!(r"\\.\pipe\{name}");
+    let path = super::pipe_path(name);
     let deadline = tokio::time::Instant::now() + BUSY_WAIT;
     loop {
         match ClientOptions::new().open(&path) {
@@ -133,7 +138,7 @@ pub async fn connect(name: &str) -> std::io::Result<NamedPipeClient> {
 
 /// Connects to `\\.\pipe\NAME` with blocking I/O (a pipe opens as a file).
 pub fn connect_blocking(name: &str) -> std::io::Result<std::fs::File> {
-    let path = format!(r"\\.\pipe\{name}");
+    let path = super::pipe_path(name);
     let deadline = std::time::Instant::now() + BUSY_WAIT;
     loop {
         match std::fs::OpenOptions::new()

@@ -3,13 +3,18 @@
 //! whether a pid lives (zombies do not) and what its command line is.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 
-/// A pidfd of one process.
+/// A pidfd of one process, registered with the async runtime on the first
+/// wait (a process can be adopted before any runtime runs).
 #[derive(Debug)]
-pub(super) struct Watch(OwnedFd);
+pub(super) struct Watch {
+    pidfd: OwnedFd,
+    registered: OnceLock<Option<AsyncFd<OwnedFd>>>,
+}
 
 impl Watch {
     pub(super) fn open(pid: u32) -> std::io::Result<Self> {
@@ -19,7 +24,11 @@ impl Watch {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: the syscall just returned this fd; nobody else owns it.
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        Ok(Self {
+            pidfd,
+            registered: OnceLock::new(),
+        })
     }
 
     pub(super) fn alive(&self, pid: u32) -> bool {
@@ -27,9 +36,12 @@ impl Watch {
     }
 
     /// Returns when the pidfd turns readable (the process may have exited)
-    /// or after `within`.
+    /// or after `within`. Registered once: the readiness is an edge, so a
+    /// pidfd that stays readable while the process still looks alive waits
+    /// out `within` instead of waking at once again.
     pub(super) async fn changed(&self, within: Duration) {
-        let registered = self.0.try_clone().ok().and_then(|fd| {
+        let registered = self.registered.get_or_init(|| {
+            let fd = self.pidfd.try_clone().ok()?;
             // SAFETY: the AsyncFd owns this duplicate fd until it is
             // dropped; nothing else closes or replaces it.
             unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
@@ -59,7 +71,7 @@ impl Watch {
         unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
+                self.pidfd.as_raw_fd(),
                 signal,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,

@@ -78,7 +78,12 @@ mod tests {
         let pid = child.id();
         let watch = Watch::open(pid).unwrap();
         assert!(watch.alive(pid));
-        let line = String::from_utf8(cmdline(pid).unwrap()).unwrap();
+        // Until the child has exec'd, its command line is still ours.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut line = String::new();
+        while !line.contains("sleep 30") && std::time::Instant::now() < deadline {
+            line = String::from_utf8(cmdline(pid).unwrap()).unwrap();
+        }
         assert!(line.contains("sleep 30"), "{line}");
         watch.changed(Duration::from_millis(1)).await;
         assert!(watch.ask_to_stop());

@@ -207,6 +207,11 @@ mod tests {
             .arg(&marker);
         let owned = Owned::spawn(command, &dir.path().join("log"), &pid_file).unwrap();
         assert!(!owned.has_exited());
+        // Until the child has exec'd, its command line is still ours.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while find_recorded(&pid_file, &marker).is_none() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(find_recorded(&pid_file, &marker), Some(owned.pid));
         assert_eq!(find_recorded(&pid_file, &dir.path().join("other")), None);
         owned.terminate(Duration::from_secs(5)).await;

@@ -71,6 +71,18 @@ impl Vz {
         spec.pid_file.with_file_name("vz.json")
     }
 
+    /// The kernel file VZLinuxBootLoader boots: on Apple silicon the
+    /// uncompressed arm64 `Image` (the image's `vmlinux`); on an Intel Mac
+    /// the bzImage (VZ loads x86 kernels by the bzImage boot protocol, not
+    /// as an ELF). VZ runs guests of the Mac's own architecture only.
+    fn kernel(spec: &VmSpec) -> &Path {
+        if cfg!(target_arch = "x86_64") {
+            &spec.bzimage
+        } else {
+            &spec.vmlinux
+        }
+    }
+
     fn config(spec: &VmSpec) -> Result<VzConfig, HypervisorError> {
         let home = directories::BaseDirs::new().map(|dirs| dirs.home_dir().to_owned());
         let host_ports = [vmctl_proto::VSOCK_PORT_HOST_PORTS];
@@ -78,7 +90,7 @@ impl Vz {
             name: &spec.name,
             cpus: spec.cpus,
             memory_mib: spec.memory_mib,
-            kernel: &spec.vmlinux,
+            kernel: Self::kernel(spec),
             initramfs: &spec.initramfs,
             cmdline: &spec.cmdline,
             disk: &spec.disk,
@@ -145,9 +157,9 @@ impl Hypervisor for Vz {
                 accelerator: accel,
             });
         }
-        for file in [&spec.vmlinux, &spec.initramfs] {
+        for file in [Self::kernel(spec), &spec.initramfs] {
             if !file.exists() {
-                return Err(HypervisorError::MissingImage(file.clone()));
+                return Err(HypervisorError::MissingImage(file.to_owned()));
             }
         }
         let config = Self::config(spec)?;
@@ -332,7 +344,12 @@ mod tests {
         let config = Vz::config(&spec).unwrap();
         assert_eq!(config.socket, spec.control_socket);
         assert_eq!(config.secret, spec.secret);
-        assert_eq!(config.kernel, spec.vmlinux);
+        let kernel = if cfg!(target_arch = "x86_64") {
+            &spec.bzimage
+        } else {
+            &spec.vmlinux
+        };
+        assert_eq!(&config.kernel, kernel);
         assert_eq!(config.memory_bytes, 1024 << 20);
         assert_eq!(config.host_ports, vec![vmctl_proto::VSOCK_PORT_HOST_PORTS]);
         assert!(config.command_line.starts_with("console=hvc0 quiet"));

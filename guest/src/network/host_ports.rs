@@ -5,16 +5,12 @@
 //! (a container start) and small.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, VsockAddr};
 use vmctl_proto::auth::{self, Secret};
 use vmctl_proto::forward::{HostPortRequest, HostPortResponse};
 use vmctl_proto::ports::PortBinding;
-
-/// The host's CID on every vsock transport.
-const HOST_CID: u32 = 2;
 
 /// How long the host may take to answer.
 const ANSWER_LIMIT: Duration = Duration::from_secs(10);
@@ -92,17 +88,7 @@ impl HostPorts {
     }
 
     fn connect(&self) -> std::io::Result<OwnedFd> {
-        let fd = socket(
-            AddressFamily::Vsock,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        let limit = nix::sys::time::TimeVal::new(ANSWER_LIMIT.as_secs() as i64, 0);
-        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &limit)?;
-        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::SendTimeout, &limit)?;
-        connect(fd.as_raw_fd(), &VsockAddr::new(HOST_CID, self.port))?;
-        Ok(fd)
+        crate::vm::vsock::connect_host(self.port, ANSWER_LIMIT)
     }
 }
 

@@ -41,9 +41,6 @@ const FW_CFG_MODULE: &std::ffi::CStr = c"qemu_fw_cfg";
 /// Environment variable naming the inherited fd a child reads the secret from.
 pub const FD_ENV: &str = "VMCTL_SECRET_FD";
 
-/// The host's vsock CID.
-const HOST_CID: u32 = 2;
-
 /// How long PID 1 tries to get the secret over vsock (connect and read).
 const VSOCK_LIMIT: Duration = Duration::from_secs(10);
 
@@ -121,18 +118,7 @@ pub fn from_vsock(limit: Duration) -> Result<Secret, SecretError> {
 
 /// A vsock stream to the host's secret port whose reads give up after `limit`.
 fn connect_host(limit: Duration) -> std::io::Result<std::fs::File> {
-    use nix::sys::socket::{connect, setsockopt, socket, sockopt, AddressFamily};
-    use nix::sys::socket::{SockFlag, SockType, VsockAddr};
-    let fd = socket(
-        AddressFamily::Vsock,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    let timeout = nix::sys::time::TimeVal::new(limit.as_secs() as i64, 0);
-    setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)?;
-    connect(fd.as_raw_fd(), &VsockAddr::new(HOST_CID, SECRET_PORT))?;
-    Ok(std::fs::File::from(fd))
+    super::vsock::connect_host(SECRET_PORT, limit).map(std::fs::File::from)
 }
 
 /// Reads the secret the host put in fw_cfg.

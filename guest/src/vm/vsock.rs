@@ -96,6 +96,29 @@ async fn admit(
     }
 }
 
+/// The host's vsock CID, as the guest sees it.
+pub const HOST_CID: u32 = 2;
+
+/// A blocking vsock stream to the host's `port` whose reads and writes give
+/// up after `limit` (the guest's few blocking requests to the host: the
+/// secret at boot, port reservations).
+pub fn connect_host(port: u32, limit: Duration) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{connect, setsockopt, socket, sockopt};
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, VsockAddr};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let limit = nix::sys::time::TimeVal::new(limit.as_secs() as i64, 0);
+    setsockopt(&fd, sockopt::ReceiveTimeout, &limit)?;
+    setsockopt(&fd, sockopt::SendTimeout, &limit)?;
+    connect(fd.as_raw_fd(), &VsockAddr::new(HOST_CID, port))?;
+    Ok(fd)
+}
+
 /// A vsock listener on `port` (any CID) whose accept queue holds
 /// [`BACKLOG`] connections: the vsock crate listens with 128, and a burst
 /// beyond the queue is refused outright (vsock has no SYN retry), so 200

@@ -113,14 +113,23 @@ fn boot(home: &VmHome, runs: usize, warmups: usize) -> Result<Report> {
     })
 }
 
-/// QEMU launch → exit, booting the image's kernel with busybox `poweroff -f` as init.
+/// QEMU launch → exit, booting the image's kernel with busybox `poweroff -f`
+/// as init, in the QEMU and machine type vmctl uses for the guest's
+/// architecture (`VMCTL_GUEST_ARCH`; arm64: `-M virt`, the TCG CPU vmctl picks).
 fn bare_boot() -> Result<Duration> {
     let image = vm_image_dir();
+    let (qemu, machine, console): (&str, &[&str], &str) = match vmctl_tests::vm::guest_arch() {
+        "arm64" => (
+            "qemu-system-aarch64",
+            &["-machine", "virt", "-cpu", "max,pauth-impdef=on"],
+            "ttyAMA0",
+        ),
+        _ => ("qemu-system-x86_64", &["-machine", "q35"], "ttyS0"),
+    };
     let started = Instant::now();
-    let status = Command::new("qemu-system-x86_64")
-        .args([
-            "-machine", "q35", "-accel", "tcg", "-smp", "2", "-m", "1024M",
-        ])
+    let status = Command::new(qemu)
+        .args(machine)
+        .args(["-accel", "tcg", "-smp", "2", "-m", "1024M"])
         .args([
             "-nodefaults",
             "-no-user-config",
@@ -132,15 +141,15 @@ fn bare_boot() -> Result<Duration> {
         .arg(image.join("vmlinux"))
         .arg("-initrd")
         .arg(image.join("initramfs.img"))
-        .args([
-            "-append",
-            "console=ttyS0 quiet panic=-1 rdinit=/bin/poweroff -- -f",
-        ])
+        .arg("-append")
+        .arg(format!(
+            "console={console} quiet panic=-1 rdinit=/bin/poweroff -- -f"
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .context("qemu-system-x86_64")?;
+        .with_context(|| qemu.to_owned())?;
     ensure!(status.success(), "bare QEMU boot failed: {status}");
     Ok(started.elapsed())
 }

@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
 
-images= out=target/macos
+images='' out=target/macos
 while [ $# -gt 0 ]; do
     case "$1" in
         --images) images=$2; shift 2 ;;

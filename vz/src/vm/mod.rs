@@ -115,8 +115,16 @@ pub fn run(config: VzConfig) -> Result<(), VmmError> {
         vm.start().await?;
         tracing::info!(vm = %config.name, cpus = config.cpus, memory = config.memory_bytes, "VM started");
         let last =
-            vmm::serve_until_stopped(listener, config.socket.clone(), vm.clone(), incoming, secret)
-                .await;
+            vmm::serve_until_stopped(
+                listener,
+                config.socket.clone(),
+                vm.clone(),
+                incoming,
+                secret,
+                vmm::termination(),
+                vmm::STOP_GRACE,
+            )
+            .await;
         tracing::info!(vm = %config.name, state = %last.to_line(), "VM ended");
         match last {
             VmState::Error(why) => Err(VmmError::Failed(why)),

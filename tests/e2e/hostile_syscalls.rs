@@ -44,7 +44,7 @@ fn exec_report(engine: &Engine, name: &str, flags: &[&str]) -> Report {
 }
 
 /// Asserts that `probe vsock` output shows every AF_VSOCK route refused.
-fn assert_vsock_refused(output: &str, from: &str) {
+pub(crate) fn assert_vsock_refused(output: &str, from: &str) {
     let routes = probe::parse_routes(output);
     let outcome = |route: &str| -> &str {
         routes

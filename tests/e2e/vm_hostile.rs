@@ -15,6 +15,9 @@
 //!   `/sys/firmware` is masked (and `qemu_fw_cfg` unloaded, so even
 //!   `systempaths=unconfined` finds nothing).
 //! - The secret and the vsock sockets on the desktop are 0600.
+//! - Under the VM's default seccomp profile no container opens `AF_VSOCK`
+//!   by any route (`probe vsock`: run, run `--cap-add ALL`, exec), on the
+//!   VM's own kernel and architecture (`tests/arm64` runs this on arm64).
 //!
 //! Polls only; one boot.
 
@@ -249,7 +252,27 @@ fn vsock_services_answer_only_the_host() {
     assert!(!console.contains(&secret_hex));
     assert!(!console.contains("refusing to serve"), "{console}");
 
-    // (d) The engine is unchanged and answers.
+    // (d) Without `seccomp=unconfined`, no container opens AF_VSOCK at all,
+    // by any route the probe knows, on the VM's own kernel and architecture
+    // (`tests/arm64` runs this on the arm64 guest).
+    let probe = vmctl_tests::probe::image_tar().display().to_string();
+    home.docker_ok(&host, &["load", "-q", "-i", &probe]);
+    for flags in [&[][..], &["--cap-add", "ALL"][..]] {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[vmctl_tests::probe::IMAGE, "vsock"]);
+        let out = home.docker_ok(&host, &args);
+        crate::hostile_syscalls::assert_vsock_refused(&out, &format!("in the VM: docker {args:?}"));
+    }
+    home.docker_ok(
+        &host,
+        &["run", "-d", "--name", "probe", vmctl_tests::probe::IMAGE],
+    );
+    let out = home.docker_ok(&host, &["exec", "probe", "/probe", "vsock"]);
+    crate::hostile_syscalls::assert_vsock_refused(&out, "in the VM: docker exec");
+    home.docker_ok(&host, &["rm", "-f", "probe"]);
+
+    // (e) The engine is unchanged and answers.
     assert_eq!(
         home.docker_ok(&host, &["run", "--rm", "hello", "echo", "still here"]),
         "still here"

@@ -29,11 +29,12 @@ pub fn image_tar() -> &'static Path {
 /// scratch image needs no libc) into `NAME.tar`, a `docker load` archive of
 /// the one-file image `tag` holding `/NAME` with the image `config`.
 pub fn one_file_image(name: &str, config: serde_json::Value, tag: &str) -> PathBuf {
-    let dir = crate::bin_dir().join(name);
+    let arch = crate::vm::guest_arch();
+    let dir = crate::bin_dir().join(format!("{name}-{arch}"));
     std::fs::create_dir_all(&dir).expect("helper dir");
     let binary = dir.join(format!("{name}.{}", std::process::id()));
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("helpers/{name}.rs"));
-    let out = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+    let out = helper_rustc(arch)
         .args([
             "--edition",
             "2021",
@@ -71,12 +72,30 @@ pub fn one_file_image(name: &str, config: serde_json::Value, tag: &str) -> PathB
     tar
 }
 
-/// A `docker load` archive of one image: one layer (a tar), the image
-/// config's `config` section, one tag.
+/// The compiler of a helper for the guest architecture under test: this
+/// toolchain's for amd64; for arm64 (`tests/arm64`), Debian's rustc with its
+/// arm64 std and the cross linker, as `tests/vm-image` builds the guest.
+fn helper_rustc(arch: &str) -> Command {
+    if arch == "arm64" {
+        let mut rustc = Command::new("/usr/bin/rustc");
+        rustc.args([
+            "--target",
+            "aarch64-unknown-linux-gnu",
+            "-C",
+            "linker=aarch64-linux-gnu-gcc",
+        ]);
+        rustc
+    } else {
+        Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+    }
+}
+
+/// A `docker load` archive of one image for the guest architecture under
+/// test: one layer (a tar), the image config's `config` section, one tag.
 pub fn load_archive(layer: &[u8], config: serde_json::Value, tag: &str) -> Vec<u8> {
     let digest = |bytes: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
     let config = json!({
-        "architecture": "amd64",
+        "architecture": crate::vm::guest_arch(),
         "os": "linux",
         "config": config,
         "rootfs": {"type": "layers", "diff_ids": [digest(layer)]},

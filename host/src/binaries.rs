@@ -54,7 +54,8 @@ pub const IMAGE_ENV: &str = "VMCTL_VM_IMAGE";
 pub const GUEST_ARCH_ENV: &str = "VMCTL_GUEST_ARCH";
 
 /// A guest architecture vmctl has VM images for (Debian's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum GuestArch {
     Amd64,
     Arm64,
@@ -104,19 +105,13 @@ impl std::fmt::Display for GuestArch {
     }
 }
 
-/// The directory holding `vmlinux` and `initramfs.img` for the selected
-/// architecture ([`GuestArch::selected`]), the first of
-/// [`image_candidates`] that holds both.
-pub fn vm_image_dir() -> Result<PathBuf, Vec<PathBuf>> {
+/// The directory holding `vmlinux` and `initramfs.img` for guests of
+/// `arch`, the first of [`image_candidates`] that holds both.
+pub fn vm_image_dir(arch: GuestArch) -> Result<PathBuf, Vec<PathBuf>> {
     let explicit = std::env::var_os(IMAGE_ENV)
         .filter(|p| !p.is_empty())
         .map(PathBuf::from);
-    let candidates = image_candidates(
-        GuestArch::selected(),
-        GuestArch::desktop(),
-        exe_dir().as_deref(),
-        explicit,
-    );
+    let candidates = image_candidates(arch, GuestArch::desktop(), exe_dir().as_deref(), explicit);
     candidates
         .iter()
         .find(|dir| dir.join("vmlinux").exists() && dir.join("initramfs.img").exists())

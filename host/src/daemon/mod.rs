@@ -176,7 +176,7 @@ fn vm_spec(
     machine: &Machine,
     nic_subnet: Option<ipnet::Ipv4Net>,
 ) -> Result<(VmSpec, BackendPaths), DaemonError> {
-    let image = crate::binaries::vm_image_dir().map_err(|looked| {
+    let image = crate::binaries::vm_image_dir(machine.config.arch()).map_err(|looked| {
         DaemonError::NoImage(
             looked
                 .iter()
@@ -257,7 +257,7 @@ fn forced_accelerator() -> Result<Option<Accelerator>, DaemonError> {
 }
 
 async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, DaemonError> {
-    let hypervisor = hypervisor::detect()?;
+    let hypervisor = hypervisor::detect(machine.config.arch())?;
     let nic_subnet = hypervisor.nic_subnet();
     let (mut spec, backend_paths) = vm_spec(&machine, nic_subnet)?;
     // VZ: the VMM process serves the guest's ports as hybrid vsock on the
@@ -334,7 +334,7 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
     status.hypervisor = hypervisor.name().to_owned();
     status.started_at = Some(unix_now());
     status.save(&machine.paths)?;
-    let vmm_version = hypervisor::vmm_version();
+    let vmm_version = hypervisor::vmm_version(machine.config.arch());
     let booted = boot::boot(boot::BootPlan {
         hypervisor: hypervisor.as_ref(),
         spec,

@@ -182,24 +182,28 @@ pub trait Hypervisor: Send + Sync {
     }
 }
 
-/// The first hypervisor backend available on this desktop.
-pub fn detect() -> Result<Box<dyn Hypervisor>, HypervisorError> {
-    // On a Mac, Virtualization.framework first (no QEMU to install), unless
-    // VMCTL_HYPERVISOR=qemu asks for QEMU with hvf.
+/// The first hypervisor backend available on this desktop for guests of
+/// `arch`.
+pub fn detect(arch: crate::binaries::GuestArch) -> Result<Box<dyn Hypervisor>, HypervisorError> {
+    // On a Mac, Virtualization.framework first (no QEMU to install) for the
+    // Mac's own architecture, unless VMCTL_HYPERVISOR=qemu asks for QEMU
+    // with hvf; another architecture is QEMU's emulation.
     #[cfg(target_vendor = "apple")]
     {
         let qemu_asked = std::env::var(vz::HYPERVISOR_ENV).is_ok_and(|v| v == "qemu");
-        if let Some(vz) = vz::Vz::find().filter(|_| !qemu_asked) {
+        let native = arch == crate::binaries::GuestArch::desktop();
+        if let Some(vz) = vz::Vz::find().filter(|_| native && !qemu_asked) {
             return Ok(Box::new(vz));
         }
     }
     #[cfg(unix)]
     {
-        let qemu = qemu::Qemu::find()?;
+        let qemu = qemu::Qemu::find_for(arch)?;
         Ok(Box::new(qemu))
     }
     #[cfg(not(unix))]
     {
+        let _ = arch;
         Err(HypervisorError::NoBackend {
             platform: platform_name(),
         })
@@ -218,18 +222,19 @@ pub fn ensure_platform_has_backend() -> Result<(), HypervisorError> {
     }
 }
 
-/// The VMM's version, for what host facts were measured under (empty when
-/// none is installed).
-pub fn vmm_version() -> String {
+/// The version of the VMM for guests of `arch`, for what host facts were
+/// measured under (empty when none is installed).
+pub fn vmm_version(arch: crate::binaries::GuestArch) -> String {
     #[cfg(unix)]
     {
-        qemu::Qemu::find()
+        qemu::Qemu::find_for(arch)
             .ok()
             .and_then(|q| qemu::version(q.binary()))
             .unwrap_or_default()
     }
     #[cfg(not(unix))]
     {
+        let _ = arch;
         String::new()
     }
 }

@@ -9,10 +9,10 @@
 //! user-mode network, the vsock device from vhost-user or the host kernel,
 //! and the per-boot secret as a fw_cfg file (both machines have fw_cfg).
 //!
-//! Which QEMU: the selected guest architecture's
-//! ([`crate::binaries::GuestArch::selected`], `VMCTL_GUEST_ARCH`); the
-//! kernel's own header says which architecture an image is, and a mismatch
-//! is refused before QEMU starts.
+//! Which QEMU: the machine's guest architecture's (`vmctl machine init
+//! --arch`, else `VMCTL_GUEST_ARCH`, else the desktop's); the kernel's own
+//! header says which architecture an image is, and a mismatch is refused
+//! before QEMU starts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -87,13 +87,8 @@ fn with_console(cmdline: &str, console: &str) -> String {
 }
 
 impl Qemu {
-    /// Finds QEMU for the selected guest architecture (`$VMCTL_QEMU`, else
+    /// Finds QEMU for guests of `arch` (`$VMCTL_QEMU`, else
     /// `qemu-system-x86_64` or `qemu-system-aarch64` on `PATH`).
-    pub fn find() -> Result<Self, HypervisorError> {
-        Self::find_for(GuestArch::selected())
-    }
-
-    /// Finds QEMU for guests of `arch`.
     pub fn find_for(arch: GuestArch) -> Result<Self, HypervisorError> {
         let name = program(arch);
         let binary =
@@ -114,7 +109,7 @@ impl Qemu {
             return Err(HypervisorError::Command {
                 command: program(self.arch).to_owned(),
                 message: format!(
-                    "the VM image's kernel {} is for {kernel} guests, not {} (set {}={kernel})",
+                    "the VM image's kernel {} is for {kernel} guests, not {} (a machine for it: `vmctl machine init --arch {kernel}`, or {}={kernel})",
                     spec.vmlinux.display(),
                     self.arch,
                     crate::binaries::GUEST_ARCH_ENV

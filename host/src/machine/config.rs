@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::{Deserialize, Serialize};
 
 use super::MachineError;
+use crate::binaries::GuestArch;
 
 /// Smallest memory a VM is given: the kernel, the engine and a container.
 pub const MIN_MEMORY_MIB: u64 = 256;
@@ -35,6 +36,19 @@ pub struct MachineConfig {
     /// `insecure-registries`; loopback ones always are).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub insecure_registries: Vec<String>,
+    /// The guest's architecture, chosen when the machine is made (its disk
+    /// holds that architecture's images); none: `$VMCTL_GUEST_ARCH`, else
+    /// the desktop's own ([`MachineConfig::arch`]).
+    #[serde(default, rename = "arch", skip_serializing_if = "Option::is_none")]
+    pub guest_arch: Option<GuestArch>,
+}
+
+impl MachineConfig {
+    /// The architecture this machine's VM runs: its own, else the one
+    /// `$VMCTL_GUEST_ARCH` or the desktop selects.
+    pub fn arch(&self) -> GuestArch {
+        self.guest_arch.unwrap_or_else(GuestArch::selected)
+    }
 }
 
 fn default_bind_address() -> IpAddr {
@@ -55,6 +69,7 @@ impl Default for MachineConfig {
             allow_lan_ports: default_allow_lan(),
             registry_mirrors: Vec::new(),
             insecure_registries: Vec::new(),
+            guest_arch: None,
         }
     }
 }
@@ -88,6 +103,14 @@ pub struct SizeFlags {
     /// or a CIDR); repeat for more. Replaces the list.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registries: Vec<String>,
+    /// The guest's architecture (`amd64`, `arm64`; default the desktop's):
+    /// another than the desktop's runs under emulation. Only at `init`.
+    #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
+    pub arch: Option<GuestArch>,
+}
+
+fn parse_arch(name: &str) -> Result<GuestArch, String> {
+    GuestArch::parse(name).ok_or_else(|| format!("{name:?} is neither amd64 nor arm64"))
 }
 
 impl SizeFlags {
@@ -99,6 +122,7 @@ impl SizeFlags {
             && self.allow_lan_ports.is_none()
             && self.registry_mirrors.is_empty()
             && self.insecure_registries.is_empty()
+            && self.arch.is_none()
     }
 
     /// Whether these flags change what only a stopped machine can change
@@ -117,15 +141,26 @@ impl SizeFlags {
             disk_gib: MIN_DISK_GIB,
             ..MachineConfig::default()
         };
-        let mut config = self.apply(base)?;
+        let flags = SizeFlags {
+            arch: None,
+            ..self.clone()
+        };
+        let mut config = flags.apply(base)?;
         if self.disk.is_none() {
             config.disk_gib = MachineConfig::default().disk_gib;
         }
+        config.guest_arch = self.arch;
         Ok(config)
     }
 
     /// `config` with these flags applied; every value checked.
     pub fn apply(&self, mut config: MachineConfig) -> Result<MachineConfig, MachineError> {
+        if let Some(arch) = self.arch {
+            return Err(MachineError::BadFlag(format!(
+                "--arch {arch}: a machine's architecture is chosen when it is made (`vmctl machine init --arch`); its disk holds {}'s images",
+                config.arch()
+            )));
+        }
         if let Some(cpus) = self.cpus {
             let max = host_cpus();
             if cpus == 0 || cpus > max {
@@ -324,5 +359,34 @@ mod tests {
         assert_eq!(parse(&["--allow-lan-ports=false"]).unwrap(), Some(false));
         assert_eq!(parse(&["--allow-lan-ports=true"]).unwrap(), Some(true));
         assert!(parse(&["--allow-lan-ports=maybe"]).is_err());
+    }
+
+    #[test]
+    fn the_architecture_is_chosen_at_init_and_kept() {
+        let arm = SizeFlags {
+            arch: Some(GuestArch::Arm64),
+            ..Default::default()
+        };
+        let config = arm.new_config().unwrap();
+        assert_eq!(config.guest_arch, Some(GuestArch::Arm64));
+        assert_eq!(config.arch(), GuestArch::Arm64);
+        // Saved as `"arch": "arm64"`; a machine made before it has none.
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(json.contains("\"arch\":\"arm64\""), "{json}");
+        let back: MachineConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, config);
+        let old = serde_json::to_string(&MachineConfig::default()).unwrap();
+        assert!(!old.contains("arch"), "{old}");
+        let old: MachineConfig = serde_json::from_str(&old).unwrap();
+        assert_eq!(old.guest_arch, None);
+        // Never changed afterwards (`set`, `start --arch`): the disk holds
+        // that architecture's images. The error names both.
+        let err = arm.apply(config.clone()).unwrap_err().to_string();
+        assert!(
+            err.contains("--arch arm64") && err.contains("machine init --arch"),
+            "{err}"
+        );
+        assert!(arm.needs_stop() && !arm.is_empty());
+        assert!(parse_arch("aarch64").is_ok() && parse_arch("riscv64").is_err());
     }
 }

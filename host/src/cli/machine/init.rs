@@ -18,8 +18,13 @@ pub fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
     let machine = Machine::create(roots, &args.name, config)?;
     let c = &machine.config;
     println!(
-        "machine {} created: {} CPUs, {} MiB memory, {} GiB disk, allow-lan-ports {}",
-        args.name, c.cpus, c.memory_mib, c.disk_gib, c.allow_lan_ports
+        "machine {} created: {} CPUs, {} MiB memory, {} GiB disk, {}, allow-lan-ports {}",
+        args.name,
+        c.cpus,
+        c.memory_mib,
+        c.disk_gib,
+        c.arch(),
+        c.allow_lan_ports
     );
     Ok(0)
 }

@@ -46,8 +46,11 @@ fn print(machine: &Machine, status: &VmStatus) {
     println!("machine:      {}", machine.paths.name);
     println!("state:        {}", status.state);
     println!(
-        "resources:    {} CPUs, {} MiB memory, {} GiB disk",
-        c.cpus, c.memory_mib, c.disk_gib
+        "resources:    {} CPUs, {} MiB memory, {} GiB disk, {}",
+        c.cpus,
+        c.memory_mib,
+        c.disk_gib,
+        c.arch()
     );
     println!(
         "ports:        published on {} by default; LAN addresses {}",

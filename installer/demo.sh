@@ -22,7 +22,7 @@ fi
 
 need=()
 [ -x /bin/busybox ] || need+=(busybox-static)
-dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
+dpkg -s "libseccomp-dev:$(dpkg --print-architecture)" >/dev/null 2>&1 || need+=(libseccomp-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v nft >/dev/null || need+=(nftables)
 command -v mke2fs >/dev/null || need+=(e2fsprogs)

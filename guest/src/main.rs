@@ -189,6 +189,8 @@ fn main() -> anyhow::Result<()> {
                 self_exe: std::env::current_exe().context("cannot find own executable")?,
                 network: network.options()?,
                 registry,
+                // Standalone: Docker's plain bind semantics.
+                binds: Default::default(),
             };
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             runtime.block_on(async move {

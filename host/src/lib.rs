@@ -2,17 +2,20 @@
 //! host daemon that owns a machine's VM ([`daemon`]), the hypervisor
 //! backends ([`hypervisor`]), the vsock transports ([`vsock`]), the local
 //! endpoints the daemon serves ([`endpoint`]), the socket forwarders
-//! ([`forward`]) and the machines' files ([`machine`]).
+//! ([`forward`]), the machines' files ([`machine`]) and the desktop
+//! directories they share ([`shares`]).
 
 pub mod binaries;
 pub mod cli;
 pub mod daemon;
 pub mod endpoint;
 pub mod engine_client;
+pub mod file_events;
 pub mod forward;
 pub mod hypervisor;
 pub mod machine;
 pub mod process;
+pub mod shares;
 pub mod vsock;
 
 /// Renders an error with its causes, `outer: inner: …`.

@@ -11,10 +11,12 @@
 
 pub mod auth;
 pub mod control;
+pub mod file_events;
 pub mod forward;
 pub mod framing;
 pub mod line;
 pub mod ports;
+pub mod share;
 
 /// The Docker Engine API version the guest advertises in `Api-Version`.
 pub const API_VERSION: &str = "1.47";
@@ -34,6 +36,10 @@ pub const VSOCK_PORT_FORWARD: u32 = 1026;
 /// *Host* vsock port where the daemon takes the guest engine's port
 /// reservations (a guest → host connection).
 pub const VSOCK_PORT_HOST_PORTS: u32 = 1027;
+
+/// Guest vsock port of the file-events service (desktop changes raised as
+/// inotify events: [`file_events`]).
+pub const VSOCK_PORT_FILE_EVENTS: u32 = 1029;
 
 /// Parses an API version such as `1.44` into `(major, minor)`.
 pub fn parse_api_version(text: &str) -> Option<(u32, u32)> {

@@ -26,4 +26,5 @@ mod vm_image;
 mod vm_policy;
 mod vm_ports;
 mod vm_pull;
+mod vm_shares;
 mod volumes;

@@ -27,16 +27,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use vmctl_proto::auth::{CMDLINE_SECRET, CMDLINE_SECRET_VSOCK};
-use vmctl_proto::control::CMDLINE_SHARE;
 
 /// The longest kernel command line Linux takes (arm64 and x86 `COMMAND_LINE_SIZE`).
 pub const MAX_CMDLINE: usize = 2048;
 
 /// The longest virtio-fs tag Virtualization.framework takes, in bytes.
-pub const MAX_TAG: usize = 36;
-
-/// The tag of the user's home share.
-pub const HOME_TAG: &str = "vmctl-home";
+pub const MAX_TAG: usize = vmctl_proto::share::MAX_TAG;
 
 /// The serial console the guest writes to: VZ's virtio console is `hvc0`.
 pub const CONSOLE: &str = "console=hvc0";
@@ -113,8 +109,9 @@ pub struct VzParts<'a> {
     pub console_log: &'a Path,
     pub socket: &'a Path,
     pub secret: &'a Path,
-    /// The user's home, shared read-write at the same path; `None`: no share.
-    pub home: Option<&'a Path>,
+    /// The machine's shares (the daemon's command line already names each
+    /// one for the guest, `vmctl.share=`).
+    pub shares: &'a [Share],
     pub host_ports: &'a [u32],
 }
 
@@ -155,22 +152,13 @@ impl VzConfig {
         ] {
             absolute(what, path)?;
         }
-        let shares = match parts.home {
-            Some(home) => {
-                absolute("the home share", home)?;
-                vec![Share {
-                    tag: HOME_TAG.to_owned(),
-                    host_path: home.to_owned(),
-                    guest_path: home.to_owned(),
-                    read_only: false,
-                }]
-            }
-            None => Vec::new(),
-        };
+        let shares = parts.shares.to_vec();
         for share in &shares {
+            absolute("a share", &share.host_path)?;
+            absolute("a share", &share.guest_path)?;
             check_tag(&share.tag)?;
         }
-        let command_line = command_line(parts.cmdline, &shares);
+        let command_line = command_line(parts.cmdline);
         if command_line.len() > MAX_CMDLINE {
             return Err(ConfigError::CommandLine {
                 len: command_line.len(),
@@ -252,12 +240,7 @@ fn absolute(what: &'static str, path: &Path) -> Result<(), ConfigError> {
 }
 
 fn check_tag(tag: &str) -> Result<(), ConfigError> {
-    let ok = !tag.is_empty()
-        && tag.len() <= MAX_TAG
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
+    if vmctl_proto::share::tag_ok(tag) {
         Ok(())
     } else {
         Err(ConfigError::Tag {
@@ -267,8 +250,8 @@ fn check_tag(tag: &str) -> Result<(), ConfigError> {
 }
 
 /// The daemon's command line for VZ: its serial console becomes the virtio
-/// console, the secret comes by vsock, and each share is named.
-fn command_line(base: &str, shares: &[Share]) -> String {
+/// console and the secret comes by vsock.
+fn command_line(base: &str) -> String {
     let mut words: Vec<String> = base
         .split_whitespace()
         .filter(|word| !word.starts_with("console=") && !word.starts_with(CMDLINE_SECRET))
@@ -276,29 +259,7 @@ fn command_line(base: &str, shares: &[Share]) -> String {
         .collect();
     words.insert(0, CONSOLE.to_owned());
     words.push(format!("{CMDLINE_SECRET}={CMDLINE_SECRET_VSOCK}"));
-    for share in shares {
-        words.push(format!(
-            "{CMDLINE_SHARE}={}:{}",
-            share.tag,
-            encode_path(&share.guest_path)
-        ));
-    }
     words.join(" ")
-}
-
-/// A path as one command-line word: bytes outside `[A-Za-z0-9/._~+@,-]` as
-/// `%XX` (the guest's `vm/shares.rs` decodes it).
-pub fn encode_path(path: &Path) -> String {
-    let mut out = String::new();
-    for &byte in path.as_os_str().as_encoded_bytes() {
-        let plain = byte.is_ascii_alphanumeric() || b"/._~+@,-".contains(&byte);
-        if plain {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// A locally administered unicast MAC, stable per machine name.
@@ -322,7 +283,16 @@ mod tests {
     const CMDLINE: &str =
         "console=ttyS0 quiet panic=-1 vmctl.time=1.2 vmctl.data=/dev/vda vmctl.bind=127.0.0.1";
 
-    fn parts<'a>(home: Option<&'a Path>) -> VzParts<'a> {
+    fn home_share(home: &Path) -> Vec<Share> {
+        vec![Share {
+            tag: "vmctl-share-0".into(),
+            host_path: home.into(),
+            guest_path: home.into(),
+            read_only: false,
+        }]
+    }
+
+    fn parts<'a>(shares: &'a [Share]) -> VzParts<'a> {
         VzParts {
             name: "default",
             cpus: 2,
@@ -334,7 +304,7 @@ mod tests {
             console_log: Path::new("/m/console.log"),
             socket: Path::new("/r/vm.vsock"),
             secret: Path::new("/r/vm.secret"),
-            home,
+            shares,
             host_ports: &[1027],
         }
     }
@@ -349,25 +319,18 @@ mod tests {
     #[test]
     fn a_machine_maps_to_every_device_vz_needs() {
         let home = Path::new("/Users/ann");
-        let config = VzConfig::from_parts(&parts(Some(home))).unwrap();
+        let shares = home_share(home);
+        let config = VzConfig::from_parts(&parts(&shares)).unwrap();
         assert_eq!(config.cpus, 2);
         assert_eq!(config.memory_bytes, 2048 * 1024 * 1024);
         assert_eq!(config.kernel, Path::new("/img/vmlinux"));
         assert_eq!(config.disk, Path::new("/m/disk.raw"));
         assert!(config.entropy && config.memory_balloon);
-        assert_eq!(
-            config.shares,
-            vec![Share {
-                tag: HOME_TAG.into(),
-                host_path: home.into(),
-                guest_path: home.into(),
-                read_only: false,
-            }]
-        );
+        assert_eq!(config.shares, shares);
         assert_eq!(
             config.command_line,
             "console=hvc0 quiet panic=-1 vmctl.time=1.2 vmctl.data=/dev/vda \
-             vmctl.bind=127.0.0.1 vmctl.secret=vsock vmctl.share=vmctl-home:/Users/ann"
+             vmctl.bind=127.0.0.1 vmctl.secret=vsock"
         );
         assert_eq!(config.host_ports, vec![1027]);
         assert_eq!(config.socket, Path::new("/r/vm.vsock"));
@@ -378,9 +341,9 @@ mod tests {
 
     #[test]
     fn the_mac_is_stable_per_machine_and_locally_administered() {
-        let a = VzConfig::from_parts(&parts(None)).unwrap().network.mac;
-        let again = VzConfig::from_parts(&parts(None)).unwrap().network.mac;
-        let mut other = parts(None);
+        let a = VzConfig::from_parts(&parts(&[])).unwrap().network.mac;
+        let again = VzConfig::from_parts(&parts(&[])).unwrap().network.mac;
+        let mut other = parts(&[]);
         other.name = "other";
         let b = VzConfig::from_parts(&other).unwrap().network.mac;
         assert_eq!(a, again);
@@ -389,19 +352,25 @@ mod tests {
     }
 
     #[test]
-    fn no_home_no_share_and_odd_paths_are_one_word() {
-        let config = VzConfig::from_parts(&parts(None)).unwrap();
+    fn shares_are_checked() {
+        let config = VzConfig::from_parts(&parts(&[])).unwrap();
         assert!(config.shares.is_empty());
-        assert!(!config.command_line.contains("vmctl.share"));
-        assert_eq!(
-            encode_path(Path::new("/Users/ann b/100%:x")),
-            "/Users/ann%20b/100%25%3Ax"
-        );
+        let mut bad = home_share(Path::new("relative"));
+        assert!(matches!(
+            VzConfig::from_parts(&parts(&bad)),
+            Err(ConfigError::Relative { .. })
+        ));
+        bad = home_share(Path::new("/Users/ann"));
+        bad[0].tag = "a b".into();
+        assert!(matches!(
+            VzConfig::from_parts(&parts(&bad)),
+            Err(ConfigError::Tag { .. })
+        ));
     }
 
     #[test]
     fn cpus_and_memory_outside_the_hosts_bounds_are_refused() {
-        let mut config = VzConfig::from_parts(&parts(None)).unwrap();
+        let mut config = VzConfig::from_parts(&parts(&[])).unwrap();
         config.cpus = 9;
         assert!(matches!(
             config.check_limits(&MAC_LIMITS),
@@ -421,7 +390,7 @@ mod tests {
         ));
         config.memory_bytes = (256 << 20) + 1;
         assert!(config.check_limits(&MAC_LIMITS).is_err(), "not whole MiB");
-        let mut huge = parts(None);
+        let mut huge = parts(&[]);
         huge.memory_mib = u64::MAX;
         assert!(matches!(
             VzConfig::from_parts(&huge),
@@ -431,7 +400,7 @@ mod tests {
 
     #[test]
     fn relative_paths_long_command_lines_and_bad_tags_are_refused() {
-        let mut bad = parts(None);
+        let mut bad = parts(&[]);
         bad.disk = Path::new("disk.raw");
         assert!(matches!(
             VzConfig::from_parts(&bad),
@@ -441,7 +410,7 @@ mod tests {
             })
         ));
         let long = format!("{CMDLINE} {}", "x".repeat(MAX_CMDLINE));
-        let mut bad = parts(None);
+        let mut bad = parts(&[]);
         bad.cmdline = &long;
         assert!(matches!(
             VzConfig::from_parts(&bad),

@@ -125,7 +125,7 @@ mod tests {
             console_log: Path::new("/c"),
             socket: Path::new("/s"),
             secret: Path::new("/x"),
-            home: None,
+            shares: &[],
             host_ports: &[],
         };
         let config = VzConfig::from_parts(&parts).unwrap();

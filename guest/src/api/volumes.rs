@@ -274,6 +274,7 @@ mod tests {
             self_exe: "/bin/true".into(),
             network: crate::network::NetworkOptions::default(),
             registry: Default::default(),
+            binds: Default::default(),
         })
         .await
         .unwrap()

@@ -196,6 +196,7 @@ impl Engine {
         let resolved = tokio::task::spawn_blocking(move || {
             crate::volume::resolve::resolve(
                 &engine.volumes,
+                &engine.options.binds,
                 &host_config_for_mounts,
                 &image_volumes,
                 &volumes_from,

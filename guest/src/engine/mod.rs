@@ -53,6 +53,8 @@ pub struct EngineOptions {
     pub network: crate::network::NetworkOptions,
     /// Registry mirrors and insecure registries.
     pub registry: crate::image::registry::RegistryOptions,
+    /// Which bind sources containers may use (in the VM: the shares).
+    pub binds: crate::volume::policy::BindPolicy,
 }
 
 /// One container: its record behind a lock, and a signal fired on each change

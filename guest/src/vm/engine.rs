@@ -18,6 +18,7 @@ use super::control::Control;
 use super::vsock::AuthListener;
 use crate::engine::{Engine, EngineOptions};
 use crate::network::host_ports::HostPorts;
+use crate::volume::policy::BindPolicy;
 
 /// The VM's NIC.
 pub const INTERFACE: &str = "eth0";
@@ -109,6 +110,13 @@ async fn serve(secret: Secret) -> anyhow::Result<()> {
         self_exe: std::env::current_exe().context("cannot find own executable")?,
         network: network_options(secret.clone()),
         registry: registry_options(),
+        // Binds name desktop paths: only the shares (and a few VM paths).
+        binds: BindPolicy::Shares(
+            super::shares::from_cmdline()
+                .into_iter()
+                .map(|share| share.path)
+                .collect(),
+        ),
     };
     let engine = Engine::open(options).await?;
     tracing::info!(ms = started.elapsed().as_millis() as u64, "engine open");

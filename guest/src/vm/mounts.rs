@@ -108,11 +108,16 @@ pub fn mount_all() {
     }
     let _ = std::fs::remove_file("/dev/ptmx");
     let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
+    let _ = std::fs::create_dir_all("/var");
     for (link, target) in [
         ("/dev/fd", "/proc/self/fd"),
         ("/dev/stdin", "/proc/self/fd/0"),
         ("/dev/stdout", "/proc/self/fd/1"),
         ("/dev/stderr", "/proc/self/fd/2"),
+        // Where containers expect the engine's socket (`-v
+        // /var/run/docker.sock:/var/run/docker.sock`): this VM's engine.
+        ("/run/docker.sock", "vmctl/docker.sock"),
+        ("/var/run", "../run"),
     ] {
         let _ = std::os::unix::fs::symlink(target, link);
     }

@@ -2,102 +2,63 @@
 //! same absolute path as on the desktop, so `-v "$PWD":/src` works as is.
 //!
 //! The host names each share on the kernel command line as
-//! `vmctl.share=<tag>:<path>` (`vmctl_proto::control::CMDLINE_SHARE`): the
-//! virtio-fs tag (`[A-Za-z0-9_-]`, at most 36 bytes) and the path with
-//! bytes outside `[A-Za-z0-9/._~+@,-]` percent-encoded (`%20` for a space),
-//! as `vmctl-vz`'s `config::encode_path` writes it. PID 1 mounts each one
-//! (`virtiofs`, `nosuid,nodev`) after the data disk. A path that would
+//! `vmctl.share=<tag>:<path>[:ro]` (the format is `vmctl_proto::share`'s).
+//! PID 1 mounts each one (`virtiofs`, `nosuid,nodev`, read-only when
+//! marked) after the data disk; the engine takes the same list as its bind
+//! policy ([`from_cmdline`]). A path that would
 //! cover what the VM itself needs (`/`, `/proc`, `/sys`, `/dev`, `/run`,
 //! `/tmp`, the engine's state) is refused. This module does not load the
 //! `virtiofs` kernel module (the image's module list does) nor decide
 //! which directories are shared (the host does).
 
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
-use vmctl_proto::control::{CMDLINE_SHARE, DATA_MOUNT};
-
-/// The longest virtio-fs tag.
-const MAX_TAG: usize = 36;
+use vmctl_proto::control::DATA_MOUNT;
+use vmctl_proto::share::{ShareWord, ShareWordError};
 
 /// Paths a share may not cover (nor sit under).
 const RESERVED: [&str; 6] = ["/proc", "/sys", "/dev", "/run", "/tmp", DATA_MOUNT];
 
 /// One share to mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Share {
-    pub tag: String,
-    pub path: PathBuf,
-}
+pub type Share = ShareWord;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ShareError {
-    #[error("share {word:?} is not <tag>:<path>")]
-    Form { word: String },
-    #[error("share tag {tag:?} is not 1 to {MAX_TAG} bytes of [A-Za-z0-9_-]")]
-    Tag { tag: String },
-    #[error("share path {path:?} has a bad %-escape")]
-    Escape { path: String },
+    #[error(transparent)]
+    Word(#[from] ShareWordError),
     #[error("share path {path} is not absolute and normal")]
     Path { path: PathBuf },
     #[error("share path {path} would cover the VM's own {reserved}")]
     Reserved { path: PathBuf, reserved: String },
 }
 
-/// Every `vmctl.share=` word of `cmdline`, each parsed on its own.
+/// Every `vmctl.share=` word of `cmdline`, each parsed and checked on its own.
 pub fn parse(cmdline: &str) -> Vec<Result<Share, ShareError>> {
-    let key = format!("{CMDLINE_SHARE}=");
-    cmdline
-        .split_whitespace()
-        .filter_map(|word| word.strip_prefix(&key))
-        .map(parse_one)
+    vmctl_proto::share::parse_all(cmdline)
+        .into_iter()
+        .map(|word| {
+            let share = word?;
+            check_path(&share.path)?;
+            Ok(share)
+        })
         .collect()
 }
 
-fn parse_one(value: &str) -> Result<Share, ShareError> {
-    let (tag, encoded) = value.split_once(':').ok_or_else(|| ShareError::Form {
-        word: value.to_owned(),
-    })?;
-    let tag_ok = !tag.is_empty()
-        && tag.len() <= MAX_TAG
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !tag_ok {
-        return Err(ShareError::Tag {
-            tag: tag.to_owned(),
-        });
-    }
-    let path = decode(encoded)?;
-    check_path(&path)?;
-    Ok(Share {
-        tag: tag.to_owned(),
-        path,
-    })
+/// The shares of this VM's command line that pass the checks (what
+/// [`mount_all`] mounts): the engine's bind policy.
+pub fn from_cmdline() -> Vec<Share> {
+    parse(&super::cmdline::read())
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect()
 }
 
-/// Undoes the host's percent-encoding.
-fn decode(encoded: &str) -> Result<PathBuf, ShareError> {
-    let bad = || ShareError::Escape {
-        path: encoded.to_owned(),
-    };
-    let bytes = encoded.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
-            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Ok(PathBuf::from(OsString::from_vec(out)))
+#[cfg(test)]
+fn parse_one(value: &str) -> Result<Share, ShareError> {
+    let share = ShareWord::parse(value)?;
+    check_path(&share.path)?;
+    Ok(share)
 }
 
 /// Absolute, no `.`/`..`, not `/`, nothing the VM needs for itself.
@@ -139,7 +100,10 @@ pub fn mount_all(cmdline: &str) -> usize {
             tracing::error!(tag = share.tag, path = %share.path.display(), error = %e, "cannot make the share's mount point");
             continue;
         }
-        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        if share.read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
         match mount(
             Some(share.tag.as_str()),
             &share.path,
@@ -148,7 +112,7 @@ pub fn mount_all(cmdline: &str) -> usize {
             None::<&str>,
         ) {
             Ok(()) => {
-                tracing::info!(tag = share.tag, path = %share.path.display(), "share mounted");
+                tracing::info!(tag = share.tag, path = %share.path.display(), read_only = share.read_only, "share mounted");
                 mounted += 1;
             }
             Err(e) => {
@@ -166,17 +130,19 @@ mod tests {
     #[test]
     fn shares_come_from_the_command_line() {
         let line = "console=hvc0 vmctl.share=vmctl-home:/Users/ann quiet \
-                    vmctl.share=work:/Volumes/Big%20Disk/src%25x vmctl.shares=x:/y";
+                    vmctl.share=work:/Volumes/Big%20Disk/src%25x:ro vmctl.shares=x:/y";
         assert_eq!(
             parse(line),
             vec![
                 Ok(Share {
                     tag: "vmctl-home".into(),
-                    path: "/Users/ann".into()
+                    path: "/Users/ann".into(),
+                    read_only: false,
                 }),
                 Ok(Share {
                     tag: "work".into(),
-                    path: "/Volumes/Big Disk/src%x".into()
+                    path: "/Volumes/Big Disk/src%x".into(),
+                    read_only: true,
                 }),
             ]
         );
@@ -189,17 +155,8 @@ mod tests {
     #[test]
     fn bad_shares_are_refused_one_by_one() {
         let refused = |value: &str| parse_one(value).unwrap_err();
-        assert!(matches!(refused("no-colon"), ShareError::Form { .. }));
-        assert!(matches!(refused(":/Users/ann"), ShareError::Tag { .. }));
-        assert!(matches!(refused("a b:/x"), ShareError::Tag { .. }));
-        let long = format!("{}:/x", "t".repeat(MAX_TAG + 1));
-        assert!(matches!(refused(&long), ShareError::Tag { .. }));
-        for escape in ["t:/x%", "t:/x%2", "t:/x%zz"] {
-            assert!(
-                matches!(refused(escape), ShareError::Escape { .. }),
-                "{escape}"
-            );
-        }
+        assert!(matches!(refused("no-colon"), ShareError::Word(_)));
+        assert!(matches!(refused(":/Users/ann"), ShareError::Word(_)));
         for path in ["t:relative", "t:/", "t:/a/../proc", "t:/a%00b"] {
             assert!(matches!(refused(path), ShareError::Path { .. }), "{path}");
         }

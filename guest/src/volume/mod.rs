@@ -18,6 +18,7 @@
 //!
 //! [`MountPoint`]: crate::model::MountPoint
 
+pub mod policy;
 pub mod resolve;
 pub mod seed;
 pub mod store;
@@ -124,6 +125,8 @@ pub enum VolumeError {
     },
     #[error("cannot copy {}: not a directory", .0.display())]
     NotADirectory(PathBuf),
+    #[error("invalid mount config: bind source path {} is not shared with the VM (shares: {shares}; change them with `vmctl machine set --mount`; VM paths that may be bound: {})", path.display(), policy::VM_PATHS.join(", "))]
+    NotShared { path: PathBuf, shares: String },
 }
 
 impl VolumeError {
@@ -142,6 +145,7 @@ impl VolumeError {
             | Self::NotAbsolute(_)
             | Self::TargetIsRoot
             | Self::BindSourceMissing(_)
+            | Self::NotShared { .. }
             | Self::AnonymousReadOnly
             | Self::UnknownMountType
             | Self::InvalidPropagation(_)

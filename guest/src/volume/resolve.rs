@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::policy::BindPolicy;
 use super::{VolumeError, VolumeStore, LOCAL_DRIVER};
 use crate::model::{HostConfig, Mount, MountPoint};
 
@@ -112,11 +113,12 @@ struct DriverConfig {
 /// [`parse_volumes_from`]).
 pub fn resolve(
     store: &VolumeStore,
+    policy: &BindPolicy,
     host_config: &HostConfig,
     image_volumes: &[String],
     volumes_from: &[(String, Vec<MountPoint>, Option<bool>)],
 ) -> Result<Resolved, VolumeError> {
-    let plans = plan(host_config, image_volumes, volumes_from)?;
+    let plans = plan(policy, host_config, image_volumes, volumes_from)?;
     let mut done = Undo::default();
     match carry_out(store, plans, &mut done) {
         Ok(resolved) => Ok(resolved),
@@ -134,7 +136,7 @@ pub fn plan_points(
     host_config: &HostConfig,
     image_volumes: &[String],
 ) -> Result<Vec<MountPoint>, VolumeError> {
-    Ok(plan(host_config, image_volumes, &[])?
+    Ok(plan(&BindPolicy::Any, host_config, image_volumes, &[])?
         .into_values()
         .map(|plan| plan.point)
         .collect())
@@ -142,6 +144,7 @@ pub fn plan_points(
 
 /// Parses and checks everything; no side effects but reading the file system.
 fn plan(
+    policy: &BindPolicy,
     host_config: &HostConfig,
     image_volumes: &[String],
     volumes_from: &[(String, Vec<MountPoint>, Option<bool>)],
@@ -176,11 +179,18 @@ fn plan(
     };
     for raw in host_config.binds.iter().flatten() {
         let plan = parse_bind(raw, &host_config.volume_driver)?;
+        if plan.point.kind == "bind" {
+            policy.check(&plan.point.source)?;
+        }
         let shown = plan.point.destination.clone();
         admit(plan, &shown)?;
     }
     for mount in &host_config.mounts {
-        admit(parse_mount(mount)?, &mount.target)?;
+        let plan = parse_mount(mount)?;
+        if plan.point.kind == "bind" {
+            policy.check(&plan.point.source)?;
+        }
+        admit(plan, &mount.target)?;
     }
     for raw in image_volumes {
         if !raw.starts_with('/') {
@@ -589,7 +599,7 @@ mod tests {
                 binds: Some(binds.iter().map(|b| (*b).to_owned()).collect()),
                 ..Default::default()
             };
-            resolve(&self.store, &hc, &[], &[])
+            resolve(&self.store, &BindPolicy::Any, &hc, &[], &[])
         }
 
         fn mounts(&self, mounts: serde_json::Value) -> Result<Resolved, VolumeError> {
@@ -597,7 +607,7 @@ mod tests {
                 mounts: serde_json::from_value(mounts).unwrap(),
                 ..Default::default()
             };
-            resolve(&self.store, &hc, &[], &[])
+            resolve(&self.store, &BindPolicy::Any, &hc, &[], &[])
         }
 
         fn names(&self) -> Vec<String> {
@@ -834,7 +844,7 @@ mod tests {
             .unwrap(),
             ..Default::default()
         };
-        let err = resolve(&f.store, &hc, &[], &[]).unwrap_err();
+        let err = resolve(&f.store, &BindPolicy::Any, &hc, &[], &[]).unwrap_err();
         assert_eq!(err.to_string(), "Duplicate mount point: /data");
 
         let hc = HostConfig {
@@ -842,7 +852,7 @@ mod tests {
             tmpfs: Some(BTreeMap::from([("/run".into(), String::new())])),
             ..Default::default()
         };
-        let err = resolve(&f.store, &hc, &[], &[]).unwrap_err();
+        let err = resolve(&f.store, &BindPolicy::Any, &hc, &[], &[]).unwrap_err();
         assert_eq!(err.to_string(), "Duplicate mount point: /run");
         assert!(f.names().is_empty());
     }
@@ -891,7 +901,7 @@ mod tests {
             ..Default::default()
         };
         // Volumes are created in destination order: the bind at /a first.
-        assert!(resolve(&f.store, &hc, &[], &[]).is_err());
+        assert!(resolve(&f.store, &BindPolicy::Any, &hc, &[], &[]).is_err());
         assert!(!f.dir.path().join("made").exists());
     }
 
@@ -922,14 +932,14 @@ mod tests {
         let rw_of = |r: &Resolved| -> Vec<bool> { r.mounts.iter().map(|m| m.rw).collect() };
 
         let hc = HostConfig::default();
-        let keep = resolve(&f.store, &hc, &[], &from(None)).unwrap();
+        let keep = resolve(&f.store, &BindPolicy::Any, &hc, &[], &from(None)).unwrap();
         // Sorted: /cfg, /shared.
         assert_eq!(rw_of(&keep), [false, true]);
         assert_eq!(keep.mounts[1], points[0]);
         assert!(keep.created.is_empty() && keep.seeds.is_empty());
-        let ro = resolve(&f.store, &hc, &[], &from(Some(true))).unwrap();
+        let ro = resolve(&f.store, &BindPolicy::Any, &hc, &[], &from(Some(true))).unwrap();
         assert_eq!(rw_of(&ro), [false, false]);
-        let rw = resolve(&f.store, &hc, &[], &from(Some(false))).unwrap();
+        let rw = resolve(&f.store, &BindPolicy::Any, &hc, &[], &from(Some(false))).unwrap();
         assert_eq!(
             rw_of(&rw),
             [false, true],
@@ -941,7 +951,7 @@ mod tests {
             binds: Some(vec!["own:/shared".into()]),
             ..Default::default()
         };
-        let r = resolve(&f.store, &hc, &[], &from(None)).unwrap();
+        let r = resolve(&f.store, &BindPolicy::Any, &hc, &[], &from(None)).unwrap();
         assert_eq!(r.mounts[1].name, "own");
     }
 
@@ -959,7 +969,7 @@ mod tests {
             "/scratch".to_owned(),
             "/var/lib/db".to_owned(),
         ];
-        let r = resolve(&f.store, &hc, &image, &[]).unwrap();
+        let r = resolve(&f.store, &BindPolicy::Any, &hc, &image, &[]).unwrap();
         let dests: Vec<&str> = r.mounts.iter().map(|m| m.destination.as_str()).collect();
         assert_eq!(dests, ["/data", "/var/lib/db"]);
         let db = &r.mounts[1];
@@ -971,7 +981,14 @@ mod tests {
         assert_eq!(r.created.len(), 2);
         assert_eq!(r.seeds.len(), 2);
 
-        let err = resolve(&f.store, &HostConfig::default(), &["rel".to_owned()], &[]).unwrap_err();
+        let err = resolve(
+            &f.store,
+            &BindPolicy::Any,
+            &HostConfig::default(),
+            &["rel".to_owned()],
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidParameter);
     }
 
@@ -983,7 +1000,7 @@ mod tests {
             volume_driver: "nfs".into(),
             ..Default::default()
         };
-        let err = resolve(&f.store, &hc, &[], &[]).unwrap_err();
+        let err = resolve(&f.store, &BindPolicy::Any, &hc, &[], &[]).unwrap_err();
         assert!(matches!(err, VolumeError::UnknownDriver { .. }));
         assert!(f.names().is_empty());
     }

@@ -1,5 +1,5 @@
 //! Booting the VM: pick the fastest accelerator that really boots a guest
-//! here, start the vsock backend and the VMM, and wait until the guest's
+//! here, start the vsock backend, the shares' virtiofsd and the VMM, and wait until the guest's
 //! control service answers.
 //!
 //! `/dev/kvm` can exist and still boot nothing (nested hosts: the guest dies
@@ -35,6 +35,8 @@ fn console_len(path: &std::path::Path) -> u64 {
 pub struct Booted {
     pub vm: Arc<dyn Vm>,
     pub backend: Option<Owned>,
+    /// One virtiofsd per share (QEMU).
+    pub shares: Vec<Owned>,
     pub accelerator: Accelerator,
     /// Why faster accelerators were skipped.
     pub note: Option<String>,
@@ -48,6 +50,9 @@ pub struct BootPlan<'a> {
     pub spec: VmSpec,
     /// The vhost-user backend to start before the VMM, if the spec uses one.
     pub backend: Option<BackendPaths>,
+    /// Whether the daemon serves the spec's shares (a virtiofsd each,
+    /// started before the VMM) or the VMM does.
+    pub serve_shares: bool,
     pub transport: &'a dyn VsockTransport,
     pub facts_path: &'a std::path::Path,
     /// The accelerator to use, skipping detection (`VMCTL_ACCEL`).
@@ -124,9 +129,19 @@ async fn attempt(plan: &BootPlan<'_>, accel: Accelerator) -> Result<Booted, Atte
         }
         None => None,
     };
+    let shares = match start_shares(plan).await {
+        Ok(shares) => shares,
+        Err(e) => {
+            if let Some(backend) = &backend {
+                backend.terminate(Duration::from_secs(2)).await;
+            }
+            return Err(Attempt::Fatal(e));
+        }
+    };
     let vm: Arc<dyn Vm> = match plan.hypervisor.launch(&plan.spec, accel) {
         Ok(vm) => Arc::from(vm),
         Err(e) => {
+            stop_shares(&shares).await;
             if let Some(backend) = &backend {
                 backend.terminate(Duration::from_secs(2)).await;
             }
@@ -137,6 +152,7 @@ async fn attempt(plan: &BootPlan<'_>, accel: Accelerator) -> Result<Booted, Atte
         Ok(health) => Ok(Booted {
             vm,
             backend,
+            shares,
             accelerator: accel,
             note: None,
             boot: started.elapsed(),
@@ -145,11 +161,43 @@ async fn attempt(plan: &BootPlan<'_>, accel: Accelerator) -> Result<Booted, Atte
         Err(reason) => {
             let _ = vm.quit();
             vm.process().terminate(Duration::from_secs(3)).await;
+            stop_shares(&shares).await;
             if let Some(backend) = &backend {
                 backend.terminate(Duration::from_secs(2)).await;
             }
             Err(Attempt::AcceleratorFailed(reason))
         }
+    }
+}
+
+/// A virtiofsd for each share, when the daemon serves them.
+async fn start_shares(plan: &BootPlan<'_>) -> Result<Vec<Owned>, DaemonError> {
+    if !plan.serve_shares || plan.spec.shares.is_empty() {
+        return Ok(Vec::new());
+    }
+    #[cfg(unix)]
+    {
+        let mut started = Vec::new();
+        for share in &plan.spec.shares {
+            match crate::shares::virtiofsd::start(share, &plan.spec.vmm_log) {
+                Ok(owned) => started.push(owned),
+                Err(e) => {
+                    stop_shares(&started).await;
+                    return Err(DaemonError::Share(e));
+                }
+            }
+        }
+        Ok(started)
+    }
+    #[cfg(not(unix))]
+    Err(DaemonError::Boot(
+        "shares need virtiofsd, which this desktop cannot run".into(),
+    ))
+}
+
+pub(crate) async fn stop_shares(shares: &[Owned]) {
+    for share in shares {
+        share.terminate(Duration::from_secs(2)).await;
     }
 }
 

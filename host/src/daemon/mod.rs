@@ -64,6 +64,9 @@ pub enum DaemonError {
     Vsock(#[source] VsockError),
     #[error(transparent)]
     Secret(#[from] crate::machine::secret::SecretError),
+    #[cfg(unix)]
+    #[error("a share")]
+    Share(#[source] crate::shares::virtiofsd::VirtiofsdError),
 }
 
 /// What the running daemon shares between its tasks.
@@ -71,6 +74,8 @@ pub(crate) struct Running {
     pub machine: Machine,
     pub vm: Arc<dyn Vm>,
     pub backend: Option<Owned>,
+    /// The shares' virtiofsd processes (QEMU), in the config's order.
+    pub shares: Vec<Owned>,
     pub transport: Arc<dyn VsockTransport>,
     pub status: std::sync::Mutex<VmStatus>,
     /// Signalled when someone asked to stop.
@@ -213,6 +218,11 @@ fn vm_spec(
             vmctl_proto::control::CMDLINE_INSECURE_REGISTRY
         ));
     }
+    let shares = crate::shares::devices(&machine.config.mounts, paths);
+    for share in &shares {
+        log.push(' ');
+        log.push_str(&share.word());
+    }
     let spec = VmSpec {
         name: paths.name.clone(),
         cpus: machine.config.cpus,
@@ -237,6 +247,7 @@ fn vm_spec(
             socket: paths.vhost_socket(),
         },
         secret: paths.boot_secret(),
+        shares,
     };
     Ok((spec, backend))
 }
@@ -287,9 +298,16 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
     let mut adopted_backend = backend_paths
         .as_ref()
         .and_then(crate::vsock::vhost_user::adopt);
+    let serve_shares = !hypervisor.shares_in_vmm();
+    let mut adopted_shares = if serve_shares {
+        adopt_shares(&spec.shares)
+    } else {
+        Vec::new()
+    };
     if let Some(vm) = hypervisor.adopt(&spec) {
         let vm: Arc<dyn Vm> = Arc::from(vm);
-        let complete = backend_paths.is_none() || adopted_backend.is_some();
+        let shares_complete = !serve_shares || adopted_shares.len() == spec.shares.len();
+        let complete = (backend_paths.is_none() || adopted_backend.is_some()) && shares_complete;
         let health = if complete {
             tokio::time::timeout(Duration::from_secs(10), guest::health(transport.as_ref()))
                 .await
@@ -311,6 +329,7 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
                 machine,
                 vm,
                 backend: adopted_backend,
+                shares: adopted_shares,
                 transport,
                 status: std::sync::Mutex::new(status),
                 stop: Notify::new(),
@@ -327,6 +346,7 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
     if let Some(backend) = adopted_backend.take() {
         backend.terminate(Duration::from_secs(2)).await;
     }
+    boot::stop_shares(&std::mem::take(&mut adopted_shares)).await;
 
     machine.size_disk()?;
     secret.set(secret::renew(&machine.paths.boot_secret())?);
@@ -339,6 +359,7 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
         hypervisor: hypervisor.as_ref(),
         spec,
         backend: backend_paths,
+        serve_shares,
         transport: transport.as_ref(),
         facts_path: &roots.host_facts(),
         forced: forced_accelerator()?,
@@ -361,6 +382,7 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
         machine,
         vm: booted.vm,
         backend: booted.backend,
+        shares: booted.shares,
         transport,
         status: std::sync::Mutex::new(status),
         stop: Notify::new(),
@@ -368,6 +390,23 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
         rules_lock: Default::default(),
         host_ports,
     })
+}
+
+/// The virtiofsd processes an earlier daemon started, while every one runs
+/// (all or none: a VM with some shares gone is restarted whole).
+fn adopt_shares(shares: &[crate::shares::ShareDevice]) -> Vec<Owned> {
+    #[cfg(unix)]
+    {
+        shares
+            .iter()
+            .filter_map(crate::shares::virtiofsd::adopt)
+            .collect()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = shares;
+        Vec::new()
+    }
 }
 
 /// The forwarder with the machine's manual rules, and the host-port service
@@ -423,11 +462,31 @@ async fn serve_until_stopped(running: Arc<Running>) {
         running.transport.clone(),
         running.forwarder.clone(),
     ));
+    let shares = running
+        .machine
+        .config
+        .mounts
+        .iter()
+        .map(|m| m.path.clone())
+        .collect();
+    let _file_events = crate::file_events::Task::spawn(running.transport.clone(), shares);
     let backend_exit = async {
         match &running.backend {
             Some(backend) => backend.exited().await,
             None => std::future::pending().await,
         }
+    };
+    let share_exit = async {
+        if running.shares.is_empty() {
+            return std::future::pending().await;
+        }
+        let exits = running.shares.iter().enumerate().map(|(i, share)| {
+            Box::pin(async move {
+                share.exited().await;
+                i
+            })
+        });
+        futures_util::future::select_all(exits).await.0
     };
     tokio::select! {
         _ = running.stop.notified() => tracing::info!("stop requested"),
@@ -439,6 +498,11 @@ async fn serve_until_stopped(running: Arc<Running>) {
         _ = backend_exit => {
             tracing::error!("the vsock backend exited");
             running.set_state(State::Failed, Some("the vsock backend exited; the VM was stopped".into()));
+        }
+        i = share_exit => {
+            let path = running.machine.config.mounts.get(i).map(|m| m.path.display().to_string()).unwrap_or_default();
+            tracing::error!(share = %path, "a share's virtiofsd exited");
+            running.set_state(State::Failed, Some(format!("the virtiofsd serving {path} exited; the VM was stopped (see `vmctl machine logs`)")));
         }
     }
     api.abort();
@@ -475,6 +539,7 @@ async fn shut_down(running: &Running) {
     if let Some(backend) = &running.backend {
         backend.terminate(Duration::from_secs(2)).await;
     }
+    boot::stop_shares(&running.shares).await;
     let state = running.status().state;
     if state != State::Failed {
         running.set_state(State::Stopped, None);
@@ -495,6 +560,10 @@ fn cleanup_files(paths: &crate::machine::MachinePaths) {
         paths.boot_secret(),
     ] {
         let _ = std::fs::remove_file(file);
+    }
+    for i in 0..crate::shares::MAX_SHARES {
+        let _ = std::fs::remove_file(paths.share_socket(i));
+        let _ = std::fs::remove_file(paths.share_pid(i));
     }
 }
 

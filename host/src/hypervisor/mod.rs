@@ -51,6 +51,10 @@ pub struct VmSpec {
     /// every container can read) nor in an argv other local users can read.
     /// QEMU: the fw_cfg file `vmctl_proto::auth::FW_CFG_NAME`.
     pub secret: PathBuf,
+    /// The desktop directories the guest mounts (the command line already
+    /// names each one). QEMU: a `vhost-user-fs-pci` device on each one's
+    /// virtiofsd socket; VZ: its own virtio-fs devices.
+    pub shares: Vec<crate::shares::ShareDevice>,
 }
 
 /// How the guest's vsock device is provided.
@@ -178,6 +182,11 @@ pub trait Hypervisor: Send + Sync {
     /// connections to host port P on `<socket>_P` (VZ): then no vsock
     /// backend runs and the daemon's transport is hybrid vsock on it.
     fn vsock_in_vmm(&self) -> bool {
+        false
+    }
+    /// Whether the VMM serves the shares itself (VZ); otherwise the daemon
+    /// starts a virtiofsd per share before the VMM.
+    fn shares_in_vmm(&self) -> bool {
         false
     }
 }

@@ -171,6 +171,16 @@ impl Qemu {
                     .arg(format!("vhost-vsock-pci,guest-cid={cid}"));
             }
         }
+        for (i, share) in spec.shares.iter().enumerate() {
+            cmd.arg("-chardev").arg(format!(
+                "socket,id=share{i},path={}",
+                qemu_option_value(&share.socket)
+            ));
+            cmd.arg("-device").arg(format!(
+                "vhost-user-fs-pci,chardev=share{i},tag={},queue-size=1024",
+                share.tag
+            ));
+        }
         // By file, not `string=`: QEMU's argv is readable by every local user.
         cmd.arg("-fw_cfg").arg(format!(
             "name={},file={}",
@@ -382,6 +392,7 @@ mod tests {
             control_socket: dir.join("qmp.sock"),
             vsock: VsockDevice::Kernel { cid: 7 },
             secret: secret_file,
+            shares: Vec::new(),
         }
     }
 

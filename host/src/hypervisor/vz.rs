@@ -4,7 +4,7 @@
 //!
 //! [`Vz::launch`] maps the [`VmSpec`] to a `vmctl_vz::VzConfig` (the same
 //! kernel command line as QEMU's, `console=hvc0`, the secret by vsock, the
-//! user's home shared at the same path), writes it as `vz.json` beside the
+//! machine's shares by VZ's virtio-fs devices), writes it as `vz.json` beside the
 //! pid file, and starts the VMM detached (a process group of its own, its
 //! output appended to the machine's log, its pid in the pid file).
 //!
@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use vmctl_vz::config::Share;
 use vmctl_vz::protocol::VmState;
 use vmctl_vz::{VzConfig, VzParts};
 
@@ -84,7 +85,16 @@ impl Vz {
     }
 
     fn config(spec: &VmSpec) -> Result<VzConfig, HypervisorError> {
-        let home = directories::BaseDirs::new().map(|dirs| dirs.home_dir().to_owned());
+        let shares: Vec<Share> = spec
+            .shares
+            .iter()
+            .map(|share| Share {
+                tag: share.tag.clone(),
+                host_path: share.path.clone(),
+                guest_path: share.path.clone(),
+                read_only: share.read_only,
+            })
+            .collect();
         let host_ports = [vmctl_proto::VSOCK_PORT_HOST_PORTS];
         let parts = VzParts {
             name: &spec.name,
@@ -97,7 +107,7 @@ impl Vz {
             console_log: &spec.console_log,
             socket: &spec.control_socket,
             secret: &spec.secret,
-            home: home.as_deref(),
+            shares: &shares,
             host_ports: &host_ports,
         };
         VzConfig::from_parts(&parts).map_err(|e| HypervisorError::Configure {
@@ -191,6 +201,10 @@ impl Hypervisor for Vz {
     }
 
     fn vsock_in_vmm(&self) -> bool {
+        true
+    }
+
+    fn shares_in_vmm(&self) -> bool {
         true
     }
 }
@@ -334,6 +348,7 @@ mod tests {
             control_socket: dir.join("vm.vsock"),
             vsock: super::super::VsockDevice::Kernel { cid: 3 },
             secret: dir.join("vm.secret"),
+            shares: Vec::new(),
         }
     }
 

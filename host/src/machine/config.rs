@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::MachineError;
 use crate::binaries::GuestArch;
+use crate::shares::Mount;
 
 /// Smallest memory a VM is given: the kernel, the engine and a container.
 pub const MIN_MEMORY_MIB: u64 = 256;
@@ -41,6 +42,10 @@ pub struct MachineConfig {
     /// the desktop's own ([`MachineConfig::arch`]).
     #[serde(default, rename = "arch", skip_serializing_if = "Option::is_none")]
     pub guest_arch: Option<GuestArch>,
+    /// Desktop directories the VM mounts at the same path (machines made
+    /// before shares existed get the defaults).
+    #[serde(default = "crate::shares::default_mounts")]
+    pub mounts: Vec<Mount>,
 }
 
 impl MachineConfig {
@@ -70,6 +75,7 @@ impl Default for MachineConfig {
             registry_mirrors: Vec::new(),
             insecure_registries: Vec::new(),
             guest_arch: None,
+            mounts: crate::shares::default_mounts(),
         }
     }
 }
@@ -107,6 +113,11 @@ pub struct SizeFlags {
     /// another than the desktop's runs under emulation. Only at `init`.
     #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
     pub arch: Option<GuestArch>,
+    /// A desktop directory the VM mounts at the same path (`PATH`, or
+    /// `PATH:ro` read-only); repeat for more. Replaces the list (default:
+    /// the home directory); `--mount none` shares nothing.
+    #[arg(long = "mount", value_name = "PATH[:ro]")]
+    pub mounts: Vec<String>,
 }
 
 fn parse_arch(name: &str) -> Result<GuestArch, String> {
@@ -123,6 +134,7 @@ impl SizeFlags {
             && self.registry_mirrors.is_empty()
             && self.insecure_registries.is_empty()
             && self.arch.is_none()
+            && self.mounts.is_empty()
     }
 
     /// Whether these flags change what only a stopped machine can change
@@ -234,6 +246,10 @@ impl SizeFlags {
         }
         if !self.insecure_registries.is_empty() {
             config.insecure_registries = self.insecure_registries.clone();
+        }
+        if !self.mounts.is_empty() {
+            config.mounts =
+                crate::shares::parse_flags(&self.mounts).map_err(MachineError::BadFlag)?;
         }
         Ok(config)
     }

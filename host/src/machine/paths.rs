@@ -137,6 +137,13 @@ impl MachinePaths {
     pub fn vsock_socket(&self) -> PathBuf {
         self.run.join("vm.vsock")
     }
+    /// The vhost-user socket of share `index`'s virtiofsd (QEMU).
+    pub fn share_socket(&self, index: usize) -> PathBuf {
+        self.run.join(format!("share-{index}.sock"))
+    }
+    pub fn share_pid(&self, index: usize) -> PathBuf {
+        self.run.join(format!("share-{index}.pid"))
+    }
     /// What the daemon says about the VM (state, accelerator, boot time).
     pub fn status(&self) -> PathBuf {
         self.run.join("status.json")

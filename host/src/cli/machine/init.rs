@@ -18,13 +18,14 @@ pub fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
     let machine = Machine::create(roots, &args.name, config)?;
     let c = &machine.config;
     println!(
-        "machine {} created: {} CPUs, {} MiB memory, {} GiB disk, {}, allow-lan-ports {}",
+        "machine {} created: {} CPUs, {} MiB memory, {} GiB disk, {}, allow-lan-ports {}, shares: {}",
         args.name,
         c.cpus,
         c.memory_mib,
         c.disk_gib,
         c.arch(),
-        c.allow_lan_ports
+        c.allow_lan_ports,
+        crate::shares::describe(&c.mounts),
     );
     Ok(0)
 }

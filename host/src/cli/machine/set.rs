@@ -28,13 +28,14 @@ pub async fn run(roots: &Roots, args: Args) -> Result<i32, MachineCliError> {
     machine.config = args.settings.apply(machine.config.clone())?;
     machine.save()?;
     println!(
-        "machine {}: {} CPUs, {} MiB memory, {} GiB disk, port-bind-address {}, allow-lan-ports {}",
+        "machine {}: {} CPUs, {} MiB memory, {} GiB disk, port-bind-address {}, allow-lan-ports {}, shares: {}",
         args.name,
         machine.config.cpus,
         machine.config.memory_mib,
         machine.config.disk_gib,
         machine.config.port_bind_address,
         machine.config.allow_lan_ports,
+        crate::shares::describe(&machine.config.mounts),
     );
     Ok(0)
 }

@@ -61,6 +61,21 @@ fn print(machine: &Machine, status: &VmStatus) {
             "refused (allow-lan-ports=false)"
         }
     );
+    if c.mounts.is_empty() {
+        println!("shares:       none (`vmctl machine set --mount PATH` shares a directory)");
+    }
+    for (i, mount) in c.mounts.iter().enumerate() {
+        let label = if i == 0 { "shares:" } else { "" };
+        println!("{label:<14}{mount}");
+    }
+    if let Some((used, apparent)) = disk_sizes(&machine.paths.disk()) {
+        println!(
+            "disk file:    {} used on the desktop, {} apparent ({})",
+            human_size(used),
+            human_size(apparent),
+            machine.paths.disk().display()
+        );
+    }
     if running {
         println!(
             "hypervisor:   {} ({})",
@@ -83,5 +98,46 @@ fn print(machine: &Machine, status: &VmStatus) {
     }
     if let Some(error) = status.error.as_deref().filter(|_| !running) {
         println!("last error:   {error}");
+    }
+}
+
+/// The disk file's blocks in use on the desktop and its apparent length:
+/// what deleting in the VM gives back (discard punches holes) and what the
+/// VM sees.
+fn disk_sizes(disk: &std::path::Path) -> Option<(u64, u64)> {
+    let meta = std::fs::metadata(disk).ok()?;
+    #[cfg(unix)]
+    let used = {
+        use std::os::unix::fs::MetadataExt;
+        meta.blocks() * 512
+    };
+    #[cfg(not(unix))]
+    let used = meta.len();
+    Some((used, meta.len()))
+}
+
+/// Bytes in binary units, one decimal.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(super::human_size(512), "512 B");
+        assert_eq!(super::human_size(1536), "1.5 KiB");
+        assert_eq!(super::human_size(20 << 30), "20.0 GiB");
     }
 }

@@ -25,9 +25,10 @@
 //! root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
 //! RESOLVE_NO_XDEV)`: a symlink anywhere on the way, a `..` or another
 //! mount refuse the path, so nothing outside the share is ever opened. Only
-//! a regular file is opened, through its own descriptor (`/proc/self/fd`,
-//! no second lookup), non-blocking, without taking a terminal, so a FIFO
-//! or a device swapped in never hangs or reaches anything.
+//! what an `O_PATH` look found to be a regular file is opened, the same
+//! way again (a fresh lookup: see [`Raiser::raise`]), non-blocking and
+//! without taking a terminal, so a FIFO swapped in between never hangs the
+//! service (shares are `nodev`: a device node opens nothing).
 //!
 //! It runs in the forwarder process (`/init vm-forward`), which needs
 //! nothing from the engine either: blocking filesystem calls go to tokio's
@@ -151,38 +152,40 @@ impl Raiser {
         if inside.as_os_str().is_empty() {
             return Err(Skipped::Directory(path.to_owned()));
         }
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV,
-            );
-        let found = nix::fcntl::openat2(root.fd.as_raw_fd(), inside, how).map_err(|source| {
-            Skipped::Resolve {
-                path: path.to_owned(),
-                source,
-            }
-        })?;
-        // SAFETY: openat2 just returned this descriptor; nothing else owns it.
-        let found = unsafe { OwnedFd::from_raw_fd(found) };
-        let kind = nix::sys::stat::fstat(found.as_raw_fd())
-            .map(|stat| SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT)
-            .map_err(|source| Skipped::Open {
+        let skipped_open = |source| Skipped::Open {
+            path: path.to_owned(),
+            source,
+        };
+        // First a look (O_PATH opens nothing): only a regular file goes on.
+        let found =
+            open_beneath(root, inside, OFlag::O_PATH).map_err(|source| Skipped::Resolve {
                 path: path.to_owned(),
                 source,
             })?;
-        if kind == SFlag::S_IFDIR {
-            return Err(Skipped::Directory(path.to_owned()));
+        match file_type(&found).map_err(skipped_open)? {
+            SFlag::S_IFDIR => return Err(Skipped::Directory(path.to_owned())),
+            SFlag::S_IFREG => {}
+            _ => return Err(Skipped::NotRegular(path.to_owned())),
         }
-        if kind != SFlag::S_IFREG {
+        drop(found);
+        // Then the open itself, resolved again rather than reopened through
+        // the look's descriptor: after the desktop replaced the file (an
+        // atomic save) the VM's cached name still leads to the old inode,
+        // whose open virtiofsd answers ESTALE, and only an open by path
+        // makes the kernel look the name up afresh and retry.
+        let base = OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let (file, raised) = match open_beneath(root, inside, OFlag::O_WRONLY | base) {
+            Ok(file) => (file, Raised::Written),
+            Err(_) => (
+                open_beneath(root, inside, OFlag::O_RDONLY | base).map_err(skipped_open)?,
+                Raised::Read,
+            ),
+        };
+        // Swapped for something else in between: opened without blocking,
+        // closed untouched.
+        if file_type(&file).map_err(skipped_open)? != SFlag::S_IFREG {
             return Err(Skipped::NotRegular(path.to_owned()));
         }
-        let (file, raised) = reopen(&found).map_err(|source| Skipped::Open {
-            path: path.to_owned(),
-            source,
-        })?;
         same_mode_again(&file);
         drop(file);
         Ok(raised)
@@ -205,20 +208,25 @@ impl Raiser {
     }
 }
 
-/// Opens the file `found` refers to, for writing if it can be, else for
-/// reading; never blocks, never takes a terminal, never truncates.
-fn reopen(found: &OwnedFd) -> Result<(OwnedFd, Raised), Errno> {
-    let own = format!("/proc/self/fd/{}", found.as_raw_fd());
-    let base = OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    let (fd, raised) = match nix::fcntl::open(own.as_str(), OFlag::O_WRONLY | base, Mode::empty()) {
-        Ok(fd) => (fd, Raised::Written),
-        Err(_) => (
-            nix::fcntl::open(own.as_str(), OFlag::O_RDONLY | base, Mode::empty())?,
-            Raised::Read,
-        ),
-    };
-    // SAFETY: open just returned this descriptor; nothing else owns it.
-    Ok((unsafe { OwnedFd::from_raw_fd(fd) }, raised))
+/// `inside` opened with `flags` from `root`, never leaving it: no
+/// symlink, no `..` above it, no other mount on the way.
+fn open_beneath(root: &Root, inside: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let fd = nix::fcntl::openat2(root.fd.as_raw_fd(), inside, how)?;
+    // SAFETY: openat2 just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn file_type(fd: &OwnedFd) -> Result<SFlag, Errno> {
+    nix::sys::stat::fstat(fd.as_raw_fd())
+        .map(|stat| SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT)
 }
 
 /// Sets `file`'s mode to the one the desktop has now: `IN_ATTRIB`, nothing

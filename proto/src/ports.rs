@@ -76,6 +76,12 @@ pub struct PortBinding {
     pub container_id: String,
     /// The container's name, without the leading `/`.
     pub container_name: String,
+    /// Published without a `HostIp`: `host_ip` is the engine's default (in
+    /// the VM, the machine's `port-bind-address`). On `127.0.0.1` the
+    /// desktop then listens on `[::1]` as well, as Docker Desktop does; an
+    /// address given explicitly is used exactly.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default_address: bool,
 }
 
 /// The whole list at one generation.
@@ -155,6 +161,7 @@ mod tests {
             container_port: 80,
             container_id: "c".repeat(64),
             container_name: "web".into(),
+            default_address: false,
         }
     }
 

@@ -80,6 +80,7 @@ impl Networks {
                 container_port: binding.container_port,
                 host_ip: binding.host_ip,
                 host_ports: binding.host_port..=binding.host_port,
+                default_address: binding.default_address,
             };
             match ports::reserve(&self.options.port_authority, &request, binding) {
                 Ok(reservation) => sandbox.reservations.push(reservation),

@@ -53,6 +53,8 @@ pub struct PortRequest {
     pub host_ip: IpAddr,
     /// `0..=0` asks for any free port.
     pub host_ports: std::ops::RangeInclusive<u16>,
+    /// No `HostIp` was given: `host_ip` is the engine's default.
+    pub default_address: bool,
 }
 
 /// Parses `80`, `80/udp` or `8000-8001/tcp` into ports and a protocol.
@@ -108,6 +110,7 @@ pub fn requests(
                     container_port: port,
                     host_ip: parse_host_ip(&binding.host_ip, default_ip)?,
                     host_ports,
+                    default_address: binding.host_ip.is_empty(),
                 });
             }
         }
@@ -124,6 +127,7 @@ pub fn requests(
                     container_port: port,
                     host_ip: default_ip,
                     host_ports: 0..=0,
+                    default_address: true,
                 });
             }
         }
@@ -413,6 +417,11 @@ mod tests {
         assert_eq!(got.len(), 4);
         assert_eq!(got[2].host_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(got[2].host_ports, 0..=0);
+        assert!(
+            !got[2].default_address,
+            "an explicit HostIp is kept as given"
+        );
+        assert!(got[1].default_address && got[1].host_ip == ANY);
         assert_eq!(got[3].host_ports, 9000..=9010);
         assert_eq!(got[0].protocol, Protocol::Udp);
         let bad = host_config(&[("http/tcp", "", "80")]);
@@ -439,6 +448,10 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].container_port, 443);
         assert_eq!(got[1].host_ports, 0..=0);
+        assert!(
+            got[1].default_address,
+            "-P publishes on the default address"
+        );
     }
 
     #[test]
@@ -448,6 +461,7 @@ mod tests {
             container_port: 80,
             host_ip: "127.0.0.1".parse().unwrap(),
             host_ports: 0..=0,
+            default_address: false,
         };
         let first = reserve_locally(&request).unwrap();
         assert_ne!(first.port, 0, "the kernel picked a port");
@@ -481,6 +495,7 @@ mod tests {
             container_port: 80,
             container_id: "a".repeat(64),
             container_name: "web".into(),
+            default_address: false,
         };
         table.add(&[binding(9000), binding(8000)]);
         table.add(&[binding(8000)]);
@@ -507,6 +522,7 @@ mod tests {
             container_port: 53,
             container_id: "b".repeat(64),
             container_name: "dns".into(),
+            default_address: false,
         };
         for port in 1000..1400 {
             table.add(&[binding(port)]);

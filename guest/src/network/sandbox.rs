@@ -287,6 +287,7 @@ impl Networks {
                 container_port: request.container_port,
                 container_id: sandbox.container_id.clone(),
                 container_name: sandbox.name.clone(),
+                default_address: request.default_address,
             };
             let reservation = ports::reserve(&self.options.port_authority, request, &binding)
                 .map_err(|source| NetworkError::Port {

@@ -2,13 +2,16 @@
 //!
 //! [`api`] forwards the Docker API endpoint (a unix socket, or a named pipe
 //! on Windows: `crate::endpoint`). [`ports`] keeps one desktop
-//! listener per published port and manual rule ([`tcp`], [`udp`]), fed by
+//! listener per published port and manual rule ([`listener`], [`tcp`],
+//! [`udp`]; on `127.0.0.1` by default also `[::1]`: [`dual_stack`]), fed by
 //! the guest's reservations ([`host_ports`]) and its port list ([`watch`]).
 
 pub mod api;
+pub mod dual_stack;
 pub mod gate;
 pub mod holder;
 pub mod host_ports;
+pub mod listener;
 pub mod policy;
 pub mod ports;
 pub mod stats;

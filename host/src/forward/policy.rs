@@ -240,6 +240,7 @@ mod tests {
             container_port: 18999,
             container_id: "c".repeat(64),
             container_name: "c".into(),
+            default_address: false,
         }
     }
 

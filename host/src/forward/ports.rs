@@ -17,6 +17,10 @@
 //! applied on the first two paths: at reservation, at every reconcile and
 //! sweep (so a changed `allow-lan-ports` closes what it now forbids), and
 //! for each connection ([`super::gate`]). Manual rules are the user's own.
+//!
+//! A forward on `127.0.0.1` reached by default (no address given) also
+//! listens on `[::1]` when it can ([`super::dual_stack`]); both sockets are
+//! opened, shown and closed together.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -24,18 +28,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
 use vmctl_proto::forward::{HostPortResponse, Origin};
 use vmctl_proto::ports::{PortBinding, PortBindingList, Protocol};
 
+use super::dual_stack::{self, Twin, TwinInfo};
 use super::gate::Gate;
+use super::listener::{self, Listener};
+pub use super::listener::{BindRefusal, IN_USE};
 use super::policy::{self, TokenBucket};
 use super::stats::{Stats, StatsSnapshot};
 use crate::machine::port_rules::{overlaps, PortRule};
 use crate::vsock::VsockTransport;
 
-/// What the guest hears when a desktop program holds the port.
-pub const IN_USE: &str = "port is already in use on the desktop";
+/// How many ports a reservation of "any port" tries for one that is free
+/// on `[::1]` too, before it settles for IPv4 alone.
+const TWIN_TRIES: usize = 8;
 
 /// How long a reservation waits for the engine's list to show it.
 const PENDING: Duration = Duration::from_secs(60);
@@ -56,17 +63,13 @@ struct Entry {
     source: Source,
     target: SocketAddr,
     stats: Arc<Stats>,
-    task: Option<JoinHandle<()>>,
+    /// Dropped with the entry, closing the socket.
+    listener: Option<Listener>,
     /// Why there is no listener (the bind failed; retried by [`Forwarder::sweep`]).
     error: Option<String>,
-}
-
-impl Drop for Entry {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
+    /// The `[::1]` twin of a default loopback forward ([`dual_stack`]);
+    /// `None` when none is wanted or the IPv4 listener is missing.
+    twin: Option<Twin>,
 }
 
 /// One forward as `vmctl port ls` shows it.
@@ -85,15 +88,10 @@ pub struct ForwardInfo {
     pub pending: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The `[::1]` twin, when the forward wants one: listening, or why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twin: Option<TwinInfo>,
     pub stats: StatsSnapshot,
-}
-
-/// Why a desktop port could not be had.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindRefusal {
-    pub message: String,
-    /// Someone else has it (worth trying the next port of a range).
-    pub taken: bool,
 }
 
 pub struct Forwarder {
@@ -198,11 +196,12 @@ impl Forwarder {
             }
         }
         let target = target_of(binding);
-        match self.listen(key, target, Origin::Published) {
-            Ok((port, task, stats)) => {
+        let twin = dual_stack::wanted(binding.host_ip, binding.default_address);
+        match self.listen_pair(&entries, key, target, Origin::Published, twin) {
+            Ok((port, listener, stats, twin)) => {
                 let mut binding = binding.clone();
                 binding.host_port = port;
-                tracing::info!(address = %address_text(binding.host_ip, port), protocol = %binding.protocol, container = %binding.container_name, "port reserved");
+                tracing::info!(address = %address_text(binding.host_ip, port), protocol = %binding.protocol, container = %binding.container_name, ipv6_loopback = twin.as_ref().is_some_and(Twin::listening), "port reserved");
                 entries.insert(
                     key_of(&binding),
                     Entry {
@@ -212,8 +211,9 @@ impl Forwarder {
                         },
                         target,
                         stats,
-                        task: Some(task),
+                        listener: Some(listener),
                         error: None,
+                        twin,
                     },
                 );
                 HostPortResponse {
@@ -266,11 +266,18 @@ impl Forwarder {
                 continue;
             }
             let target = target_of(binding);
-            let (task, stats, error) = match self.listen(key, target, Origin::Published) {
-                Ok((_, task, stats)) => (Some(task), stats, None),
+            let twin = dual_stack::wanted(binding.host_ip, binding.default_address);
+            let (listener, stats, error, twin) = match self.listen_pair(
+                &entries,
+                key,
+                target,
+                Origin::Published,
+                twin,
+            ) {
+                Ok((_, listener, stats, twin)) => (Some(listener), stats, None, twin),
                 Err(refusal) => {
                     tracing::warn!(address = %address_text(key.1, key.2), error = %refusal.message, "cannot listen for a published port");
-                    (None, Arc::default(), Some(refusal.message))
+                    (None, Arc::default(), Some(refusal.message), None)
                 }
             };
             entries.insert(
@@ -282,8 +289,9 @@ impl Forwarder {
                     },
                     target,
                     stats,
-                    task,
+                    listener,
                     error,
+                    twin,
                 },
             );
         }
@@ -312,7 +320,7 @@ impl Forwarder {
 
     /// Drops expired reservations and published ports the policy now
     /// refuses (a changed `allow-lan-ports`), and retries listeners whose
-    /// bind failed.
+    /// bind failed, `[::1]` twins whose port was taken included.
     pub fn sweep(&self) {
         let mut entries = self.entries();
         let now = Instant::now();
@@ -335,16 +343,48 @@ impl Forwarder {
             .map(|(k, _)| *k)
             .collect();
         for key in failed {
-            let Some((target, origin)) = entries.get(&key).map(|e| (e.target, e.origin())) else {
+            let Some((target, origin, twin)) = entries
+                .get(&key)
+                .map(|e| (e.target, e.origin(), e.wants_twin(key)))
+            else {
                 continue;
             };
-            if let Ok((_, task, stats)) = self.listen(key, target, origin) {
+            if let Ok((_, listener, stats, twin)) =
+                self.listen_pair(&entries, key, target, origin, twin)
+            {
                 if let Some(entry) = entries.get_mut(&key) {
                     tracing::info!(address = %address_text(key.1, key.2), "listening at last");
-                    entry.task = Some(task);
+                    entry.listener = Some(listener);
                     entry.stats = stats;
                     entry.error = None;
+                    entry.twin = twin;
                 }
+            }
+        }
+        self.retry_twins(&mut entries);
+    }
+
+    /// Tries again the `[::1]` twins whose port was taken; quiet until one
+    /// listens.
+    fn retry_twins(&self, entries: &mut BTreeMap<Key, Entry>) {
+        let waiting: Vec<Key> = entries
+            .iter()
+            .filter(|(_, e)| e.twin.as_ref().is_some_and(Twin::worth_retrying))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in waiting {
+            let twin_key = (key.0, dual_stack::TWIN_IP, key.2);
+            if holder(entries, twin_key, None).is_some() {
+                continue;
+            }
+            let Some(entry) = entries.get_mut(&key) else {
+                continue;
+            };
+            let route = self.route(SocketAddr::new(key.1, key.2), entry.target, entry.origin());
+            let transport = self.transport.clone();
+            if let Ok(twin) = Twin::bind(key.0, key.2, route, transport, entry.stats.clone()) {
+                tracing::info!(address = %address_text(twin_key.1, key.2), "localhost on IPv6 listening at last");
+                entry.twin = Some(twin);
             }
         }
     }
@@ -357,16 +397,19 @@ impl Forwarder {
             return Err(refusal);
         }
         let target = rule.target();
-        let (_, task, stats) = self.listen(key, target, Origin::Rule)?;
-        tracing::info!(rule = %rule.name, address = %address_text(key.1, key.2), "port rule added");
+        let twin = dual_stack::wanted(rule.host_ip, rule.default_address);
+        let (_, listener, stats, twin) =
+            self.listen_pair(&entries, key, target, Origin::Rule, twin)?;
+        tracing::info!(rule = %rule.name, address = %address_text(key.1, key.2), ipv6_loopback = twin.as_ref().is_some_and(Twin::listening), "port rule added");
         entries.insert(
             key,
             Entry {
                 source: Source::Rule(rule),
                 target,
                 stats,
-                task: Some(task),
+                listener: Some(listener),
                 error: None,
+                twin,
             },
         );
         Ok(())
@@ -404,46 +447,62 @@ impl Forwarder {
                     container,
                     pending,
                     error: entry.error.clone(),
+                    twin: entry.twin.as_ref().map(|twin| twin.info(*host_port)),
                     stats: entry.stats.snapshot(),
                 }
             })
             .collect()
     }
 
-    /// Binds the desktop socket for `key` and starts serving it.
-    fn listen(
-        &self,
-        key: Key,
-        target: SocketAddr,
-        origin: Origin,
-    ) -> Result<(u16, JoinHandle<()>, Arc<Stats>), BindRefusal> {
-        let (protocol, ip, port) = key;
-        let socket = bind(protocol, ip, port).map_err(|e| refusal(ip, port, e))?;
-        let bound = local_port(&socket).unwrap_or(port);
-        let stats = Arc::new(Stats::default());
-        let transport = self.transport.clone();
-        let route = super::Route {
-            listen: SocketAddr::new(ip, bound),
+    /// What a listener on `listen` passes its connections to.
+    fn route(&self, listen: SocketAddr, target: SocketAddr, origin: Origin) -> super::Route {
+        super::Route {
+            listen,
             target,
             origin,
             gate: self.gate.clone(),
-        };
-        let io = |e: std::io::Error| refusal(ip, port, e);
-        let task = match protocol {
-            Protocol::Tcp => {
-                let listener = std::net::TcpListener::from(socket);
-                listener.set_nonblocking(true).map_err(io)?;
-                let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
-                tokio::spawn(super::tcp::serve(listener, route, transport, stats.clone()))
+        }
+    }
+
+    /// Binds the desktop socket for `key` (port 0: any free one) and starts
+    /// serving it; with `twin`, also `[::1]` on the same port when it can
+    /// be had (see [`dual_stack`]). A reservation of any port looks a few
+    /// times for one free on both.
+    fn listen_pair(
+        &self,
+        entries: &BTreeMap<Key, Entry>,
+        key: Key,
+        target: SocketAddr,
+        origin: Origin,
+        twin: bool,
+    ) -> Result<(u16, Listener, Arc<Stats>, Option<Twin>), BindRefusal> {
+        let (protocol, ip, port) = key;
+        let tries = if twin && port == 0 { TWIN_TRIES } else { 1 };
+        for attempt in 1..=tries {
+            let stats = Arc::new(Stats::default());
+            let route = self.route(SocketAddr::new(ip, port), target, origin);
+            let (bound, listener) =
+                listener::open(protocol, route, self.transport.clone(), stats.clone())
+                    .map_err(|e| listener::refusal(ip, port, e))?;
+            if !twin {
+                return Ok((bound, listener, stats, None));
             }
-            Protocol::Udp => {
-                let socket = std::net::UdpSocket::from(socket);
-                socket.set_nonblocking(true).map_err(io)?;
-                let socket = tokio::net::UdpSocket::from_std(socket).map_err(io)?;
-                tokio::spawn(super::udp::serve(socket, route, transport, stats.clone()))
+            let twin_key = (protocol, dual_stack::TWIN_IP, bound);
+            let pair = match holder(entries, twin_key, None) {
+                Some(by) => Twin::unavailable(format!("held by {by}"), true),
+                None => Twin::open(
+                    protocol,
+                    bound,
+                    self.route(SocketAddr::new(ip, bound), target, origin),
+                    self.transport.clone(),
+                    stats.clone(),
+                ),
+            };
+            if pair.listening() || !pair.worth_retrying() || attempt == tries {
+                return Ok((bound, listener, stats, Some(pair)));
             }
-        };
-        Ok((bound, task, stats))
+        }
+        unreachable!("the last try returns")
     }
 }
 
@@ -454,6 +513,48 @@ impl Entry {
             Source::Rule(_) => Origin::Rule,
         }
     }
+
+    /// Whether this forward, on `key`, wants a `[::1]` twin.
+    fn wants_twin(&self, key: Key) -> bool {
+        let default_address = match &self.source {
+            Source::Published { binding, .. } => binding.default_address,
+            Source::Rule(rule) => rule.default_address,
+        };
+        dual_stack::wanted(key.1, default_address)
+    }
+
+    /// The desktop sockets this forward holds, on `key`: its own and its
+    /// twin's.
+    fn held(&self, key: Key) -> impl Iterator<Item = Key> {
+        let twin = self
+            .twin
+            .as_ref()
+            .filter(|t| t.listening())
+            .map(|_| (key.0, dual_stack::TWIN_IP, key.2));
+        std::iter::once(key).chain(twin)
+    }
+}
+
+/// Who holds a socket that `key` would collide with, other than the
+/// forward of `owner` (a container id, on that very key).
+fn holder(entries: &BTreeMap<Key, Entry>, key: Key, owner: Option<&str>) -> Option<String> {
+    entries.iter().find_map(|(own_key, entry)| {
+        let collides = entry.held(*own_key).any(|held| overlaps(held, key));
+        if !collides {
+            return None;
+        }
+        match &entry.source {
+            Source::Published { binding, .. }
+                if Some(binding.container_id.as_str()) == owner && *own_key == key =>
+            {
+                None
+            }
+            Source::Published { binding, .. } => {
+                Some(format!("container {}", binding.container_name))
+            }
+            Source::Rule(rule) => Some(format!("port rule {}", rule.name)),
+        }
+    })
 }
 
 /// Published ports held now (pending ones included).
@@ -475,14 +576,7 @@ fn refused(refusal: BindRefusal) -> HostPortResponse {
 
 /// A held socket that `key` would collide with (another owner's).
 fn conflict(entries: &BTreeMap<Key, Entry>, key: Key, owner: &str) -> Option<BindRefusal> {
-    let (other_key, entry) = entries.iter().find(|(k, _)| overlaps(**k, key))?;
-    let by = match &entry.source {
-        Source::Published { binding, .. } if binding.container_id == owner && *other_key == key => {
-            return None
-        }
-        Source::Published { binding, .. } => format!("container {}", binding.container_name),
-        Source::Rule(rule) => format!("port rule {}", rule.name),
-    };
+    let by = holder(entries, key, Some(owner))?;
     Some(BindRefusal {
         message: format!(
             "Bind for {} failed: port is already allocated (by {by})",
@@ -490,65 +584,6 @@ fn conflict(entries: &BTreeMap<Key, Entry>, key: Key, owner: &str) -> Option<Bin
         ),
         taken: true,
     })
-}
-
-/// Docker's wording. The guest hears only that the port is in use, never
-/// which desktop process holds it (`vmctl run` looks that up itself).
-fn refusal(ip: IpAddr, port: u16, error: std::io::Error) -> BindRefusal {
-    let address = address_text(ip, port);
-    match error.kind() {
-        std::io::ErrorKind::AddrInUse => BindRefusal {
-            message: format!("Bind for {address} failed: {IN_USE}"),
-            taken: true,
-        },
-        std::io::ErrorKind::AddrNotAvailable => BindRefusal {
-            message: format!("Bind for {address} failed: {ip} is not an address of this desktop"),
-            taken: false,
-        },
-        std::io::ErrorKind::PermissionDenied => BindRefusal {
-            message: format!(
-                "Bind for {address} failed: permission denied (ports below 1024 need privileges on the desktop)"
-            ),
-            taken: false,
-        },
-        _ => BindRefusal {
-            message: format!("Bind for {address} failed: {error}"),
-            taken: false,
-        },
-    }
-}
-
-/// A socket bound to `ip:port` (TCP: listening), not inherited by child
-/// processes. `::` takes IPv6 only, so every address means exactly what it
-/// says.
-fn bind(protocol: Protocol, ip: IpAddr, port: u16) -> std::io::Result<socket2::Socket> {
-    use socket2::{Domain, Socket, Type};
-    let address = SocketAddr::new(ip, port);
-    let kind = match protocol {
-        Protocol::Tcp => Type::STREAM,
-        Protocol::Udp => Type::DGRAM,
-    };
-    // socket2 opens it close-on-exec (unix) or not inheritable (Windows).
-    let socket = Socket::new(Domain::for_address(address), kind, None)?;
-    if ip.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    // A listener of a container that was just removed may leave TIME_WAIT
-    // connections behind; they must not block the port. Windows never lets
-    // them block it, and its SO_REUSEADDR would let another program bind
-    // the same port at once: unix only.
-    if protocol == Protocol::Tcp && cfg!(unix) {
-        socket.set_reuse_address(true)?;
-    }
-    socket.bind(&address.into())?;
-    if protocol == Protocol::Tcp {
-        socket.listen(1024)?;
-    }
-    Ok(socket)
-}
-
-fn local_port(socket: &socket2::Socket) -> Option<u16> {
-    socket.local_addr().ok()?.as_socket().map(|a| a.port())
 }
 
 #[cfg(test)]
@@ -565,6 +600,7 @@ mod tests {
             container_port: 80,
             container_id: container.repeat(64),
             container_name: container.into(),
+            default_address: false,
         }
     }
 
@@ -731,6 +767,7 @@ mod tests {
             host_ip: "0.0.0.0".parse().unwrap(),
             host_port: reserved,
             guest_port: 80,
+            default_address: false,
         };
         let refusal = forwarder.add_rule(rule.clone()).unwrap_err();
         assert!(
@@ -752,5 +789,203 @@ mod tests {
             .unwrap();
         assert!(forwarder.remove_rule("web"));
         assert!(!forwarder.remove_rule("web"));
+    }
+
+    /// Whether this desktop has an IPv6 loopback; the `[::1]` tests skip
+    /// loudly without one.
+    fn ipv6_loopback() -> bool {
+        let there = std::net::TcpListener::bind("[::1]:0").is_ok();
+        if !there {
+            eprintln!("SKIPPED: no IPv6 loopback on this desktop");
+        }
+        there
+    }
+
+    /// A port free on both loopbacks, for `protocol`.
+    fn free_on_both(protocol: Protocol) -> u16 {
+        loop {
+            let port = match protocol {
+                Protocol::Tcp => std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port(),
+                Protocol::Udp => std::net::UdpSocket::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port(),
+            };
+            if bindable(protocol, "[::1]", port) {
+                return port;
+            }
+        }
+    }
+
+    fn bindable(protocol: Protocol, ip: &str, port: u16) -> bool {
+        let address = format!("{ip}:{port}");
+        match protocol {
+            Protocol::Tcp => std::net::TcpListener::bind(&address).is_ok(),
+            Protocol::Udp => std::net::UdpSocket::bind(&address).is_ok(),
+        }
+    }
+
+    fn by_default(container: &str, port: u16, protocol: Protocol) -> PortBinding {
+        PortBinding {
+            protocol,
+            default_address: true,
+            ..binding(container, port)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_default_loopback_port_listens_on_ipv6_loopback_too() {
+        if !ipv6_loopback() {
+            return;
+        }
+        let forwarder = Forwarder::new(Arc::new(NoGuest));
+        for protocol in [Protocol::Tcp, Protocol::Udp] {
+            let port = free_on_both(protocol);
+            let answer = forwarder.reserve(&by_default("a", port, protocol));
+            assert!(answer.ok, "{answer:?}");
+            assert!(!bindable(protocol, "127.0.0.1", port), "{protocol}");
+            assert!(!bindable(protocol, "[::1]", port), "{protocol}: the twin");
+            let listed = forwarder.list();
+            let shown = listed.iter().find(|f| f.protocol == protocol).unwrap();
+            let twin = shown.twin.clone().expect("a twin");
+            assert_eq!(twin.error, None);
+            assert_eq!(
+                dual_stack::addresses_text(SocketAddr::new(shown.host_ip, port), Some(&twin)),
+                format!("127.0.0.1:{port}, [::1]:{port}")
+            );
+            // Closing the port closes both.
+            forwarder.release(&by_default("a", port, protocol));
+            tokio::task::yield_now().await;
+            assert!(
+                eventually(
+                    || bindable(protocol, "127.0.0.1", port) && bindable(protocol, "[::1]", port)
+                )
+                .await,
+                "{protocol}: both closed"
+            );
+        }
+        // Any port: one free on both is found.
+        let any = forwarder.reserve(&by_default("b", 0, Protocol::Tcp));
+        let port = any.host_port.unwrap();
+        assert!(!bindable(Protocol::Tcp, "[::1]", port));
+        assert_eq!(forwarder.list()[0].twin.as_ref().unwrap().error, None);
+    }
+
+    /// Polls `check` (each task switch lets aborted listeners close).
+    async fn eventually(check: impl Fn() -> bool) -> bool {
+        for _ in 0..500 {
+            if check() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn an_explicit_address_is_used_exactly() {
+        if !ipv6_loopback() {
+            return;
+        }
+        let forwarder = Forwarder::new(Arc::new(NoGuest));
+        let port = free_on_both(Protocol::Tcp);
+        assert!(forwarder.reserve(&binding("a", port)).ok);
+        assert!(!bindable(Protocol::Tcp, "127.0.0.1", port));
+        assert!(bindable(Protocol::Tcp, "[::1]", port), "no twin");
+        assert_eq!(forwarder.list()[0].twin, None);
+        // Nor anything but 127.0.0.1 reached by default: never `::`.
+        let wide = Forwarder::with_gate(
+            Arc::new(NoGuest),
+            Gate::fixed(policy::Settings {
+                allow_lan: true,
+                bind_address: "0.0.0.0".parse().unwrap(),
+                nic_subnet: None,
+            }),
+        );
+        let port = free_on_both(Protocol::Tcp);
+        let mut any = by_default("w", port, Protocol::Tcp);
+        any.host_ip = "0.0.0.0".parse().unwrap();
+        assert!(wide.reserve(&any).ok);
+        // (A listener on `::` would hold `[::1]` too.)
+        assert!(
+            bindable(Protocol::Tcp, "[::1]", port),
+            "nothing on :: or ::1"
+        );
+        assert_eq!(wide.list()[0].twin, None);
+    }
+
+    #[tokio::test]
+    async fn ipv6_loopback_taken_leaves_ipv4_serving_alone_and_says_so() {
+        if !ipv6_loopback() {
+            return;
+        }
+        let forwarder = Forwarder::new(Arc::new(NoGuest));
+        let port = free_on_both(Protocol::Tcp);
+        let blocker = std::net::TcpListener::bind(("::1", port)).unwrap();
+        let answer = forwarder.reserve(&by_default("a", port, Protocol::Tcp));
+        assert!(answer.ok, "IPv4 alone is enough: {answer:?}");
+        assert!(!bindable(Protocol::Tcp, "127.0.0.1", port));
+        let shown = forwarder.list().remove(0);
+        let twin = shown.twin.clone().unwrap();
+        assert_eq!(twin.error.as_deref(), Some("address in use"));
+        assert_eq!(
+            dual_stack::addresses_text(SocketAddr::new(shown.host_ip, port), Some(&twin)),
+            format!("127.0.0.1:{port} (::1 unavailable: address in use)")
+        );
+        // The port comes free: the sweep takes it.
+        drop(blocker);
+        forwarder.sweep();
+        assert_eq!(forwarder.list()[0].twin.as_ref().unwrap().error, None);
+        assert!(!bindable(Protocol::Tcp, "[::1]", port));
+    }
+
+    #[tokio::test]
+    async fn the_twin_is_held_against_other_owners_and_rules_get_one_too() {
+        if !ipv6_loopback() {
+            return;
+        }
+        let forwarder = Forwarder::new(Arc::new(NoGuest));
+        let port = free_on_both(Protocol::Tcp);
+        assert!(forwarder.reserve(&by_default("a", port, Protocol::Tcp)).ok);
+        let mut six = binding("b", port);
+        six.host_ip = "::1".parse().unwrap();
+        let refused = forwarder.reserve(&six);
+        assert!(!refused.ok && refused.taken);
+        assert!(
+            refused.error.unwrap().contains("by container a"),
+            "refused by name"
+        );
+        // The engine's list opens the twin as a reservation does.
+        let listed = free_on_both(Protocol::Tcp);
+        forwarder.reconcile(&PortBindingList {
+            generation: 1,
+            bindings: vec![
+                by_default("a", port, Protocol::Tcp),
+                by_default("c", listed, Protocol::Tcp),
+            ],
+        });
+        assert!(!bindable(Protocol::Tcp, "[::1]", listed));
+        let rule_port = free_on_both(Protocol::Tcp);
+        forwarder
+            .add_rule(PortRule {
+                name: "web".into(),
+                protocol: Protocol::Tcp,
+                host_ip: "127.0.0.1".parse().unwrap(),
+                host_port: rule_port,
+                guest_port: 80,
+                default_address: true,
+            })
+            .unwrap();
+        assert!(
+            !bindable(Protocol::Tcp, "[::1]", rule_port),
+            "the rule's twin"
+        );
+        assert!(forwarder.remove_rule("web"));
+        assert!(eventually(|| bindable(Protocol::Tcp, "[::1]", rule_port)).await);
     }
 }

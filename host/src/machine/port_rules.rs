@@ -17,6 +17,11 @@ pub struct PortRule {
     pub host_ip: IpAddr,
     pub host_port: u16,
     pub guest_port: u16,
+    /// Made without `--host-ip`: `host_ip` is the machine's
+    /// `port-bind-address`, and on `127.0.0.1` the rule listens on `[::1]`
+    /// too (`crate::forward::dual_stack`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default_address: bool,
 }
 
 impl PortRule {
@@ -147,6 +152,7 @@ mod tests {
             host_ip: "127.0.0.1".parse().unwrap(),
             host_port: 18081,
             guest_port: 80,
+            default_address: true,
         };
         std::fs::create_dir_all(&paths.data).unwrap();
         save(&paths, std::slice::from_ref(&rule)).unwrap();

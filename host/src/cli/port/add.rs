@@ -32,6 +32,7 @@ pub async fn run(machine: &Machine, args: Args) -> Result<i32, PortCliError> {
         host_ip: args.host_ip.unwrap_or(machine.config.port_bind_address),
         host_port,
         guest_port,
+        default_address: args.host_ip.is_none(),
     };
     let shown = format!(
         "{} {}/{} -> guest port {}",

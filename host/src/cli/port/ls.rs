@@ -1,7 +1,10 @@
 //! `vmctl port ls`: rules and published ports together, with their traffic.
+//! HOST names every desktop address a forward listens on: `127.0.0.1:8080,
+//! [::1]:8080`, or why the `[::1]` twin is missing.
 
 use super::{ask_daemon, PortCliError};
 use crate::daemon::protocol::DaemonRequest;
+use crate::forward::dual_stack;
 use crate::forward::ports::ForwardInfo;
 use crate::forward::stats::StatsSnapshot;
 use crate::machine::{port_rules, Machine};
@@ -28,6 +31,7 @@ pub async fn run(machine: &Machine, args: Args) -> Result<i32, PortCliError> {
                 container: String::new(),
                 pending: false,
                 error: Some("machine not running".into()),
+                twin: None,
                 stats: StatsSnapshot::default(),
             })
             .collect(),
@@ -84,7 +88,10 @@ fn row(f: &ForwardInfo) -> [String; 8] {
     [
         dash(&f.name),
         f.protocol.to_string(),
-        std::net::SocketAddr::new(f.host_ip, f.host_port).to_string(),
+        dual_stack::addresses_text(
+            std::net::SocketAddr::new(f.host_ip, f.host_port),
+            f.twin.as_ref(),
+        ),
         f.target.to_string(),
         dash(&f.container),
         format!("{}/{}", f.stats.bytes_in, f.stats.bytes_out),

@@ -291,6 +291,7 @@ pub fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start tokio")?;
     runtime.block_on(async {
+        super::file_events::start(secret.clone());
         let port = vmctl_proto::VSOCK_PORT_FORWARD;
         let mut listener = super::vsock::AuthListener::bind(port, secret)?;
         tracing::info!(port, "forward service up");

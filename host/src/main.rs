@@ -35,6 +35,13 @@ enum Command {
     /// The VZ VMM process of one machine (its daemon starts it).
     #[command(hide = true, name = "__vmm-vz")]
     VmmVz { config: std::path::PathBuf },
+    /// A share's virtiofsd under its guard (its daemon starts it).
+    #[command(hide = true, name = "__share-guard")]
+    ShareGuard {
+        root: std::path::PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 fn init_logging(daemon: bool) {
@@ -63,6 +70,7 @@ fn main() {
             vmctl::cli::machine::MachineCommand::Daemon(_)
                 | vmctl::cli::machine::MachineCommand::Supervise(_)
         ) | Command::VmmVz { .. }
+            | Command::ShareGuard { .. }
     );
     init_logging(daemon);
     let result = match cli.command {
@@ -82,6 +90,7 @@ fn main() {
         Command::VmmVz { config } => vmctl_vz::run_vmm(&config)
             .map(|()| 0)
             .map_err(|e| vmctl::error_chain(&e)),
+        Command::ShareGuard { root, command } => share_guard(&root, &command),
         Command::Container(command) => block_on(async {
             let docker = vmctl::cli::engine::connect(cli.host.as_deref(), &cli.machine)
                 .await
@@ -98,6 +107,16 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+fn share_guard(root: &std::path::Path, command: &[std::ffi::OsString]) -> Result<i32, String> {
+    vmctl::shares::guard::run(root, command).map_err(|e| format!("share guard: {e}"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn share_guard(_: &std::path::Path, _: &[std::ffi::OsString]) -> Result<i32, String> {
+    Err("the share guard runs on Linux only".into())
 }
 
 /// Runs `future`, then leaves without waiting for blocked readers of stdin

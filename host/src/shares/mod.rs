@@ -15,6 +15,8 @@
 //! outside it.
 
 #[cfg(target_os = "linux")]
+pub mod guard;
+#[cfg(target_os = "linux")]
 pub mod seccomp;
 #[cfg(unix)]
 pub mod virtiofsd;
@@ -229,7 +231,8 @@ mod tests {
 
     #[test]
     fn flags_name_existing_directories_resolved() {
-        let dir = tempfile::tempdir().unwrap();
+        // Not under /tmp, which is the VM's own.
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let real = std::fs::canonicalize(dir.path()).unwrap();
         let link = real.join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();

@@ -48,9 +48,9 @@ const AUDIT_ARCH: u32 = 0xc000_00b7; // AUDIT_ARCH_AARCH64
 /// `fchmodat2(2)` (Linux 6.6), the same number on every architecture.
 const SYS_FCHMODAT2: i64 = 452;
 
-const SET_ID_BITS: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
+const SET_ID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
 const CREATE_FLAGS: u32 = (libc::O_CREAT | libc::O_TMPFILE) as u32;
-const S_IFMT: u32 = libc::S_IFMT as u32;
+const S_IFMT: u32 = libc::S_IFMT;
 
 fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
@@ -79,6 +79,9 @@ enum Rule {
     },
     /// Refused when the file type in `arg` is a device, or it has set-id bits.
     Device { nr: i64, arg: u32 },
+    /// Handed to the supervisor holding the filter's listener
+    /// ([`super::guard`]), which lets it go on or refuses it.
+    Notify { nr: i64 },
 }
 
 impl Rule {
@@ -113,6 +116,11 @@ impl Rule {
                 out.push(load(arg(mode_arg)));
                 out.push(insn(BPF_JSET_K, 0, 1, SET_ID_BITS));
                 out.push(errno(libc::EPERM));
+            }
+            Rule::Notify { nr: n } => {
+                out.push(load(NR));
+                out.push(insn(BPF_JEQ_K, 0, 1, nr(n)));
+                out.push(insn(BPF_RET_K, 0, 0, libc::SECCOMP_RET_USER_NOTIF));
             }
             Rule::Device { nr: n, arg: a } => {
                 out.push(load(NR));
@@ -189,9 +197,27 @@ fn rules() -> Vec<Rule> {
 /// The whole program: other architectures' calls pass (virtiofsd's own
 /// filter refuses them), then each rule, then allow.
 pub fn program() -> Vec<libc::sock_filter> {
+    compile(rules())
+}
+
+/// [`program`], and every symlink the process makes goes to the listener
+/// first ([`super::guard`]: a symlink may not lead out of the share).
+pub fn program_notifying_symlinks() -> Vec<libc::sock_filter> {
+    let mut rules = rules();
+    rules.push(Rule::Notify {
+        nr: libc::SYS_symlinkat,
+    });
+    #[cfg(target_arch = "x86_64")]
+    rules.push(Rule::Notify {
+        nr: libc::SYS_symlink,
+    });
+    compile(rules)
+}
+
+fn compile(rules: Vec<Rule>) -> Vec<libc::sock_filter> {
     let mut out = vec![load(ARCH), insn(BPF_JEQ_K, 1, 0, AUDIT_ARCH)];
     out.push(insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW));
-    for rule in rules() {
+    for rule in rules {
         rule.compile(&mut out);
     }
     out.push(insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW));
@@ -223,13 +249,28 @@ pub fn install(filter: &[libc::sock_filter]) -> io::Result<()> {
     Ok(())
 }
 
-/// Has `command` install the filter in its child before exec.
-pub fn confine(command: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    let filter = program();
-    // SAFETY: `install` only calls prctl on memory the closure owns.
+/// Installs `filter`, which has [`Rule::Notify`] rules, like [`install`];
+/// answers the listener its notifications come to. Async-signal-safe.
+pub fn install_listening(filter: &[libc::sock_filter]) -> io::Result<std::os::fd::RawFd> {
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: plain prctl and seccomp calls; `prog` points at `filter`.
     unsafe {
-        command.pre_exec(move || install(&filter));
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd as std::os::fd::RawFd)
     }
 }
 
@@ -249,10 +290,12 @@ mod tests {
                     Ok(()) => f(),
                     Err(_) => 100,
                 };
+                // SAFETY: leaves the forked child without unwinding.
                 unsafe { libc::_exit(code) }
             }
             pid => {
                 let mut status = 0;
+                // SAFETY: waits for the child forked above.
                 unsafe { libc::waitpid(pid, &mut status, 0) };
                 libc::WEXITSTATUS(status)
             }
@@ -278,6 +321,7 @@ mod tests {
         let suid = c(&dir.path().join("suid"));
         let node = c(&dir.path().join("node"));
         let fifo = c(&dir.path().join("fifo"));
+        // SAFETY: plain syscalls on C strings that live through the call.
         let code = confined(|| unsafe {
             // A plain file is made and its mode changed.
             let fd = libc::open(file.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o644);

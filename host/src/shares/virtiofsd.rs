@@ -19,7 +19,9 @@
 //! - `--translate-uid/gid squash-guest:0:<uid>:<all>`: whatever uid or gid
 //!   the guest creates or chowns with, the desktop's file belongs to the user
 //!   who runs vmctl. Desktop owners are shown to the guest as they are.
-//! - the filter of [`super::seccomp`]: no set-id bits, no device nodes.
+//! - under `vmctl __share-guard` (Linux): the filter of
+//!   [`super::seccomp`] (no set-id bits, no device nodes) and every symlink
+//!   it makes judged by the guard (none may lead out of the share).
 //! - no `--xattr`: no file capabilities (`security.capability`) either.
 //! - `--readonly` for a read-only share (the guest also mounts it `ro`).
 
@@ -29,6 +31,9 @@ use std::time::{Duration, Instant};
 
 use super::ShareDevice;
 use crate::process::{self, Owned, ProcessError};
+
+/// The hidden subcommand that runs virtiofsd under its guard.
+pub const GUARD_COMMAND: &str = "__share-guard";
 
 /// Environment variable naming the virtiofsd binary.
 pub const VIRTIOFSD_ENV: &str = "VMCTL_VIRTIOFSD";
@@ -83,10 +88,22 @@ pub fn start(share: &ShareDevice, log: &Path) -> Result<Owned, VirtiofsdError> {
     let _ = std::fs::remove_file(&share.socket);
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
-    let mut command = command(&binary, share, uid, gid);
+    let served = command(&binary, share, uid, gid);
+    // Under its guard: the filter, and every symlink judged (guard.rs).
+    let mut command = match std::env::current_exe() {
+        Ok(vmctl) if cfg!(target_os = "linux") => {
+            let mut guarded = Command::new(vmctl);
+            guarded
+                .arg(GUARD_COMMAND)
+                .arg(&share.path)
+                .arg("--")
+                .arg(served.get_program())
+                .args(served.get_args());
+            guarded
+        }
+        _ => served,
+    };
     private_socket(&mut command);
-    #[cfg(target_os = "linux")]
-    super::seccomp::confine(&mut command);
     let owned =
         Owned::spawn(command, log, &share.pid_file).map_err(|source| VirtiofsdError::Spawn {
             path: share.path.clone(),

@@ -35,8 +35,8 @@ pub const CMDLINE_REGISTRY_MIRROR: &str = "vmctl.registry_mirror";
 /// HTTP (`host[:port]` or a CIDR); repeated for more.
 pub const CMDLINE_INSECURE_REGISTRY: &str = "vmctl.insecure_registry";
 /// Kernel command line key: a virtio-fs share to mount at the same path as
-/// on the desktop, `<tag>:<path>` with the path percent-encoded (`%20` for
-/// a space, `%25` for `%`); repeated for more.
+/// on the desktop, `<tag>:<path>[:ro]` with the path percent-encoded
+/// ([`crate::share`]); repeated for more.
 pub const CMDLINE_SHARE: &str = "vmctl.share";
 
 /// Marker line the guest prints on its console once the engine serves the
@@ -54,6 +54,12 @@ pub enum ControlRequest {
         /// Nanoseconds since the Unix epoch.
         unix_nanos: u64,
     },
+    /// Read the guest's wall clock, as often as the host likes: after the
+    /// `ok` answer, each line the host sends is answered with one
+    /// [`ClockReading`] line, until either side closes the connection. The
+    /// host's clock keeper asks every second on one long-lived connection
+    /// and steps the clock ([`ControlRequest::SetTime`]) when it is off.
+    Clock,
     /// Stop the containers, flush and unmount the data disk, power off. The
     /// answer comes before the power-off; the VM process then exits.
     Shutdown,
@@ -108,6 +114,14 @@ impl ControlResponse {
     }
 }
 
+/// One answer on a [`ControlRequest::Clock`] connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockReading {
+    /// The guest's wall clock when it answered, in nanoseconds since the
+    /// Unix epoch.
+    pub unix_nanos: u64,
+}
+
 /// The guest's state, as the host shows it in `vmctl machine status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
@@ -145,5 +159,7 @@ mod tests {
         );
         let health: ControlRequest = serde_json::from_str(r#"{"op":"health"}"#).unwrap();
         assert_eq!(health, ControlRequest::Health);
+        let clock: ControlRequest = serde_json::from_str(r#"{"op":"clock"}"#).unwrap();
+        assert_eq!(clock, ControlRequest::Clock);
     }
 }

@@ -1,5 +1,6 @@
 //! The guest's wall clock: set from the host's at boot (kernel command line)
-//! and on request (after a host suspend the guest's clock lags).
+//! and on request (after a host suspend the guest's clock lags); read by the
+//! host, which keeps it in step (the host's `daemon/clock.rs`).
 
 use nix::time::{clock_settime, ClockId};
 
@@ -25,6 +26,14 @@ pub fn set_nanos(unix_nanos: u64) -> nix::Result<()> {
     let secs = (unix_nanos / 1_000_000_000) as i64;
     let nanos = (unix_nanos % 1_000_000_000) as i64;
     set(secs, nanos)
+}
+
+/// CLOCK_REALTIME in nanoseconds since the epoch (0 before 1970).
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

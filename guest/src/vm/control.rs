@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::Notify;
-use vmctl_proto::control::{ControlRequest, ControlResponse, Health};
+use vmctl_proto::control::{ClockReading, ControlRequest, ControlResponse, Health};
 use vmctl_proto::ports::PortEvent;
 
 /// What the service needs from the rest of the guest.
@@ -55,6 +55,7 @@ impl Control {
                 };
                 let _ = answer(reader.get_mut(), response).await;
             }
+            ControlRequest::Clock => clock(reader).await,
             ControlRequest::Shutdown => {
                 tracing::info!("shutdown requested by the host");
                 let _ = answer(reader.get_mut(), ControlResponse::ok()).await;
@@ -135,6 +136,37 @@ impl Control {
     }
 }
 
+/// `ok`, then one [`ClockReading`] line for each line the host sends, until
+/// it hangs up.
+async fn clock<S>(mut reader: BufReader<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if answer(reader.get_mut(), ControlResponse::ok())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match vmctl_proto::line::read_line(&mut reader, &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let reading = ClockReading {
+            unix_nanos: super::clock::now_nanos(),
+        };
+        let mut out = serde_json::to_vec(&reading).unwrap_or_default();
+        out.push(b'\n');
+        let stream = reader.get_mut();
+        if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
 pub async fn answer<W: AsyncWrite + Unpin>(
     out: &mut W,
     response: ControlResponse,
@@ -179,6 +211,17 @@ mod tests {
         let health = ask(control.clone(), "{\"op\":\"health\"}\n").await;
         let response: ControlResponse = serde_json::from_str(health.trim()).unwrap();
         assert!(response.ok && response.health.unwrap().engine_ready);
+
+        // Two questions on one clock connection, two readings.
+        let clock = ask(control.clone(), "{\"op\":\"clock\"}\n\n\n").await;
+        let mut lines = clock.lines();
+        assert!(lines.next().unwrap().contains("\"ok\":true"), "{clock}");
+        let readings: Vec<ClockReading> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(readings.len(), 2, "{clock}");
+        let now = super::super::clock::now_nanos();
+        for reading in readings {
+            assert!(now >= reading.unix_nanos && now - reading.unix_nanos < 5_000_000_000);
+        }
 
         let bad = ask(control.clone(), "{\"op\":\"nope\"}\n").await;
         assert!(

@@ -165,28 +165,36 @@ fn shares_work_for(home: &VmHome, host: &str, rw: &Path, ro: &Path, owner: u32) 
     );
 }
 
+/// `sh -c script` in a root container with every capability and `bind`.
+fn all_caps_sh(home: &VmHome, host: &str, bind: &str, script: &str) -> Output {
+    let args = [
+        "run",
+        "--rm",
+        "--cap-add",
+        "ALL",
+        "-v",
+        bind,
+        "hello",
+        "sh",
+        "-c",
+        script,
+    ];
+    home.docker(host, &args)
+}
+
 /// What a container may not do through a share, even as root with every
 /// capability the default profile grants.
 fn shares_stay_hostile_ground(home: &VmHome, host: &str, rw: &Path) {
     let src = format!("{}:/src", rw.display());
     // No set-id file, no device node on the desktop.
     std::fs::write(rw.join("tool"), "#!/bin/sh\n").unwrap();
-    let out = home.docker(
+    let out = all_caps_sh(
+        home,
         host,
-        &[
-            "run",
-            "--rm",
-            "--cap-add",
-            "ALL",
-            "-v",
-            &src,
-            "hello",
-            "sh",
-            "-c",
-            "chmod 4755 /src/tool; echo chmod=$?; chmod 2755 /src/tool; echo chmodg=$?; \
-             mknod /src/disk b 8 0; echo mknod=$?; mknod /src/mem c 1 1; echo mknodc=$?; \
-             mkfifo /src/fifo; echo fifo=$?",
-        ],
+        &src,
+        "chmod 4755 /src/tool; echo chmod=$?; chmod 2755 /src/tool; echo chmodg=$?; \
+         mknod /src/disk b 8 0; echo mknod=$?; mknod /src/mem c 1 1; echo mknodc=$?; \
+         mkfifo /src/fifo; echo fifo=$?",
     );
     let said = text(&out.stdout);
     for refused in ["chmod=1", "chmodg=1", "mknod=1", "mknodc=1"] {
@@ -235,21 +243,7 @@ fn shares_stay_hostile_ground(home: &VmHome, host: &str, rw: &Path) {
         secret = secret_file.display(),
         share = rw.display(),
     );
-    let out = home.docker(
-        host,
-        &[
-            "run",
-            "--rm",
-            "--cap-add",
-            "ALL",
-            "-v",
-            &src,
-            "hello",
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
+    let out = all_caps_sh(home, host, &src, &script);
     let said = text(&out.stdout);
     for expected in ["abs=1", "up=1", "back=1", "ok=0", "okabs=0"] {
         assert!(

@@ -33,6 +33,11 @@ pub const CPU_ENV: &str = "VMCTL_QEMU_CPU";
 /// `vmctl-bench vm-ports` measures vmctl's own forwards against.
 pub const HOSTFWD_ENV: &str = "VMCTL_QEMU_HOSTFWD";
 
+/// Environment variable exporting one more directory over virtio-9p (tag
+/// `vmctl-9p`): the peer that `vmctl-bench shares` measures virtio-fs
+/// against. Never set by vmctl itself.
+pub const NINEP_ENV: &str = "VMCTL_QEMU_9P";
+
 /// The subnet of the VM's NIC on QEMU's user-mode network (QEMU's default,
 /// given explicitly): the guest at `.15`, the desktop's loopback at `.2`,
 /// QEMU's DNS at `.3`.
@@ -181,6 +186,9 @@ impl Qemu {
                 share.tag
             ));
         }
+        if let Some(dir) = std::env::var_os(NINEP_ENV).filter(|d| !d.is_empty()) {
+            cmd.arg("-virtfs").arg(virtfs(Path::new(&dir)));
+        }
         // By file, not `string=`: QEMU's argv is readable by every local user.
         cmd.arg("-fw_cfg").arg(format!(
             "name={},file={}",
@@ -226,6 +234,17 @@ impl Qemu {
         cmd.args(["-cpu", &model]);
         console
     }
+}
+
+/// The `-virtfs` value exporting `dir` as the 9p tag `vmctl-9p`:
+/// `security_model=none` as Lima and Podman machine set it (files belong to
+/// QEMU's user, like virtiofsd's squashed ids; no xattr per file), and
+/// `multidevs=remap` so inodes of mounts below `dir` cannot collide.
+fn virtfs(dir: &Path) -> String {
+    format!(
+        "local,path={},mount_tag=vmctl-9p,security_model=none,multidevs=remap,id=vmctl9p",
+        qemu_option_value(dir)
+    )
 }
 
 /// A path as a QEMU option value: a comma would end the value, so it is doubled.
@@ -437,6 +456,14 @@ mod tests {
         assert!(!args.iter().any(|a| a.contains("string=")));
         let append = args.iter().position(|a| a == "-append").unwrap();
         assert!(!args[append + 1].contains("secret"));
+    }
+
+    #[test]
+    fn the_bench_9p_export_names_its_tag_and_escapes_the_path() {
+        assert_eq!(
+            virtfs(Path::new("/var/tmp/a,b")),
+            "local,path=/var/tmp/a,,b,mount_tag=vmctl-9p,security_model=none,multidevs=remap,id=vmctl9p"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! same run.
 //!
 //! ```text
-//! vmctl-bench [all|runtime|api|network|pull|vm|vm-ports]... [--json FILE] [--runs N] [--warmups N]
+//! vmctl-bench [all|runtime|api|network|pull|vm|vm-ports|shares]... [--json FILE] [--runs N] [--warmups N]
 //! ```
 //!
 //! - `runtime` ([`runtime`]): `/bin/true` start→exit through vmctl's monitor,
@@ -18,7 +18,10 @@
 //!   until the engine answers vs a bare QEMU + kernel boot (5 runs; part
 //!   `vm-boot`), and `GET /version` through the forwarded socket vs raw hybrid
 //!   vsock vs the standalone engine (200 runs after 20 warmups; part `vm-api`).
-//!
+//! - `shares` ([`shares`], needs the VM image and virtiofsd): a desktop
+//!   directory in the VM over virtio-fs vs QEMU's virtio-9p vs the VM's own
+//!   disk — sequential write and read of 256 MiB, creating and stat-ing
+//!   10 000 small files, `find` over 20 000 (3 runs).
 //! - `pull` ([`pull`]): pull + unpack of a ~200 MB four-layer image from
 //!   Debian's `docker-registry` on loopback, vmctl vs `skopeo copy` + `umoci
 //!   unpack` (5 runs after 1 warmup).
@@ -39,6 +42,7 @@ mod network_throughput;
 mod pull;
 mod report;
 mod runtime;
+mod shares;
 mod vm;
 mod vm_ports;
 
@@ -49,7 +53,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 /// The benchmarks of `all` (and of no argument).
-const ALL: [&str; 6] = ["runtime", "api", "network", "pull", "vm", "vm-ports"];
+const ALL: [&str; 7] = [
+    "runtime", "api", "network", "pull", "vm", "vm-ports", "shares",
+];
 
 /// What to run and where to write, from the command line.
 #[derive(Debug, Default)]
@@ -74,9 +80,10 @@ fn parse_args() -> Result<Args> {
             name if network::NAMES.contains(&name) => args.benches.push(arg),
             name if vm::NAMES.contains(&name) => args.benches.push(arg),
             name if vm_ports::NAMES.contains(&name) => args.benches.push(arg),
+            name if shares::NAMES.contains(&name) => args.benches.push(arg),
             "-h" | "--help" => {
                 println!(
-                    "usage: vmctl-bench [all|runtime|api|network|network-setup|network-throughput|pull|vm|vm-boot|vm-api|vm-ports]... \
+                    "usage: vmctl-bench [all|runtime|api|network|network-setup|network-throughput|pull|vm|vm-boot|vm-api|vm-ports|shares]... \
                      [--json FILE] [--runs N] [--warmups N]"
                 );
                 std::process::exit(0);
@@ -133,6 +140,11 @@ fn run() -> Result<()> {
             "pull" => {
                 let report = pull::run(args.runs, args.warmups)?;
                 (report.table(), vec![report.json()])
+            }
+            "shares" => {
+                let reports = shares::run(args.runs, args.warmups)?;
+                let table = reports.iter().map(|r| r.table()).collect::<String>();
+                (table, reports.iter().map(|r| r.json()).collect())
             }
             "vm-ports" => {
                 let reports = vm_ports::run(args.runs, args.warmups)?;

@@ -9,6 +9,7 @@
 //! the rest down and exits.
 
 pub mod boot;
+pub mod clock;
 pub mod facts;
 pub mod guest;
 pub mod protocol;
@@ -470,6 +471,7 @@ async fn serve_until_stopped(running: Arc<Running>) {
         .map(|m| m.path.clone())
         .collect();
     let _file_events = crate::file_events::Task::spawn(running.transport.clone(), shares);
+    let _clock = clock::spawn(running.transport.clone(), paths.name.clone());
     let backend_exit = async {
         match &running.backend {
             Some(backend) => backend.exited().await,

@@ -564,8 +564,13 @@ fn cleanup_files(paths: &crate::machine::MachinePaths) {
         let _ = std::fs::remove_file(file);
     }
     for i in 0..crate::shares::MAX_SHARES {
-        let _ = std::fs::remove_file(paths.share_socket(i));
-        let _ = std::fs::remove_file(paths.share_pid(i));
+        let socket = paths.share_socket(i);
+        // virtiofsd's own lock beside its socket (`<socket>.pid`).
+        let mut own_pid = socket.clone().into_os_string();
+        own_pid.push(".pid");
+        for file in [socket, paths.share_pid(i), own_pid.into()] {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 

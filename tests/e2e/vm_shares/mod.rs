@@ -8,6 +8,7 @@
 //! desktop user who is not), what a hostile container can do through one,
 //! and the disk file shrinking after an image is removed.
 
+mod clock;
 mod events;
 mod localhost;
 

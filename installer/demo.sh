@@ -41,6 +41,11 @@ if ! command -v vhost-device-vsock >/dev/null && [ ! -x "$HOME/.cargo/bin/vhost-
     echo "== installing vhost-device-vsock (the VM's vsock device)"
     cargo install -q vhost-device-vsock --locked --version 0.3.0
 fi
+if ! command -v virtiofsd >/dev/null && [ ! -x "$HOME/.cargo/bin/virtiofsd" ]; then
+    echo "== installing virtiofsd (the VM's shares of your files)"
+    dpkg -s libcap-ng-dev >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq libcap-ng-dev >/dev/null; }
+    cargo install -q virtiofsd --locked --version 1.14.0
+fi
 
 echo "== building vmctl, vmctl-guest and the VM image"
 cargo build --release -q -p vmctl -p vmctl-guest -p vmctl-image

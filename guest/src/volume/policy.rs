@@ -9,7 +9,7 @@
 //! its symlinks resolved as far as it exists, so a symlink inside a share
 //! (which a container may have planted) cannot lead a bind elsewhere.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::VolumeError;
 
@@ -41,7 +41,7 @@ impl BindPolicy {
         };
         // The VM's own paths as named (no container writes under them: the
         // socket is a symlink of the VM's); a share's as resolved.
-        let named = normal(Path::new(source));
+        let named = PathBuf::from(super::resolve::clean(source));
         let resolved = resolve_existing(&named);
         if VM_PATHS.iter().any(|vm| named.starts_with(vm))
             || shares.iter().any(|share| resolved.starts_with(share))
@@ -61,21 +61,6 @@ impl BindPolicy {
             },
         })
     }
-}
-
-/// `path` without `.` and `..`, lexically.
-fn normal(path: &Path) -> PathBuf {
-    let mut normal = PathBuf::from("/");
-    for component in path.components() {
-        match component {
-            Component::Normal(part) => normal.push(part),
-            Component::ParentDir => {
-                normal.pop();
-            }
-            _ => {}
-        }
-    }
-    normal
 }
 
 /// A normal `path` with the symlinks of its longest existing ancestor

@@ -4,6 +4,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod build;
 pub mod engine;
 pub mod image;
 pub mod model;

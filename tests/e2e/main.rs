@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod bollard_client;
+mod build;
 mod differential;
 mod hostile;
 mod hostile_syscalls;

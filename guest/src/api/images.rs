@@ -287,14 +287,17 @@ async fn list(
     Query(params): Params,
 ) -> ApiResult<Json<Vec<Value>>> {
     let filters = Filters::parse(param(&params, "filters"))?;
+    let all = flag(&params, "all");
     let images = blocking(&engine, |s| Ok(s.list())).await?;
     let body = images
         .iter()
+        // A build's intermediate images (untagged, built on) show with `-a`.
+        .filter(|i| all || !i.repo_tags.is_empty() || i.children == 0)
         .filter(|i| filters.matches(i))
         .map(|i| {
             json!({
                 "Id": i.id,
-                "ParentId": "",
+                "ParentId": i.parent.as_deref().unwrap_or_default(),
                 "RepoTags": i.repo_tags,
                 "RepoDigests": i.repo_digests,
                 "Created": unix_secs(&i.config.created),
@@ -376,7 +379,7 @@ impl Filters {
 
     fn matches(&self, info: &ImageInfo) -> bool {
         if let Some(dangling) = self.dangling {
-            if dangling != info.repo_tags.is_empty() {
+            if dangling != (info.repo_tags.is_empty() && info.children == 0) {
                 return false;
             }
         }
@@ -450,7 +453,7 @@ fn inspect_json(info: &ImageInfo) -> Value {
         "Id": info.id,
         "RepoTags": info.repo_tags,
         "RepoDigests": info.repo_digests,
-        "Parent": "",
+        "Parent": info.parent.as_deref().unwrap_or_default(),
         "Comment": config.comment,
         "Created": config.created.clone().unwrap_or_else(|| ZERO_TIME.to_owned()),
         "Container": config.container,
@@ -484,10 +487,10 @@ fn runtime_defaults() -> Value {
 }
 
 /// The request body as a blocking reader, for `spawn_blocking`.
-struct BodyReader {
-    stream: axum::body::BodyDataStream,
-    runtime: tokio::runtime::Handle,
-    chunk: Bytes,
+pub(super) struct BodyReader {
+    pub(super) stream: axum::body::BodyDataStream,
+    pub(super) runtime: tokio::runtime::Handle,
+    pub(super) chunk: Bytes,
 }
 
 impl Read for BodyReader {

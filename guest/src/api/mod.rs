@@ -4,6 +4,7 @@
 //! Handlers are thin: they parse the request, call one engine verb and render
 //! its answer. Errors become status codes in [`error`] only.
 
+pub mod build;
 pub mod containers;
 pub mod df;
 pub mod error;
@@ -49,6 +50,7 @@ pub enum ServeError {
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .merge(system::routes())
+        .merge(build::routes())
         .merge(containers::routes())
         .merge(events::routes())
         .merge(exec::routes())

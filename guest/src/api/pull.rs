@@ -213,7 +213,7 @@ where
         .into_response()
 }
 
-fn json_line(value: &Value) -> Bytes {
+pub(super) fn json_line(value: &Value) -> Bytes {
     let mut line = value.to_string();
     line.push_str("\r\n");
     Bytes::from(line)
@@ -221,7 +221,7 @@ fn json_line(value: &Value) -> Bytes {
 
 /// One progress line in Docker's JSON: `status`, `progressDetail`,
 /// `progress` (the bar, for clients that print it as is) and `id`.
-fn progress_json(line: &Progress) -> Value {
+pub(super) fn progress_json(line: &Progress) -> Value {
     let mut map = Map::new();
     if let Some(aux) = &line.aux {
         map.insert("progressDetail".into(), json!({}));

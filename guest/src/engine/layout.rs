@@ -45,6 +45,11 @@ impl Layout {
         self.root.join("containers")
     }
 
+    /// The scratch directories of builds in progress.
+    pub fn builds(&self) -> PathBuf {
+        self.root.join("build")
+    }
+
     pub fn container(&self, id: &str) -> PathBuf {
         self.containers().join(id)
     }

@@ -143,6 +143,7 @@ impl Engine {
             std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("create", &dir, e))?;
         }
         let images = ImageStore::open(&layout.images())?;
+        crate::build::context::clean_leftovers(&layout.builds());
         if let Some(dir) = &options.builtin_images {
             if let Err(e) = images.load_builtin(dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "built-in images not loaded");

@@ -67,12 +67,58 @@ impl ImageStore {
         config: ConfigFile,
         tag: Option<&super::reference::Named>,
     ) -> Result<String, ImageError> {
+        self.derive(Some(upper), Some(parent), config, tag, None)
+    }
+
+    /// A build step's image on `parent` (none: `FROM scratch`): with
+    /// `upper` as its new layer, or (a metadata-only step) the parent's
+    /// layers and a new config. The step's cache key is kept with it, for
+    /// [`Self::cached_step`].
+    pub fn build_step(
+        &self,
+        upper: Option<&Path>,
+        parent: Option<&str>,
+        config: ConfigFile,
+        build_key: &str,
+    ) -> Result<String, ImageError> {
+        self.derive(upper, parent, config, None, Some(build_key.to_owned()))
+    }
+
+    /// The image an earlier build made from `parent` with the step whose
+    /// cache key is `build_key` (the newest, if several), while it exists.
+    pub fn cached_step(&self, parent: Option<&str>, build_key: &str) -> Option<String> {
+        let state = self.lock();
+        let parent = match parent {
+            Some(parent) => Some(super::store::lookup(&state, parent).ok()?),
+            None => None,
+        };
+        state
+            .images
+            .iter()
+            .filter(|(_, i)| {
+                i.meta.parent == parent && i.meta.build_key.as_deref() == Some(build_key)
+            })
+            .max_by(|a, b| a.1.meta.loaded.cmp(&b.1.meta.loaded))
+            .map(|(id, _)| id.clone())
+    }
+
+    fn derive(
+        &self,
+        upper: Option<&Path>,
+        parent: Option<&str>,
+        config: ConfigFile,
+        tag: Option<&super::reference::Named>,
+        build_key: Option<String>,
+    ) -> Result<String, ImageError> {
+        let Some(upper) = upper else {
+            return self.record_commit(parent, config, None, tag, build_key);
+        };
         let blob = self
             .tmp_dir()
             .join(format!("commit-{:016x}", rand::random::<u64>()));
-        let result = self
-            .commit_layer(upper, &blob)
-            .and_then(|(layer, _pin)| self.record_commit(parent, config, layer, tag));
+        let result = self.commit_layer(upper, &blob).and_then(|(layer, _pin)| {
+            self.record_commit(parent, config, Some(layer), tag, build_key)
+        });
         let _ = std::fs::remove_file(&blob);
         result
     }
@@ -143,20 +189,26 @@ impl ImageStore {
         Ok((layer, pin))
     }
 
-    /// Records a committed image: `parent`'s layers plus `layer`, with
-    /// `config`; tags it `tag` when given. Answers the new image id.
+    /// Records a committed image: `parent`'s layers plus `layer` (if any),
+    /// with `config`; tags it `tag` when given. Answers the new image id.
     fn record_commit(
         &self,
-        parent: &str,
+        parent: Option<&str>,
         mut config: ConfigFile,
-        layer: LayerMeta,
+        layer: Option<LayerMeta>,
         tag: Option<&super::reference::Named>,
+        build_key: Option<String>,
     ) -> Result<String, ImageError> {
         let mut state = self.lock();
-        let parent_id = super::store::lookup(&state, parent)?;
-        let parent = state.images[&parent_id].clone();
-        let mut layers = parent.meta.layers.clone();
-        layers.push(layer);
+        let parent_id = match parent {
+            Some(parent) => Some(super::store::lookup(&state, parent)?),
+            None => None,
+        };
+        let mut layers = parent_id
+            .as_ref()
+            .map(|id| state.images[id].meta.layers.clone())
+            .unwrap_or_default();
+        layers.extend(layer);
         config.rootfs.kind = "layers".to_owned();
         config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
         let bytes = serde_json::to_vec(&config).map_err(|source| ImageError::Encode {
@@ -182,6 +234,8 @@ impl ImageStore {
             loaded: now.clone(),
             last_tag_time: tag.map(|_| now),
             repo_digests: Vec::new(),
+            parent: parent_id.filter(|p| *p != id),
+            build_key,
         };
         self.write_meta(&id, &meta)?;
         state.images.insert(id.clone(), Image { config, meta });

@@ -106,6 +106,11 @@ pub struct ImageInfo {
     /// When the image was loaded (RFC 3339).
     pub loaded: String,
     pub last_tag_time: Option<String>,
+    /// The image it was committed or built on.
+    pub parent: Option<String>,
+    /// How many images were committed or built on it: an untagged image
+    /// with children is a build's intermediate image, not a dangling one.
+    pub children: usize,
 }
 
 /// One line of `docker history`, newest first.

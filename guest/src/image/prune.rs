@@ -74,13 +74,20 @@ impl ImageStore {
         in_use: &HashSet<String>,
         keep: &dyn Fn(&super::ImageInfo) -> bool,
     ) -> Result<Pruned, ImageError> {
-        let candidates: Vec<String> = self
-            .list()
-            .into_iter()
+        let images = self.list();
+        let kept: HashSet<&str> = images
+            .iter()
+            .filter(|i| keep(i))
+            .map(|i| i.id.as_str())
+            .collect();
+        let candidates: Vec<String> = images
+            .iter()
             .filter(|i| !in_use.contains(&i.id))
-            .filter(|i| all || i.repo_tags.is_empty())
-            .filter(|i| !keep(i))
-            .map(|i| i.id)
+            // Without `all`, only dangling images: untagged and not a
+            // build's intermediate image (one with children).
+            .filter(|i| all || (i.repo_tags.is_empty() && i.children == 0))
+            .filter(|i| !kept.contains(i.id.as_str()))
+            .map(|i| i.id.clone())
             .collect();
         let mut pruned = Pruned::default();
         let mut state = self.lock();
@@ -104,6 +111,13 @@ impl ImageStore {
             }
             self.delete(&mut state, &id)?;
             pruned.removed.push(Removed::Deleted(id));
+            for id in
+                self.delete_orphaned_parents(&mut state, image.meta.parent.clone(), &|id| {
+                    in_use.contains(id) || kept.contains(id)
+                })?
+            {
+                pruned.removed.push(Removed::Deleted(id));
+            }
         }
         self.write_tags(&state)?;
         // Leftovers no image names: layers of a pull killed before its
@@ -151,6 +165,63 @@ impl ImageStore {
             }
         }
         Ok(pruned)
+    }
+
+    /// `docker builder prune`: removes the images of build steps (the
+    /// build cache) that are untagged, used by no container (`in_use`) and,
+    /// unless `all`, not below a tagged image. Answers their ids and the
+    /// bytes of layers no remaining image shares.
+    pub fn prune_build_cache(
+        &self,
+        all: bool,
+        in_use: &HashSet<String>,
+    ) -> Result<(Vec<String>, u64), ImageError> {
+        let mut state = self.lock();
+        // Images that are a tagged image or below one (its ancestors).
+        let mut needed = HashSet::new();
+        if !all {
+            let tagged: Vec<String> = state.tags.values().cloned().collect();
+            for id in tagged {
+                let mut next = Some(id);
+                while let Some(id) = next.take() {
+                    if !needed.insert(id.clone()) {
+                        break;
+                    }
+                    next = state.images.get(&id).and_then(|i| i.meta.parent.clone());
+                }
+            }
+        }
+        let doomed: Vec<String> = state
+            .images
+            .iter()
+            .filter(|(id, i)| {
+                i.meta.build_key.is_some()
+                    && state.tags_of(id).is_empty()
+                    && !in_use.contains(*id)
+                    && !needed.contains(*id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        // Counted once per layer: several doomed images may hold it.
+        let mut counted = HashSet::new();
+        let mut total = 0;
+        for id in &doomed {
+            if let Some(image) = state.images.get(id) {
+                for layer in &image.meta.layers {
+                    let shared = state.images.iter().any(|(other, i)| {
+                        !doomed.contains(other)
+                            && i.meta.layers.iter().any(|l| l.diff_id == layer.diff_id)
+                    });
+                    if !shared && counted.insert(layer.diff_id.clone()) {
+                        total += layer.size;
+                    }
+                }
+            }
+        }
+        for id in &doomed {
+            self.delete(&mut state, id)?;
+        }
+        Ok((doomed, total))
     }
 
     /// Per image: its size and the part other images share.

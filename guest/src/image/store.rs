@@ -43,6 +43,12 @@ pub(super) struct ImageMeta {
     /// `name@sha256:…` of the manifests the image came with.
     #[serde(default)]
     pub repo_digests: Vec<String>,
+    /// The image this one was committed or built on (Docker's `Parent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// For a build step's image: the step's cache key (see `build::cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_key: Option<String>,
 }
 
 /// One layer of an image: its diff-id, the blob it came in, its unpacked size.
@@ -309,6 +315,12 @@ impl ImageStore {
             layer_sizes,
             loaded: image.meta.loaded.clone(),
             last_tag_time: image.meta.last_tag_time.clone(),
+            parent: image.meta.parent.clone(),
+            children: state
+                .images
+                .values()
+                .filter(|i| i.meta.parent.as_deref() == Some(id))
+                .count(),
         }
     }
 
@@ -444,9 +456,42 @@ impl ImageStore {
         if still_tagged || container.is_some() {
             return Ok(removed);
         }
+        let parent = state.images[&id].meta.parent.clone();
         self.delete(&mut state, &id)?;
         removed.push(Removed::Deleted(id));
+        for id in self.delete_orphaned_parents(&mut state, parent, &|id| in_use.contains_key(id))? {
+            removed.push(Removed::Deleted(id));
+        }
         Ok(removed)
+    }
+
+    /// After an image is deleted, the build's intermediate images it stood
+    /// on, as Docker removes them: from `parent` up, each untagged one that
+    /// no container uses (`in_use`) and no other image was built on.
+    /// Answers the ids deleted.
+    pub(super) fn delete_orphaned_parents(
+        &self,
+        state: &mut State,
+        mut parent: Option<String>,
+        in_use: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>, ImageError> {
+        let mut deleted = Vec::new();
+        while let Some(id) = parent.take() {
+            let Some(image) = state.images.get(&id) else {
+                break;
+            };
+            let children = state
+                .images
+                .values()
+                .any(|i| i.meta.parent.as_deref() == Some(id.as_str()));
+            if children || in_use(&id) || !state.tags_of(&id).is_empty() {
+                break;
+            }
+            parent = image.meta.parent.clone();
+            self.delete(state, &id)?;
+            deleted.push(id);
+        }
+        Ok(deleted)
     }
 
     /// Deletes an untagged image and whatever no other image shares with it.

@@ -91,8 +91,10 @@ pub fn read(rootfs: &Path, relative: &str, limit: u64) -> Result<Option<Vec<u8>>
     Ok(Some(bytes))
 }
 
-/// An `O_PATH` handle on `relative` inside `rootfs` (opens nothing).
-fn open_path(rootfs: &Path, relative: &str) -> io::Result<File> {
+/// An `O_PATH` handle on `relative` inside `rootfs` (opens nothing),
+/// resolved as the container would resolve it. Usable as the directory of
+/// `*at` calls when it names a directory.
+pub fn open_path(rootfs: &Path, relative: &str) -> io::Result<File> {
     let root = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY)

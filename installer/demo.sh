@@ -37,10 +37,8 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
     echo "== installing qemu-system-x86"
     apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
 fi
-if ! command -v vhost-device-vsock >/dev/null && [ ! -x "$HOME/.cargo/bin/vhost-device-vsock" ]; then
-    echo "== installing vhost-device-vsock (the VM's vsock device)"
-    cargo install -q vhost-device-vsock --locked --version 0.3.0
-fi
+# 0.3.0 with vmctl's fix for a paused VM (vendor/vhost-device-vsock/VMCTL-PATCH.md).
+vendor/vhost-device-vsock/install.sh
 if ! command -v virtiofsd >/dev/null && [ ! -x "$HOME/.cargo/bin/virtiofsd" ]; then
     echo "== installing virtiofsd (the VM's shares of your files)"
     dpkg -s libcap-ng-dev >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq libcap-ng-dev >/dev/null; }

@@ -10,5 +10,6 @@ pub mod image;
 pub mod model;
 pub mod network;
 pub mod runtime;
+pub mod state;
 pub mod vm;
 pub mod volume;

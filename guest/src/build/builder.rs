@@ -534,7 +534,7 @@ impl Builder<'_> {
         cmd: Vec<String>,
         key: String,
     ) -> Result<(), BuildError> {
-        let now = crate::engine::record::now_rfc3339();
+        let now = crate::state::time::now_rfc3339();
         let mut file = state.file.clone();
         file.created = Some(now.clone());
         file.history.push(vmctl_image::oci::History {

@@ -3,17 +3,7 @@
 
 use std::path::PathBuf;
 
-/// How an error is reported to an API client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    NotFound,
-    InvalidParameter,
-    Conflict,
-    Forbidden,
-    NotModified,
-    Unauthorized,
-    Internal,
-}
+pub use crate::state::ErrorKind;
 
 /// Errors of engine verbs.
 #[derive(Debug, thiserror::Error)]

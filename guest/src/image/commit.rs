@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::store::{Image, ImageMeta, LayerMeta};
 use super::{ConfigFile, ImageError, ImageStore};
-use crate::engine::layout::write_atomic;
+use crate::state::files::write_atomic;
 
 /// The media type of committed layers (gzip, as `docker push` sends them).
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
@@ -228,7 +228,7 @@ impl ImageStore {
             write_atomic(&config_blob, &bytes)
                 .map_err(|e| ImageError::io("write", &config_blob, e))?;
         }
-        let now = crate::engine::record::now_rfc3339();
+        let now = crate::state::time::now_rfc3339();
         let meta = ImageMeta {
             layers,
             loaded: now.clone(),

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::engine::ErrorKind;
+use crate::state::ErrorKind;
 
 /// Errors of the image store.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use super::archive::{self, PlannedImage, Staged};
 use super::store::{Image, ImageMeta, LayerMeta};
 use super::unpack;
 use super::{ConfigFile, ImageError, ImageStore, LoadedImage};
-use crate::engine::layout::write_atomic;
+use crate::state::files::write_atomic;
 
 /// A directory removed on drop unless kept.
 pub(super) struct ScratchDir {
@@ -219,7 +219,7 @@ impl ImageStore {
                 }
             }
         }
-        let now = crate::engine::record::now_rfc3339();
+        let now = crate::state::time::now_rfc3339();
         let mut loaded = Vec::new();
         for Ready {
             plan,
@@ -285,7 +285,7 @@ fn verify(layer: &str, expected: &str, actual: &str) -> Result<(), ImageError> {
     }
 }
 
-pub(super) use crate::engine::layout::dir_size;
+pub(super) use crate::state::files::dir_size;
 
 /// Flushes the filesystem holding `dir`, so renamed layers are whole on disk.
 pub(super) fn sync_filesystem(dir: &Path) {

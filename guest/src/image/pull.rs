@@ -43,8 +43,8 @@ use super::registry::{self, Endpoint, RegistryOptions};
 use super::store::{Image, ImageMeta, LayerMeta};
 use super::unpack;
 use super::{ConfigFile, ImageError, ImageStore};
-use crate::engine::layout::write_atomic;
-use crate::engine::ErrorKind;
+use crate::state::files::write_atomic;
+use crate::state::ErrorKind;
 
 /// Layers fetched at once (dockerd's `max-concurrent-downloads`).
 const CONCURRENT_DOWNLOADS: usize = 3;
@@ -1008,7 +1008,7 @@ impl ImageStore {
                 Some(_) => state.tags.get(&plan.named.full()) == Some(&plan.id),
                 None => true,
             };
-        let now = crate::engine::record::now_rfc3339();
+        let now = crate::state::time::now_rfc3339();
         let mut meta = existing.unwrap_or_else(|| ImageMeta {
             loaded: now.clone(),
             ..ImageMeta::default()

@@ -23,7 +23,7 @@ use super::reference::{self, Named};
 use super::registry::{self, RegistryOptions};
 use super::store::lookup;
 use super::{digest, ImageError, ImageStore};
-use crate::engine::ErrorKind;
+use crate::state::ErrorKind;
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";

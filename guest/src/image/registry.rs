@@ -17,7 +17,7 @@ use oci_client::{Client, Reference};
 
 use super::reference::Named;
 use super::ImageError;
-use crate::engine::ErrorKind;
+use crate::state::ErrorKind;
 
 const DOCKER_HUB: &str = "docker.io";
 

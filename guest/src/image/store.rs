@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::reference::{self, Named};
 use super::{ConfigFile, HistoryEntry, ImageError, ImageInfo, Removed, ResolvedImage};
-use crate::engine::layout::write_atomic;
+use crate::state::files::write_atomic;
 
 const REPOSITORIES: &str = "repositories.json";
 
@@ -394,7 +394,7 @@ impl ImageStore {
         state.tags.insert(named.full(), id.clone());
         self.write_tags(&state)?;
         if let Some(image) = state.images.get_mut(&id) {
-            image.meta.last_tag_time = Some(crate::engine::record::now_rfc3339());
+            image.meta.last_tag_time = Some(crate::state::time::now_rfc3339());
             let meta = image.meta.clone();
             self.write_meta(&id, &meta)?;
         }

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use super::*;
-use crate::engine::ErrorKind;
 use crate::image::digest::of_bytes;
+use crate::state::ErrorKind;
 
 /// A layer tar holding `files` (path, content).
 fn layer(files: &[(&str, &str)]) -> Vec<u8> {

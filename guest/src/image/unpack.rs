@@ -651,7 +651,7 @@ mod tests {
         let err = unpack_layer(tar_of(entries).as_slice(), &sandbox.layer).unwrap_err();
         assert_eq!(
             err.kind(),
-            crate::engine::ErrorKind::InvalidParameter,
+            crate::state::ErrorKind::InvalidParameter,
             "{err}"
         );
         assert_outside_untouched(sandbox);

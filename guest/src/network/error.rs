@@ -1,7 +1,7 @@
 //! Errors of the network verbs, each classified into the kind the API turns
 //! into Docker's status code.
 
-use crate::engine::ErrorKind;
+use crate::state::ErrorKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {

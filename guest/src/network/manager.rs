@@ -136,7 +136,7 @@ pub(super) fn new_id() -> String {
 }
 
 pub(super) fn now() -> String {
-    crate::engine::record::now_rfc3339()
+    crate::state::time::now_rfc3339()
 }
 
 impl Networks {
@@ -223,7 +223,7 @@ impl Networks {
     pub(super) fn save(&self, record: &NetworkRecord) -> Result<(), NetworkError> {
         let path = self.dir.join(format!("{}.json", record.id));
         let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
-        crate::engine::layout::write_atomic(&path, &bytes).map_err(|source| NetworkError::Io {
+        crate::state::files::write_atomic(&path, &bytes).map_err(|source| NetworkError::Io {
             step: "write",
             path,
             source,

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::engine::events::EventBus;
-use crate::engine::ErrorKind;
+use crate::state::ErrorKind;
 
 /// The only volume driver there is.
 pub const LOCAL_DRIVER: &str = "local";

@@ -572,7 +572,7 @@ pub(super) fn clean(path: &str) -> String {
 mod tests {
     use super::*;
     use crate::api::error::error_chain;
-    use crate::engine::ErrorKind;
+    use crate::state::ErrorKind;
     use crate::volume::ANONYMOUS_LABEL;
 
     struct Fixture {

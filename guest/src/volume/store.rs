@@ -24,7 +24,7 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::{VolumeError, ANONYMOUS_LABEL, LOCAL_DRIVER};
-use crate::engine::layout::write_atomic;
+use crate::state::files::write_atomic;
 
 const DATA_DIR: &str = "_data";
 const RECORD: &str = "volume.json";
@@ -299,7 +299,7 @@ impl VolumeStore {
             .collect();
         let mut report = PruneReport::default();
         for volume in candidates {
-            let size = crate::engine::layout::dir_size(&volume.mountpoint);
+            let size = crate::state::files::dir_size(&volume.mountpoint);
             match self.remove(&volume.name, false, &[]) {
                 Ok(true) => {
                     report.space_reclaimed += size;
@@ -396,7 +396,7 @@ fn load(dir: &Path, name: &str) -> Result<Option<Volume>, VolumeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::ErrorKind;
+    use crate::state::ErrorKind;
 
     fn store() -> (tempfile::TempDir, VolumeStore) {
         let dir = tempfile::tempdir().unwrap();

@@ -231,7 +231,7 @@ fn every_instruction_single_and_multi_stage() {
         history.contains("|1 GREETING=hello /bin/sh -c echo"),
         "{history}"
     );
-    assert!(history.contains("#(nop) COPY file:"), "{history}");
+    assert!(history.contains("#(nop)  COPY file:"), "{history}");
 
     // ONBUILD triggers run in a build FROM the image, once.
     let child = context(
@@ -564,4 +564,45 @@ fn hostile_images_and_contexts_cannot_lead_a_copy_out_of_its_root() {
         !got.contains("host-only"),
         "COPY --from read the host: {got}"
     );
+}
+
+#[test]
+fn cache_from_reuses_the_steps_of_a_loaded_image() {
+    require_root!();
+    let engine = Engine::start();
+    let ctx = context(
+        &engine,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM hello\nENV STAGE=one\nRUN echo slow-step > /made\nCOPY app.txt /app.txt\nCMD [\"cat\", \"/made\"]\n",
+            ),
+            ("app.txt", "v1\n"),
+        ],
+    );
+    let ctx = ctx.display().to_string();
+    build_ok(&engine, &["-t", "ci:1", &ctx]);
+    // As a CI job gets it: saved, gone, loaded back (no parent links, no
+    // build records — only the image's history says its steps).
+    let archive = engine.dir.path().join("ci.tar");
+    engine.ok(&["save", "-o", &archive.display().to_string(), "ci:1"]);
+    engine.ok(&["rmi", "ci:1"]);
+    engine.ok(&["load", "-i", &archive.display().to_string()]);
+    let loaded = inspect(&engine, "ci:1", "{{.Id}}");
+
+    // Without --cache-from nothing is reused …
+    let out = build_ok(&engine, &["-t", "ci:plain", &ctx]);
+    assert!(!out.contains("Using cache"), "{out}");
+    engine.ok(&["rmi", "ci:plain"]);
+    // … with it every step is, and the result is the loaded image's.
+    let out = build_ok(&engine, &["--cache-from", "ci:1", "-t", "ci:2", &ctx]);
+    assert_eq!(out.matches("Using cache").count(), 4, "{out}");
+    assert!(!out.contains("Running in"), "{out}");
+    assert_eq!(inspect(&engine, "ci:2", "{{.Id}}"), loaded);
+    // A changed source stops the reuse at its step.
+    std::fs::write(Path::new(&ctx).join("app.txt"), "v2\n").expect("edit");
+    let out = build_ok(&engine, &["--cache-from", "ci:1", "-t", "ci:3", &ctx]);
+    assert_eq!(out.matches("Using cache").count(), 2, "{out}");
+    assert_eq!(engine.ok(&["run", "--rm", "ci:3", "cat", "/app.txt"]), "v2");
 }

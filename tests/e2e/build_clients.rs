@@ -216,9 +216,6 @@ fn compose_builds_a_service_and_runs_it() {
 }
 
 #[test]
-#[ignore = "engine: disconnecting a container from its last network sets its network mode to \
-            none, so compose's reconnect (to add the short-id alias) is refused with \
-            'container cannot be disconnected from host network or connected to host network'"]
 fn compose_builds_a_service_and_runs_it_on_the_project_network() {
     require_root!();
     if let Some(reason) = compose_missing() {
@@ -764,9 +761,6 @@ fn dockerfile_on_stdin_without_a_context_and_a_compressed_context() {
 }
 
 #[test]
-#[ignore = "engine: a Dockerfile from outside the context (-f ../x, -f -) comes in a tar the CLI \
-            does not finish (no padding, no end blocks), which dockerd reads and the engine \
-            refuses: 'the build context is not a readable tar archive'"]
 fn dockerfile_from_outside_the_context() {
     require_root!();
     let engine = Engine::start();

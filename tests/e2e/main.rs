@@ -4,6 +4,7 @@
 mod bad_input;
 mod bollard_client;
 mod build;
+mod build_clients;
 mod differential;
 mod hostile;
 mod hostile_syscalls;

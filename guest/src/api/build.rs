@@ -51,8 +51,11 @@ fn values(params: &Params, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// dockerd's boolean query values: anything but empty, `0`, `no`,
+/// `false` or `none` (any case) is true.
 fn boolean(params: &Params, key: &str) -> bool {
-    matches!(param(params, key), "1" | "true" | "True")
+    let value = param(params, key).to_ascii_lowercase();
+    !matches!(value.as_str(), "" | "0" | "no" | "false" | "none")
 }
 
 fn number(params: &Params, key: &str) -> ApiResult<i64> {

@@ -496,24 +496,34 @@ impl Builder<'_> {
         let created_by = format!("{} #(nop)  {comment}", shell.join(" "));
         let config = serde_json::to_string(&state.file.config).unwrap_or_default();
         let key = key_of(&["meta", &created_by, &config]);
-        if self.cached(state, &key).await? {
+        if self.cached(state, &key, &created_by).await? {
             return Ok(());
         }
         let cmd = shell
             .iter()
             .cloned()
-            .chain([format!("#(nop) {comment}")])
+            .chain(["#(nop) ".to_owned(), comment.to_owned()])
             .collect::<Vec<_>>();
         self.record(state, None, created_by, cmd, key).await?;
         self.result(state).await
     }
 
     /// Looks the step up in the cache; on a hit, moves the stage onto it.
-    async fn cached(&mut self, state: &mut StageState, key: &str) -> Result<bool, BuildError> {
+    async fn cached(
+        &mut self,
+        state: &mut StageState,
+        key: &str,
+        created_by: &str,
+    ) -> Result<bool, BuildError> {
         if self.options.no_cache {
             return Ok(false);
         }
-        let Some(id) = self.engine.images.cached_step(state.image.as_deref(), key) else {
+        let found = if self.options.cache_from.is_empty() {
+            self.engine.images.cached_step(state.image.as_deref(), key)
+        } else {
+            self.cache_from(state, key, created_by).await?
+        };
+        let Some(id) = found else {
             return Ok(false);
         };
         let file = self.config_file(&id)?;
@@ -522,6 +532,38 @@ impl Builder<'_> {
         self.say(format!(" ---> Using cache\n ---> {}\n", short(&id)))
             .await?;
         Ok(true)
+    }
+
+    /// `--cache-from`: as dockerd's classic builder, only the named images
+    /// are cache sources (they need not have been built here: a pulled or
+    /// loaded image's history says its steps). The first whose history and
+    /// layers begin with the stage's image and whose next step is this one
+    /// gives the step: its layer and history entry on the stage's image.
+    async fn cache_from(
+        &self,
+        state: &StageState,
+        key: &str,
+        created_by: &str,
+    ) -> Result<Option<String>, BuildError> {
+        let images = self.engine.images.clone();
+        let sources = self.options.cache_from.clone();
+        let parent = state.image.clone();
+        let file = state.file.clone();
+        let (key, created_by) = (key.to_owned(), created_by.to_owned());
+        tokio::task::spawn_blocking(move || {
+            for source in &sources {
+                if let Some(index) = images.cache_from_step(parent.as_deref(), source, &created_by)
+                {
+                    return images
+                        .restore_step(parent.as_deref(), source, index, file, &key)
+                        .map(Some);
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .map_err(|e| BuildError::new(e.to_string()))?
+        .map_err(|e| BuildError::new(e.to_string()))
     }
 
     /// Records the step's image: the stage's config (with its history
@@ -598,7 +640,7 @@ impl Builder<'_> {
         };
         let config_json = serde_json::to_string(&state.file.config).unwrap_or_default();
         let key = key_of(&["run", &created_by, &config_json]);
-        if self.cached(state, &key).await? {
+        if self.cached(state, &key, &created_by).await? {
             return Ok(());
         }
         let image_config = state.file.config.clone().unwrap_or_default();
@@ -765,7 +807,7 @@ impl Builder<'_> {
             .unwrap_or_default();
         let dest = absolute(&workdir, &spec.dest);
         let created_by = format!(
-            "{} #(nop) {what} {hash} in {dest} ",
+            "{} #(nop)  {what} {hash} in {dest} ",
             state.shell().join(" ")
         );
         let config_json = serde_json::to_string(&state.file.config).unwrap_or_default();
@@ -776,7 +818,7 @@ impl Builder<'_> {
             spec.chmod.as_deref().unwrap_or_default(),
             &config_json,
         ]);
-        if self.cached(state, &key).await? {
+        if self.cached(state, &key, &created_by).await? {
             return Ok(());
         }
         let dir = self
@@ -819,10 +861,10 @@ impl Builder<'_> {
         let cmd: Vec<String> = state
             .shell()
             .into_iter()
-            .chain([format!(
-                "#(nop) {what} {hash} in {} ",
-                absolute(&workdir, &spec.dest)
-            )])
+            .chain([
+                "#(nop) ".to_owned(),
+                format!("{what} {hash} in {} ", absolute(&workdir, &spec.dest)),
+            ])
             .collect();
         self.record(state, Some(dir.join("upper")), created_by, cmd, key)
             .await?;
@@ -858,12 +900,12 @@ impl Builder<'_> {
         let created_by = format!("{} #(nop)  {comment}", shell.join(" "));
         let config_json = serde_json::to_string(&state.file.config).unwrap_or_default();
         let key = key_of(&["workdir", &created_by, &config_json]);
-        if self.cached(state, &key).await? {
+        if self.cached(state, &key, &created_by).await? {
             return Ok(());
         }
         let cmd: Vec<String> = shell
             .into_iter()
-            .chain([format!("#(nop) {comment}")])
+            .chain(["#(nop) ".to_owned(), comment.to_owned()])
             .collect();
         let layers = self.layers(state)?;
         let scratch_dir = self
@@ -893,6 +935,16 @@ fn cancelled() -> BuildError {
 
 fn line_error(step: &Step, message: &str) -> BuildError {
     BuildError::new(format!("Dockerfile:{}: {message}", step.line))
+}
+
+/// A list as Go's `%q` prints it (`["nginx" "-g" "daemon off;"]`), which is
+/// how dockerd's classic builder writes CMD and ENTRYPOINT into history.
+fn go_quoted(words: &[String]) -> String {
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| serde_json::to_string(w).unwrap_or_default())
+        .collect();
+    format!("[{}]", quoted.join(" "))
 }
 
 /// `path` made absolute against `workdir`, a trailing `/` kept.
@@ -992,10 +1044,7 @@ fn apply_metadata(
                 }
                 volumes.insert(path.clone(), EmptyObject::default());
             }
-            format!(
-                "VOLUME {}",
-                serde_json::to_string(paths).unwrap_or_default()
-            )
+            format!("VOLUME {}", format!("[{}]", paths.join(" ")))
         }
         Instruction::Stopsignal(signal) => {
             crate::engine::stop::parse_signal(signal)
@@ -1007,7 +1056,7 @@ fn apply_metadata(
             let cmd = to_command(command);
             state.cmd_set = true;
             state.config().cmd = Some(cmd.clone());
-            format!("CMD {}", serde_json::to_string(&cmd).unwrap_or_default())
+            format!("CMD {}", go_quoted(&cmd))
         }
         Instruction::Entrypoint(command) => {
             let entrypoint = to_command(command);
@@ -1018,17 +1067,14 @@ fn apply_metadata(
             if !cmd_set {
                 config.cmd = None;
             }
-            format!(
-                "ENTRYPOINT {}",
-                serde_json::to_string(&entrypoint).unwrap_or_default()
-            )
+            format!("ENTRYPOINT {}", go_quoted(&entrypoint))
         }
         Instruction::Shell(shell) => {
             state
                 .config()
                 .extra
                 .insert("Shell".to_owned(), json!(shell));
-            format!("SHELL {}", serde_json::to_string(shell).unwrap_or_default())
+            format!("SHELL [{}]", shell.join(" "))
         }
         Instruction::Healthcheck(check) => {
             let value = match check {

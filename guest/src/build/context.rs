@@ -109,7 +109,52 @@ pub fn clean_leftovers(builds: &Path) {
 /// the checked unpacker layers use: no entry lands outside `dest`, none
 /// writes through a symlink, device nodes are refused.
 pub fn unpack(body: impl Read, dest: &Path) -> Result<(), ImageError> {
-    crate::image::unpack::unpack_layer(body, dest).map(|_| ())
+    let tar = crate::image::unpack::decompress(body)?;
+    crate::image::unpack::unpack_layer(BlockPadded::new(tar), dest).map(|_| ())
+}
+
+/// A tar stream completed to a whole 512-byte block where it ends.
+///
+/// The docker CLI sends a Dockerfile from outside the context (`-f ../x`,
+/// `-f -`) inside the context tar, rewritten by moby's
+/// `ReplaceFileTarWrapper`, which closes its pipe before its tar writer: the
+/// stream stops right after the last entry's data, with neither the padding
+/// nor the end-of-archive blocks. Go's tar reader (dockerd's) takes an end
+/// of stream there for the end of the archive; the tar crate wants the
+/// padding first, which this supplies (zeros), and then ends too.
+struct BlockPadded<R> {
+    inner: R,
+    read: u64,
+    /// Zeros still to give once `inner` has ended.
+    padding: Option<u64>,
+}
+
+impl<R> BlockPadded<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            read: 0,
+            padding: None,
+        }
+    }
+}
+
+impl<R: Read> Read for BlockPadded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.padding.is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.read += n as u64;
+                return Ok(n);
+            }
+            self.padding = Some((512 - self.read % 512) % 512);
+        }
+        let left = self.padding.unwrap_or(0);
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        buf[..n].fill(0);
+        self.padding = Some(left - n as u64);
+        Ok(n)
+    }
 }
 
 /// The Dockerfile at `name` (a path inside the context, resolved in it).

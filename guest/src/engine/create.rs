@@ -163,6 +163,12 @@ impl Engine {
         if host_config.network_mode.is_empty() {
             host_config.network_mode = "default".to_owned();
         }
+        // dockerd records its default driver, and clients read it back:
+        // the Python SDK's `containers.run` returns the output only for
+        // json-file and journald.
+        if host_config.log_config.kind.is_empty() {
+            host_config.log_config.kind = "json-file".to_owned();
+        }
         let mut warnings = Vec::new();
         let networking = self
             .plan_networking(&config, &host_config, networking_config.as_ref())

@@ -387,13 +387,14 @@ impl Engine {
             self.networks.disconnect(&record.id, &net.id).await?;
         }
         record.networking.endpoints.remove(&net.name);
+        // The mode names the next network; off the last one it stays as
+        // it was (dockerd's way), so a later connect is allowed:
+        // docker-compose 1.29 disconnects and reconnects every container
+        // it creates.
         if mode_network(&record.host_config.network_mode) == Some(net.name.as_str()) {
-            record.host_config.network_mode = record
-                .networking
-                .ordered()
-                .first()
-                .map(|(name, _)| (*name).clone())
-                .unwrap_or_else(|| "none".to_owned());
+            if let Some((name, _)) = record.networking.ordered().first() {
+                record.host_config.network_mode = (*name).clone();
+            }
         }
         self.save(&record)?;
         self.publish_network(&net, "disconnect", &record.id);

@@ -102,6 +102,92 @@ impl ImageStore {
             .map(|(id, _)| id.clone())
     }
 
+    /// `--cache-from`: the image `source` was built, step by step, on what
+    /// `parent` is (its history and layers begin with the parent's), and
+    /// its next step was made by `created_by`. Answers the index of that
+    /// history entry, or `None` when `source` holds no such step.
+    pub fn cache_from_step(
+        &self,
+        parent: Option<&str>,
+        source: &str,
+        created_by: &str,
+    ) -> Option<usize> {
+        let state = self.lock();
+        let source = &state.images[&super::store::lookup(&state, source).ok()?];
+        let (history, layers) = match parent {
+            Some(parent) => {
+                let parent = &state.images[&super::store::lookup(&state, parent).ok()?];
+                (parent.config.history.clone(), parent.meta.layers.clone())
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        let n = history.len();
+        let next = source.config.history.get(n)?;
+        let same_history = source.config.history[..n]
+            .iter()
+            .zip(&history)
+            .all(|(a, b)| a.created_by == b.created_by && a.empty_layer == b.empty_layer);
+        let same_layers = source.meta.layers.len() >= layers.len()
+            && source.meta.layers[..layers.len()]
+                .iter()
+                .zip(&layers)
+                .all(|(a, b)| a.diff_id == b.diff_id);
+        (same_history && same_layers && next.created_by == created_by).then_some(n)
+    }
+
+    /// Makes the image of a step found in a `--cache-from` image (see
+    /// [`Self::cache_from_step`]): on `parent`, with `source`'s layer of
+    /// that step (if it has one) and its history entry, and `config` (the
+    /// step's config, whose history is replaced). Kept as a build step of
+    /// its own with `build_key`, as Docker keeps what it restores.
+    pub fn restore_step(
+        &self,
+        parent: Option<&str>,
+        source: &str,
+        index: usize,
+        mut config: ConfigFile,
+        build_key: &str,
+    ) -> Result<String, ImageError> {
+        let (entry, layer) = {
+            let mut state = self.lock();
+            let source_id = super::store::lookup(&state, source)?;
+            let parent_id = match parent {
+                Some(parent) => Some(super::store::lookup(&state, parent)?),
+                None => None,
+            };
+            // The source's own last step: the source itself, as Docker
+            // answers it, now known to stand on the stage's image.
+            let last = state.images[&source_id].config.history.len() == index + 1;
+            if last {
+                if let Some(image) = state.images.get_mut(&source_id) {
+                    if image.meta.parent.is_none() && parent_id.as_ref() != Some(&source_id) {
+                        image.meta.parent = parent_id;
+                        let meta = image.meta.clone();
+                        self.write_meta(&source_id, &meta)?;
+                    }
+                }
+                return Ok(source_id);
+            }
+            let source = &state.images[&source_id];
+            let entry = source.config.history[index].clone();
+            let before = source.config.history[..index]
+                .iter()
+                .filter(|h| !h.empty_layer)
+                .count();
+            let layer = (!entry.empty_layer)
+                .then(|| source.meta.layers.get(before).cloned())
+                .flatten();
+            (entry, layer)
+        };
+        config.history.truncate(index);
+        config.created.clone_from(&entry.created);
+        config.history.push(entry);
+        let _pin = layer
+            .as_ref()
+            .map(|l| self.pin([l.diff_id.clone(), l.digest.clone()]));
+        self.record_commit(parent, config, layer, None, Some(build_key.to_owned()))
+    }
+
     fn derive(
         &self,
         upper: Option<&Path>,

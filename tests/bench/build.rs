@@ -1,0 +1,222 @@
+//! `build`: `docker build` with the classic builder (`DOCKER_BUILDKIT=0`),
+//! vmctl-guest against Debian's dockerd 20.10, the same Dockerfile and
+//! context, in the same run.
+//!
+//! The context is ~2000 small files (20 directories of 100, 100–300 bytes
+//! each) and one 4 MiB file; the Dockerfile has three stages (the big file
+//! hashed in one, the small files copied, counted and tarred in another,
+//! both collected in the last) on the project's `hello` image, so nothing
+//! comes from the network. Three rows, each measured on both engines:
+//!
+//! - `cold`: `docker build --no-cache` — every step runs, the context is
+//!   sent and every COPY hashes its sources;
+//! - `cached`: the same build again — every step from the cache;
+//! - `one file changed`: a source file gets new content, then a build —
+//!   the cache holds up to the `COPY src/`, the steps after it run.
+//!
+//! vmctl-guest runs as the e2e harness runs it ([`vmctl_tests::Engine`]),
+//! dockerd as the differential suite's oracle ([`vmctl_tests::Dockerd`]:
+//! private namespaces, overlay2 on the same disk). Each round builds on
+//! both engines, alternating which goes first; the time is the whole
+//! `docker build` command (CLI, context upload, build), its output read
+//! and dropped.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+
+use crate::machine::first_line;
+use crate::report::{Report, Series};
+
+/// Small files in the context: directories × files per directory.
+const DIRS: usize = 20;
+const FILES_PER_DIR: usize = 100;
+/// The one big file.
+const BIG_BYTES: usize = 4 << 20;
+
+const DOCKERFILE: &str = r#"FROM hello AS deps
+WORKDIR /build
+COPY big.bin ./
+RUN sha256sum big.bin > big.sum
+FROM hello AS build
+WORKDIR /build
+COPY src/ ./src/
+RUN find src -type f | wc -l > count && cat src/d00/f0000.txt > first
+RUN tar -cf /build/src.tar src
+COPY --from=deps /build/big.sum ./
+FROM hello
+COPY --from=build /build/src.tar /build/count /build/big.sum /app/
+COPY --from=deps /build/big.bin /app/
+RUN ls -l /app > /app/listing
+CMD ["cat", "/app/listing"]
+"#;
+
+/// The three kinds of build, in the order a round runs them.
+const ROWS: [(&str, &str); 3] = [
+    ("cold", "docker build --no-cache: every step runs"),
+    ("cached", "the same build again: every step from the cache"),
+    (
+        "one file changed",
+        "one source file changed: cached up to COPY src/, the rest runs",
+    ),
+];
+
+/// The file a `one file changed` build edits.
+const EDITED: &str = "src/d07/f0042.txt";
+
+pub fn run(runs: Option<usize>, warmups: Option<usize>) -> Result<Vec<Report>> {
+    let (runs, warmups) = (runs.unwrap_or(5), warmups.unwrap_or(1));
+    let engine = vmctl_tests::Engine::start();
+    let missing = vmctl_tests::dockerd::dockerd_missing();
+    let dockerd = missing.is_none().then(vmctl_tests::Dockerd::start);
+    let context = engine.dir.path().join("build-context");
+    let (files, bytes) = write_context(&context)?;
+    println!(
+        "build: context of {files} files, {:.1} MB, {} stages",
+        bytes as f64 / 1e6,
+        DOCKERFILE.matches("FROM ").count()
+    );
+
+    // series[row][0] is vmctl's, series[row][1] dockerd's.
+    let mut series: Vec<[Series; 2]> = ROWS
+        .iter()
+        .map(|(_, note)| [Series::new("vmctl", note), Series::new("dockerd", note)])
+        .collect();
+    let mut edits = 0usize;
+    for round in 0..warmups + runs {
+        for turn in 0..2 {
+            let ours = (round + turn) % 2 == 0;
+            let docker = || -> Option<Command> {
+                match (ours, &dockerd) {
+                    (true, _) => Some(engine.docker_cmd()),
+                    (false, Some(dockerd)) => Some(dockerd.docker_cmd()),
+                    (false, None) => None,
+                }
+            };
+            if docker().is_none() {
+                continue;
+            }
+            let who = if ours { "vmctl" } else { "dockerd" };
+            for (row, (name, _)) in ROWS.iter().enumerate() {
+                if *name == "one file changed" {
+                    edits += 1;
+                    std::fs::write(context.join(EDITED), format!("edit {edits}\n"))?;
+                }
+                let no_cache: &[&str] = if row == 0 { &["--no-cache"] } else { &[] };
+                let command = docker().context("engine")?;
+                let took = time_build(command, no_cache, &context)
+                    .with_context(|| format!("{who}: {name} build"))?;
+                if round >= warmups {
+                    series[row][usize::from(!ours)].samples.push(took);
+                }
+            }
+        }
+    }
+
+    let server = dockerd.as_ref().and_then(|d| {
+        let out = d
+            .docker_cmd()
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    });
+    drop(dockerd);
+    drop(engine);
+    let skipped: Vec<(String, String)> = missing
+        .map(|why| vec![("dockerd".to_owned(), why)])
+        .unwrap_or_default();
+    let mut reports = Vec::new();
+    for ((name, _), [ours, theirs]) in ROWS.iter().zip(series) {
+        let peer = !theirs.samples.is_empty();
+        let mut report = Report {
+            bench: "build",
+            workload: format!(
+                "{name}: 3-stage Dockerfile on hello, context of {files} files ({:.1} MB), DOCKER_BUILDKIT=0",
+                bytes as f64 / 1e6
+            ),
+            runs,
+            warmups,
+            series: if peer { vec![ours, theirs] } else { vec![ours] },
+            derived: Vec::new(),
+            reference: if peer { "dockerd" } else { "vmctl" }.into(),
+            skipped: skipped.clone(),
+            goals: Vec::new(),
+        };
+        if let (Some(vmctl), Some(dockerd)) = (report.median("vmctl"), report.median("dockerd")) {
+            report.goals.push(format!(
+                "speed-up vmctl over dockerd {}: {:.2}× ({vmctl:.0} ms vs {dockerd:.0} ms)",
+                server.as_deref().unwrap_or("?"),
+                dockerd / vmctl
+            ));
+        }
+        if let Some(cli) = first_line("docker", &["--version"]) {
+            report.goals.push(format!("client: {cli}"));
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Writes the Dockerfile, the small files and the big one; answers the
+/// number of files and their bytes.
+fn write_context(dir: &Path) -> Result<(usize, u64)> {
+    let mut files = 0;
+    let mut bytes = 0u64;
+    let mut write = |path: &Path, data: &[u8]| -> Result<()> {
+        std::fs::create_dir_all(path.parent().context("parent")?)?;
+        std::fs::write(path, data).with_context(|| format!("write {}", path.display()))?;
+        files += 1;
+        bytes += data.len() as u64;
+        Ok(())
+    };
+    write(&dir.join("Dockerfile"), DOCKERFILE.as_bytes())?;
+    for d in 0..DIRS {
+        for f in 0..FILES_PER_DIR {
+            let n = d * FILES_PER_DIR + f;
+            let line = format!("file {n} of directory {d}\n");
+            let text = line.repeat(4 + n % 9);
+            write(
+                &dir.join(format!("src/d{d:02}/f{n:04}.txt")),
+                text.as_bytes(),
+            )?;
+        }
+    }
+    // Deterministic bytes that do not compress (xorshift).
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let big: Vec<u8> = (0..BIG_BYTES / 8)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect();
+    write(&dir.join("big.bin"), &big)?;
+    Ok((files, bytes))
+}
+
+/// Times one `docker build` of `context` (output read and dropped) and
+/// checks that it succeeded.
+fn time_build(mut command: Command, extra: &[&str], context: &Path) -> Result<Duration> {
+    command
+        .env("DOCKER_BUILDKIT", "0")
+        .arg("build")
+        .args(extra)
+        .args(["-t", "bench-build:latest"])
+        .arg(context)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let out = command.output().context("cannot run docker build")?;
+    let took = started.elapsed();
+    ensure!(
+        out.status.success(),
+        "docker build failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(took)
+}

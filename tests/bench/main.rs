@@ -2,7 +2,7 @@
 //! same run.
 //!
 //! ```text
-//! vmctl-bench [all|runtime|api|network|pull|vm|vm-ports|shares]... [--json FILE] [--runs N] [--warmups N]
+//! vmctl-bench [all|runtime|api|network|pull|build|vm|vm-ports|shares]... [--json FILE] [--runs N] [--warmups N]
 //! ```
 //!
 //! - `runtime` ([`runtime`]): `/bin/true` start→exit through vmctl's monitor,
@@ -25,6 +25,10 @@
 //! - `pull` ([`pull`]): pull + unpack of a ~200 MB four-layer image from
 //!   Debian's `docker-registry` on loopback, vmctl vs `skopeo copy` + `umoci
 //!   unpack` (5 runs after 1 warmup).
+//! - `build` ([`build`]): `docker build` (classic builder) of a 3-stage
+//!   Dockerfile over ~2000 small files and a 4 MiB one, cold, cached and
+//!   after one file changed, vmctl-guest vs Debian's dockerd (5 runs after 1
+//!   warmup).
 //!
 //! Each benchmark prints a table (median, min, max, ratio to the reference)
 //! and `--json` writes every sample with the machine facts and tool versions.
@@ -34,6 +38,7 @@
 //! quick try; published numbers use the defaults).
 
 mod api;
+mod build;
 mod crun;
 mod machine;
 mod network;
@@ -53,8 +58,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 /// The benchmarks of `all` (and of no argument).
-const ALL: [&str; 7] = [
-    "runtime", "api", "network", "pull", "vm", "vm-ports", "shares",
+const ALL: [&str; 8] = [
+    "runtime", "api", "network", "pull", "build", "vm", "vm-ports", "shares",
 ];
 
 /// What to run and where to write, from the command line.
@@ -76,14 +81,14 @@ fn parse_args() -> Result<Args> {
             "--runs" => args.runs = Some(value("--runs")?.parse()?),
             "--warmups" => args.warmups = Some(value("--warmups")?.parse()?),
             "all" => args.benches.extend(ALL.map(String::from)),
-            "runtime" | "api" | "pull" => args.benches.push(arg),
+            "runtime" | "api" | "pull" | "build" => args.benches.push(arg),
             name if network::NAMES.contains(&name) => args.benches.push(arg),
             name if vm::NAMES.contains(&name) => args.benches.push(arg),
             name if vm_ports::NAMES.contains(&name) => args.benches.push(arg),
             name if shares::NAMES.contains(&name) => args.benches.push(arg),
             "-h" | "--help" => {
                 println!(
-                    "usage: vmctl-bench [all|runtime|api|network|network-setup|network-throughput|pull|vm|vm-boot|vm-api|vm-ports|shares]... \
+                    "usage: vmctl-bench [all|runtime|api|network|network-setup|network-throughput|pull|build|vm|vm-boot|vm-api|vm-ports|shares]... \
                      [--json FILE] [--runs N] [--warmups N]"
                 );
                 std::process::exit(0);
@@ -140,6 +145,11 @@ fn run() -> Result<()> {
             "pull" => {
                 let report = pull::run(args.runs, args.warmups)?;
                 (report.table(), vec![report.json()])
+            }
+            "build" => {
+                let reports = build::run(args.runs, args.warmups)?;
+                let table = reports.iter().map(|r| r.table()).collect::<String>();
+                (table, reports.iter().map(|r| r.json()).collect())
             }
             "shares" => {
                 let reports = shares::run(args.runs, args.warmups)?;

@@ -6,6 +6,7 @@ mod bollard_client;
 mod build;
 mod build_clients;
 mod differential;
+mod differential_build;
 mod hostile;
 mod hostile_syscalls;
 mod leaks;

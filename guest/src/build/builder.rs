@@ -315,6 +315,9 @@ impl Builder<'_> {
             args: Vec::new(),
             cmd_set: false,
         };
+        // A stage's author is its own MAINTAINER only: dockerd's classic
+        // builder never keeps the base image's.
+        state.file.author = String::new();
         if let Some(id) = &base {
             self.say(format!(" ---> {}\n", short(id))).await?;
         }
@@ -484,6 +487,11 @@ impl Builder<'_> {
                     .await
             }
             other => {
+                if matches!(other, Instruction::Healthcheck(_)) {
+                    if let Some(note) = healthcheck_note(state) {
+                        self.say(note).await?;
+                    }
+                }
                 let comment = apply_metadata(state, &other, &self.lexer)?;
                 self.metadata(state, &comment).await
             }
@@ -601,8 +609,11 @@ impl Builder<'_> {
         .await
         .map_err(|e| BuildError::new(e.to_string()))?
         .map_err(|e| BuildError::new(e.to_string()))?;
-        state.image = Some(id.clone());
-        state.file = file;
+        // The stored config, not ours: the store marks a step that changed
+        // nothing as an empty layer.
+        let _ = file;
+        state.file = self.config_file(&id)?;
+        state.image = Some(id);
         Ok(())
     }
 
@@ -837,9 +848,16 @@ impl Builder<'_> {
         let copied = tokio::task::spawn_blocking(move || {
             let owner = match chown {
                 Some(spec) => {
-                    let user = crate::runtime::user::resolve(&target, &spec, &[]).map_err(|e| {
-                        format!("unable to convert uid/gid chown string to host mapping: {e}")
-                    })?;
+                    // As dockerd: a user alone names the group too
+                    // (`--chown=1000` is 1000:1000, `--chown=app` app:app).
+                    let spec = if spec.contains(':') {
+                        spec
+                    } else {
+                        format!("{spec}:{spec}")
+                    };
+                    // Said as dockerd says it, with no step prefix.
+                    let user = crate::runtime::user::resolve(&target, &spec, &[])
+                        .map_err(|e| Err(chown_error(&e)))?;
                     Some((user.uid, user.gid))
                 }
                 None => None,
@@ -852,12 +870,16 @@ impl Builder<'_> {
                 &Ownership { owner, mode },
                 unpack,
             )
-            .map_err(|e| e.to_string())
+            .map_err(|e| Ok(e.to_string()))
         })
         .await
         .map_err(|e| BuildError::new(e.to_string()))?;
         let _ = self.scratch.unmount(&merged);
-        copied.map_err(fail)?;
+        // Ok: a copy's failure (the step's prefix); Err: said as it is.
+        copied.map_err(|e: Result<String, String>| match e {
+            Ok(copy) => fail(copy),
+            Err(plain) => BuildError::new(plain),
+        })?;
         let cmd: Vec<String> = state
             .shell()
             .into_iter()
@@ -929,6 +951,21 @@ impl Builder<'_> {
     }
 }
 
+/// `--chown` naming nobody in the image's files, in dockerd's words.
+fn chown_error(e: &crate::runtime::user::UserError) -> String {
+    use crate::runtime::user::UserError;
+    let detail = match e {
+        UserError::NoSuchUser(user) => {
+            format!("can't find uid for user {user}: no such user: {user}")
+        }
+        UserError::NoSuchGroup(group) => {
+            format!("can't find gid for group {group}: no such group: {group}")
+        }
+        other => other.to_string(),
+    };
+    format!("unable to convert uid/gid chown string to host mapping: {detail}")
+}
+
 fn cancelled() -> BuildError {
     BuildError::new("the build was cancelled: the client went away")
 }
@@ -974,6 +1011,24 @@ fn label_step(labels: &BTreeMap<String, String>) -> Step {
             labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         ),
     }
+}
+
+/// dockerd's note when a HEALTHCHECK replaces one that was on
+/// (`Note: overriding previous HEALTHCHECK: [CMD-SHELL echo healthy]`).
+fn healthcheck_note(state: &mut StageState) -> Option<String> {
+    let test = state
+        .config()
+        .extra
+        .get("Healthcheck")?
+        .get("Test")?
+        .clone();
+    let test: Vec<String> = serde_json::from_value(test).ok()?;
+    test.first().is_some_and(|t| t != "NONE").then(|| {
+        format!(
+            "Note: overriding previous HEALTHCHECK: [{}]\n",
+            test.join(" ")
+        )
+    })
 }
 
 /// Applies a metadata instruction (already expanded) to the stage's config;
@@ -1024,7 +1079,21 @@ fn apply_metadata(
                 } else {
                     format!("{port}/tcp")
                 };
-                exposed.insert(port.clone(), EmptyObject::default());
+                // dockerd lists each port of a range (`7000-7002/tcp`).
+                let (number, proto) = port.split_once('/').unwrap_or((port.as_str(), "tcp"));
+                let range = number
+                    .split_once('-')
+                    .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)));
+                match range {
+                    Some((first, last)) if first <= last => {
+                        for n in first..=last {
+                            exposed.insert(format!("{n}/{proto}"), EmptyObject::default());
+                        }
+                    }
+                    _ => {
+                        exposed.insert(port.clone(), EmptyObject::default());
+                    }
+                }
                 words.push(port);
             }
             format!("EXPOSE {}", words.join(" "))
@@ -1044,7 +1113,7 @@ fn apply_metadata(
                 }
                 volumes.insert(path.clone(), EmptyObject::default());
             }
-            format!("VOLUME {}", format!("[{}]", paths.join(" ")))
+            format!("VOLUME [{}]", paths.join(" "))
         }
         Instruction::Stopsignal(signal) => {
             crate::engine::stop::parse_signal(signal)
@@ -1077,7 +1146,8 @@ fn apply_metadata(
             format!("SHELL [{}]", shell.join(" "))
         }
         Instruction::Healthcheck(check) => {
-            let value = match check {
+            let previous = state.config().extra.get("Healthcheck").cloned();
+            let mut value = match check {
                 None => json!({"Test": ["NONE"]}),
                 Some(check) => {
                     let mut value = json!({"Test": check.test});
@@ -1097,6 +1167,17 @@ fn apply_metadata(
                     value
                 }
             };
+            // dockerd fills the timings a check leaves unset (NONE too) from
+            // the base's check: its container create merges the image config.
+            if let Some(previous) = previous {
+                for field in ["Interval", "Timeout", "StartPeriod", "Retries"] {
+                    if value.get(field).is_none() {
+                        if let Some(v) = previous.get(field) {
+                            value[field] = v.clone();
+                        }
+                    }
+                }
+            }
             state
                 .config()
                 .extra

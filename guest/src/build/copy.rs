@@ -643,6 +643,22 @@ fn make_dirs(root: &Path, path: &str, owner: (u32, u32)) -> Result<Dir, CopyErro
     Ok(dir)
 }
 
+/// The destination of a directory source: missing parents are root's and
+/// only the destination itself, when made, `owner`'s (dockerd's
+/// `CopyWithTar`, then `fixPermissions`); a file's missing parents are all
+/// `owner`'s ([`make_dirs`], dockerd's `MkdirAllAndChownNew`).
+fn make_dest_dir(root: &Path, dest: &str, owner: (u32, u32)) -> Result<Dir, CopyError> {
+    let made = !is_dir_in(root, dest);
+    let dir = make_dirs(root, dest, (0, 0))?;
+    let (parent, name) = split_dest(dest);
+    if made && !name.is_empty() {
+        Dir::open_in(root, &parent)?
+            .chown(&name, owner.0, owner.1)
+            .map_err(io_err("chown", format!("/{}", clean_in_root(dest))))?;
+    }
+    Ok(dir)
+}
+
 /// WORKDIR: makes `path` (absolute) inside `root` when it is missing
 /// (`0755`, root's); answers whether anything was made.
 pub fn make_missing_dir(root: &Path, path: &str) -> Result<bool, CopyError> {
@@ -687,7 +703,7 @@ pub fn copy(
         if source.is_empty() {
             // The whole root (`COPY . /dst`): its contents.
             let dir = Dir::open_in(src_root, "")?;
-            let dst = make_dirs(dst_root, dest, owner)?;
+            let dst = make_dest_dir(dst_root, dest, owner)?;
             target.copy_tree(&dir, &dst)?;
             continue;
         }
@@ -707,7 +723,7 @@ pub fn copy(
                     .map_err(io_err("stat", format!("/{source}")))?;
                 if meta.is_dir() {
                     let dir = Dir::open_in(src_root, source)?;
-                    let dst = make_dirs(dst_root, dest, owner)?;
+                    let dst = make_dest_dir(dst_root, dest, owner)?;
                     target.copy_tree(&dir, &dst)?;
                     continue;
                 }
@@ -744,7 +760,7 @@ pub fn copy(
             let dir = from_parent
                 .child(&name)
                 .map_err(io_err("open", format!("/{source}")))?;
-            let dst = make_dirs(dst_root, dest, owner)?;
+            let dst = make_dest_dir(dst_root, dest, owner)?;
             target.copy_tree(&dir, &dst)?;
             continue;
         }

@@ -35,6 +35,41 @@ const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 /// Mount points the engine creates in every container.
 const ENGINE_FILES: [&str; 3] = ["etc/hosts", "etc/hostname", "etc/resolv.conf"];
 
+/// The diff-id of a tar with no entries (two zero blocks), Docker's
+/// empty layer.
+const EMPTY_TAR: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+
+/// Whether the upper directory's `etc` holds nothing but the engine's
+/// (empty) mount points and is the lower `/etc` as it was (same mode and
+/// owner; none below: the engine made it): overlayfs copied it up only for
+/// those mount points, which Docker keeps in an init layer of its own.
+fn engine_only_etc(upper: &Path, lower: Option<&Metadata>) -> bool {
+    let etc = upper.join("etc");
+    let Ok(meta) = std::fs::symlink_metadata(&etc) else {
+        return false;
+    };
+    if !meta.is_dir() {
+        return false;
+    }
+    if File::open(&etc).is_ok_and(|dir| is_opaque(&dir)) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(&etc) else {
+        return false;
+    };
+    let only_mount_points = entries.flatten().all(|entry| {
+        let name = Path::new("etc").join(entry.file_name());
+        ENGINE_FILES.iter().any(|f| name == Path::new(f))
+            && entry
+                .metadata()
+                .is_ok_and(|m| m.file_type().is_file() && m.len() == 0)
+    });
+    only_mount_points
+        && lower.is_none_or(|l| {
+            l.mode() == meta.mode() && l.uid() == meta.uid() && l.gid() == meta.gid()
+        })
+}
+
 /// A writer that hashes what goes through it.
 struct HashingWriter<W> {
     inner: W,
@@ -202,18 +237,47 @@ impl ImageStore {
         let blob = self
             .tmp_dir()
             .join(format!("commit-{:016x}", rand::random::<u64>()));
-        let result = self.commit_layer(upper, &blob).and_then(|(layer, _pin)| {
-            self.record_commit(parent, config, Some(layer), tag, build_key)
-        });
+        let lower_etc = parent.and_then(|p| self.lower_etc(p));
+        let skip_etc = engine_only_etc(upper, lower_etc.as_ref());
+        let result = self
+            .commit_layer(upper, &blob, skip_etc)
+            .and_then(|(layer, _pin)| {
+                // A build step that changed nothing has no layer, as in
+                // dockerd's classic builder (history: empty_layer).
+                let mut config = config;
+                let layer = if build_key.is_some() && layer.diff_id == EMPTY_TAR {
+                    if let Some(entry) = config.history.last_mut() {
+                        entry.empty_layer = true;
+                    }
+                    None
+                } else {
+                    Some(layer)
+                };
+                self.record_commit(parent, config, layer, tag, build_key)
+            });
         let _ = std::fs::remove_file(&blob);
         result
     }
 
+    /// The `lstat` of `/etc` in image `reference`'s top-most layer that has
+    /// one (none when no layer has it, or it was whited out).
+    fn lower_etc(&self, reference: &str) -> Option<Metadata> {
+        let layers = self.resolve(reference).ok()?.layers;
+        let meta = layers
+            .iter()
+            .rev()
+            .find_map(|l| std::fs::symlink_metadata(l.join("etc")).ok())?;
+        meta.is_dir().then_some(meta)
+    }
+
     /// Turns `upper` into a stored layer, pinned until its image is recorded.
+    /// `skip_etc`: leave out the upper's `etc`, which holds nothing but the
+    /// engine's mount points (see [`engine_only_etc`]).
     fn commit_layer(
         &self,
         upper: &Path,
         blob: &Path,
+        skip_etc: bool,
     ) -> Result<(LayerMeta, super::prune::Pin<'_>), ImageError> {
         let file = File::create(blob).map_err(|e| ImageError::io("create", blob, e))?;
         let gz = HashingWriter {
@@ -234,6 +298,7 @@ impl ImageStore {
                 &DirHandle::open(upper)?,
                 Path::new(""),
                 &mut links,
+                skip_etc,
             )?;
         }
         let tar = builder
@@ -403,6 +468,7 @@ fn add_dir<W: Write>(
     dir: &DirHandle,
     rel: &Path,
     links: &mut HashMap<(u64, u64), PathBuf>,
+    skip_etc: bool,
 ) -> Result<(), ImageError> {
     let listed = dir.at(std::ffi::OsStr::new(""));
     let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&listed)
@@ -419,6 +485,9 @@ fn add_dir<W: Write>(
             std::fs::symlink_metadata(&inside).map_err(|e| ImageError::io("stat", &path, e))?;
         let kind = meta.file_type();
         if kind.is_file() && meta.len() == 0 && ENGINE_FILES.iter().any(|f| name == Path::new(f)) {
+            continue;
+        }
+        if skip_etc && rel.as_os_str().is_empty() && file_name == "etc" {
             continue;
         }
         let io = |e| ImageError::io("add to the layer", &path, e);
@@ -474,7 +543,7 @@ fn add_dir<W: Write>(
                     .append_data(&mut header, name.join(".wh..wh..opq"), io::empty())
                     .map_err(io)?;
             }
-            add_dir(builder, &child, &name, links)?;
+            add_dir(builder, &child, &name, links, false)?;
             continue;
         }
         if meta.nlink() > 1 {
@@ -567,7 +636,14 @@ mod tests {
     fn entries_of(upper: &Path) -> Vec<(tar::EntryType, String, Option<String>, Vec<u8>)> {
         let mut builder = tar::Builder::new(Vec::new());
         let dir = DirHandle::open(upper).unwrap();
-        add_dir(&mut builder, &dir, Path::new(""), &mut HashMap::new()).unwrap();
+        add_dir(
+            &mut builder,
+            &dir,
+            Path::new(""),
+            &mut HashMap::new(),
+            false,
+        )
+        .unwrap();
         let bytes = builder.into_inner().unwrap();
         let mut archive = tar::Archive::new(&bytes[..]);
         archive
@@ -672,6 +748,7 @@ mod tests {
             &DirHandle::open(dir.path()).unwrap(),
             Path::new(""),
             &mut HashMap::new(),
+            false,
         )
         .unwrap_err();
         assert!(err.to_string().contains("device node /zero"), "{err}");

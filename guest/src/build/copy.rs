@@ -149,17 +149,9 @@ pub fn has_wildcards(pattern: &str) -> bool {
 /// A path inside a root, cleaned lexically (`..` never above the root),
 /// without the leading `/`; empty for the root itself.
 pub fn clean_in_root(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            part => parts.push(part),
-        }
-    }
-    parts.join("/")
+    crate::volume::resolve::clean(&format!("/{path}"))
+        .trim_start_matches('/')
+        .to_owned()
 }
 
 /// The sources a COPY names inside `root`: each pattern cleaned; a pattern

@@ -549,7 +549,7 @@ pub fn parse_volumes_from(spec: &str) -> Result<(String, Option<bool>), VolumeEr
 
 /// Cleans an absolute path lexically (`//a/./b/../c/` → `/a/c`); a relative
 /// one stays relative.
-pub(super) fn clean(path: &str) -> String {
+pub fn clean(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {

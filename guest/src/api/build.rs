@@ -234,16 +234,24 @@ async fn build(
         runtime: tokio::runtime::Handle::current(),
         chunk: Bytes::new(),
     };
-    let context = scratch.context();
-    let unpacked =
-        tokio::task::spawn_blocking(move || crate::build::context::unpack(reader, &context))
-            .await
-            .map_err(|e| ApiError::from(EngineError::Runtime(e.to_string())))?;
-    if let Err(e) = unpacked {
-        return Err(ApiError::bad_request(format!(
-            "the build context is not a readable tar archive: {e}"
-        )));
-    }
+    let (tar, dir) = (scratch.context_tar(), scratch.context());
+    let dockerfile = match options.dockerfile.as_str() {
+        "" => "Dockerfile".to_owned(),
+        name => name.to_owned(),
+    };
+    let received = tokio::task::spawn_blocking(move || {
+        crate::build::index::Context::receive(reader, &tar, &dir, &dockerfile)
+    })
+    .await
+    .map_err(|e| ApiError::from(EngineError::Runtime(e.to_string())))?;
+    let context = match received {
+        Ok(context) => Arc::new(context),
+        Err(e) => {
+            return Err(ApiError::bad_request(format!(
+                "the build context is not a readable tar archive: {e}"
+            )))
+        }
+    };
 
     let (lines, body) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let (tx, mut rx) = mpsc::channel::<Message>(64);
@@ -267,7 +275,7 @@ async fn build(
         })
     };
     tokio::spawn(async move {
-        let result = crate::build::builder::build(&engine, &options, &scratch, tx).await;
+        let result = crate::build::builder::build(&engine, &options, &scratch, context, tx).await;
         let _ = forward.await;
         drop(scratch);
         match result {

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::context::Scratch;
 use super::copy::{self, Ownership};
 use super::dockerfile::{self, Command, CopySpec, Dockerfile, Instruction, Lexer, Step};
+use super::index::{Context, Lookup};
 use super::run::{self, Outcome};
 use super::{BuildError, BuildOptions, Message};
 use crate::engine::Engine;
@@ -32,15 +33,20 @@ pub async fn build(
     engine: &Arc<Engine>,
     options: &BuildOptions,
     scratch: &Scratch,
+    context: Arc<Context>,
     tx: mpsc::Sender<Message>,
 ) -> Result<String, BuildError> {
-    let context = scratch.context();
     let name = if options.dockerfile.is_empty() {
         "Dockerfile"
     } else {
         options.dockerfile.as_str()
     };
-    let text = super::context::read_dockerfile(&context, name).map_err(BuildError::new)?;
+    let read = context.clone();
+    let wanted = name.to_owned();
+    let text = tokio::task::spawn_blocking(move || read.dockerfile(&wanted))
+        .await
+        .map_err(|e| BuildError::new(e.to_string()))?
+        .map_err(BuildError::new)?;
     let file = dockerfile::parse(&text)
         .map_err(|e| BuildError::new(e.with_file(name.to_owned()).to_string()))?;
     let mut builder = Builder {
@@ -63,7 +69,7 @@ struct Builder<'a> {
     engine: &'a Arc<Engine>,
     options: &'a BuildOptions,
     scratch: &'a Scratch,
-    context: PathBuf,
+    context: Arc<Context>,
     tx: mpsc::Sender<Message>,
     lexer: Lexer,
     step: usize,
@@ -761,11 +767,16 @@ impl Builder<'_> {
         let what = if add { "ADD" } else { "COPY" };
         let fail = |e: String| line_error(step, &format!("{what} failed: {e}"));
         let (src_root, mounted) = match &spec.from {
-            Some(from) if !add => self.source_root(from).await?,
+            Some(from) if !add => {
+                let (root, mounted) = self.source_root(from).await?;
+                (Some(root), mounted)
+            }
             Some(_) => return Err(fail("ADD has no --from".to_owned())),
-            None => (self.context.clone(), None),
+            None => (None, None),
         };
-        let result = self.copy_from(state, step, &spec, add, &src_root).await;
+        let result = self
+            .copy_from(state, step, &spec, add, src_root.as_deref())
+            .await;
         if let Some(merged) = mounted {
             let _ = self.scratch.unmount(&merged);
         }
@@ -778,7 +789,7 @@ impl Builder<'_> {
         step: &Step,
         spec: &CopySpec,
         add: bool,
-        src_root: &Path,
+        src_root: Option<&Path>,
     ) -> Result<(), BuildError> {
         let what = if add { "ADD" } else { "COPY" };
         let fail = |e: String| line_error(step, &format!("{what} failed: {e}"));
@@ -800,16 +811,31 @@ impl Builder<'_> {
             ),
             None => None,
         };
-        let root = src_root.to_owned();
+        // The sources and their hash: from the context's index (no file
+        // read), or found and hashed in a root on disk.
+        let root = src_root.map(Path::to_owned);
+        let context = self.context.clone();
         let patterns = spec.sources.clone();
         let (sources, hash) = tokio::task::spawn_blocking(move || {
-            let sources = copy::expand_sources(&root, &patterns)?;
-            let hash = copy::hash_sources(&root, &sources)?;
-            Ok::<_, copy::CopyError>((sources, hash))
+            let on_disk = |root: &Path| {
+                let sources = copy::expand_sources(root, &patterns)?;
+                let hash = copy::hash_sources(root, &sources)?;
+                Ok::<_, copy::CopyError>((sources, hash))
+            };
+            match &root {
+                Some(root) => on_disk(root).map_err(|e| e.to_string()),
+                None => match context.lookup(&patterns).map_err(|e| e.to_string())? {
+                    Lookup::Found(sources, hash) => Ok((sources, hash)),
+                    Lookup::Unpack => {
+                        let dir = context.unpacked().map_err(|e| e.to_string())?;
+                        on_disk(dir).map_err(|e| e.to_string())
+                    }
+                },
+            }
         })
         .await
         .map_err(|e| BuildError::new(e.to_string()))?
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(fail)?;
         let workdir = state
             .file
             .config
@@ -842,7 +868,30 @@ impl Builder<'_> {
             .mount(&layers, &dir)
             .map_err(|e| BuildError::new(e.to_string()))?;
         let chown = spec.chown.clone();
-        let src = src_root.to_owned();
+        // Only now, a copy having to run, is the context unpacked.
+        let src = match src_root {
+            Some(root) => root.to_owned(),
+            None => {
+                let context = self.context.clone();
+                let unpacked =
+                    tokio::task::spawn_blocking(move || context.unpacked().map(Path::to_owned))
+                        .await
+                        .map_err(|e| BuildError::new(e.to_string()));
+                match unpacked {
+                    Ok(Ok(dir)) => dir,
+                    Ok(Err(e)) => {
+                        let _ = self.scratch.unmount(&merged);
+                        return Err(fail(format!(
+                            "the build context is not a readable tar archive: {e}"
+                        )));
+                    }
+                    Err(e) => {
+                        let _ = self.scratch.unmount(&merged);
+                        return Err(e);
+                    }
+                }
+            }
+        };
         let target = merged.clone();
         let unpack = add && spec.from.is_none();
         let copied = tokio::task::spawn_blocking(move || {

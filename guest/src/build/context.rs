@@ -37,6 +37,11 @@ impl Scratch {
         self.dir.join("context")
     }
 
+    /// Where the context's tar is kept as received.
+    pub fn context_tar(&self) -> PathBuf {
+        self.dir.join("context.tar")
+    }
+
     /// A fresh directory inside the scratch directory, named `name-N`.
     pub fn fresh(&self, name: &str) -> std::io::Result<PathBuf> {
         let dir = self
@@ -111,6 +116,11 @@ pub fn clean_leftovers(builds: &Path) {
 pub fn unpack(body: impl Read, dest: &Path) -> Result<(), ImageError> {
     let tar = crate::image::unpack::decompress(body)?;
     crate::image::unpack::unpack_layer(BlockPadded::new(tar), dest).map(|_| ())
+}
+
+/// `tar` (plain) as [`BlockPadded`] completes it.
+pub fn padded<R: Read>(tar: R) -> impl Read {
+    BlockPadded::new(tar)
 }
 
 /// A tar stream completed to a whole 512-byte block where it ends.

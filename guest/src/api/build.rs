@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::error::{ApiError, ApiResult};
 use super::images::BodyReader;
-use super::pull::{json_line, progress_json};
+use super::pull::{json_line, param, progress_json};
 use crate::build::context::Scratch;
 use crate::build::{BuildError, BuildOptions, Message};
 use crate::engine::{Engine, EngineError};
@@ -35,13 +35,6 @@ pub fn routes() -> Router<Arc<Engine>> {
 }
 
 type Params = Vec<(String, String)>;
-
-fn param<'a>(params: &'a Params, key: &str) -> &'a str {
-    params
-        .iter()
-        .find(|(k, _)| k == key)
-        .map_or("", |(_, v)| v.as_str())
-}
 
 fn values(params: &Params, key: &str) -> Vec<String> {
     params

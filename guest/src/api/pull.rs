@@ -60,7 +60,8 @@ async fn auth(
     Ok(axum::Json(json!({ "Status": "Login Succeeded", "IdentityToken": "" })).into_response())
 }
 
-fn param<'a>(params: &'a [(String, String)], key: &str) -> &'a str {
+/// The first value of `key` in a query (empty when absent).
+pub(super) fn param<'a>(params: &'a [(String, String)], key: &str) -> &'a str {
     params
         .iter()
         .find(|(k, _)| k == key)

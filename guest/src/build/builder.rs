@@ -106,6 +106,18 @@ impl StageState {
             .unwrap_or_default()
     }
 
+    /// A step that runs nothing, as dockerd records it: the container
+    /// config's `Cmd` (the shell, `#(nop) `, the comment) and the history's
+    /// `created_by` (that `Cmd` joined by spaces).
+    fn nop(&self, comment: &str) -> (String, Vec<String>) {
+        let cmd: Vec<String> = self
+            .shell()
+            .into_iter()
+            .chain(["#(nop) ".to_owned(), comment.to_owned()])
+            .collect();
+        (cmd.join(" "), cmd)
+    }
+
     fn shell(&self) -> Vec<String> {
         self.file
             .config
@@ -506,18 +518,12 @@ impl Builder<'_> {
 
     /// A step that changes only the config: an image with no new layer.
     async fn metadata(&mut self, state: &mut StageState, comment: &str) -> Result<(), BuildError> {
-        let shell = state.shell();
-        let created_by = format!("{} #(nop)  {comment}", shell.join(" "));
+        let (created_by, cmd) = state.nop(comment);
         let config = serde_json::to_string(&state.file.config).unwrap_or_default();
         let key = key_of(&["meta", &created_by, &config]);
         if self.cached(state, &key, &created_by).await? {
             return Ok(());
         }
-        let cmd = shell
-            .iter()
-            .cloned()
-            .chain(["#(nop) ".to_owned(), comment.to_owned()])
-            .collect::<Vec<_>>();
         self.record(state, None, created_by, cmd, key).await?;
         self.result(state).await
     }
@@ -843,10 +849,7 @@ impl Builder<'_> {
             .map(|c| c.working_dir.clone())
             .unwrap_or_default();
         let dest = absolute(&workdir, &spec.dest);
-        let created_by = format!(
-            "{} #(nop)  {what} {hash} in {dest} ",
-            state.shell().join(" ")
-        );
+        let (created_by, cmd) = state.nop(&format!("{what} {hash} in {dest} "));
         let config_json = serde_json::to_string(&state.file.config).unwrap_or_default();
         let key = key_of(&[
             "copy",
@@ -929,14 +932,6 @@ impl Builder<'_> {
             Ok(copy) => fail(copy),
             Err(plain) => BuildError::new(plain),
         })?;
-        let cmd: Vec<String> = state
-            .shell()
-            .into_iter()
-            .chain([
-                "#(nop) ".to_owned(),
-                format!("{what} {hash} in {} ", absolute(&workdir, &spec.dest)),
-            ])
-            .collect();
         self.record(state, Some(dir.join("upper")), created_by, cmd, key)
             .await?;
         self.result(state).await
@@ -967,17 +962,12 @@ impl Builder<'_> {
         let path = format!("/{}", copy::clean_in_root(&path));
         state.config().working_dir = path.clone();
         let comment = format!("WORKDIR {path}");
-        let shell = state.shell();
-        let created_by = format!("{} #(nop)  {comment}", shell.join(" "));
+        let (created_by, cmd) = state.nop(&comment);
         let config_json = serde_json::to_string(&state.file.config).unwrap_or_default();
         let key = key_of(&["workdir", &created_by, &config_json]);
         if self.cached(state, &key, &created_by).await? {
             return Ok(());
         }
-        let cmd: Vec<String> = shell
-            .into_iter()
-            .chain(["#(nop) ".to_owned(), comment.to_owned()])
-            .collect();
         let layers = self.layers(state)?;
         let scratch_dir = self
             .scratch

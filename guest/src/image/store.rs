@@ -276,10 +276,17 @@ impl ImageStore {
     /// Every image, newest load first.
     pub fn list(&self) -> Vec<ImageInfo> {
         let state = self.lock();
+        // Children counted in one pass, not once per image.
+        let mut children: HashMap<&str, usize> = HashMap::new();
+        for image in state.images.values() {
+            if let Some(parent) = &image.meta.parent {
+                *children.entry(parent.as_str()).or_default() += 1;
+            }
+        }
         let mut all: Vec<ImageInfo> = state
             .images
             .keys()
-            .map(|id| self.info(&state, id))
+            .map(|id| self.info(&state, id, children.get(id.as_str()).copied().unwrap_or(0)))
             .collect();
         all.sort_by(|a, b| b.loaded.cmp(&a.loaded).then_with(|| a.id.cmp(&b.id)));
         all
@@ -289,10 +296,17 @@ impl ImageStore {
     pub fn inspect(&self, reference: &str) -> Result<ImageInfo, ImageError> {
         let state = self.lock();
         let id = lookup(&state, reference)?;
-        Ok(self.info(&state, &id))
+        let children = state
+            .images
+            .values()
+            .filter(|i| i.meta.parent.as_deref() == Some(id.as_str()))
+            .count();
+        Ok(self.info(&state, &id, children))
     }
 
-    fn info(&self, state: &State, id: &str) -> ImageInfo {
+    /// What `list` and `inspect` say of image `id`, which `children`
+    /// images were built on.
+    fn info(&self, state: &State, id: &str, children: usize) -> ImageInfo {
         let image = &state.images[id];
         let layer_sizes: Vec<u64> = image.meta.layers.iter().map(|l| l.size).collect();
         ImageInfo {
@@ -316,11 +330,7 @@ impl ImageStore {
             loaded: image.meta.loaded.clone(),
             last_tag_time: image.meta.last_tag_time.clone(),
             parent: image.meta.parent.clone(),
-            children: state
-                .images
-                .values()
-                .filter(|i| i.meta.parent.as_deref() == Some(id))
-                .count(),
+            children,
         }
     }
 

@@ -2,8 +2,9 @@
 //! docker-compose 1.29, the SDKs' `images.build`) and `POST /build/prune`
 //! (`docker builder prune`).
 //!
-//! The query is checked before anything is read; the body (the context tar,
-//! plain or gzip) is unpacked into the build's scratch directory; then the
+//! The query is checked before the body is used (a refused one is read
+//! and dropped, so the client sees the answer); the body (the context tar,
+//! plain or gzip) is kept and indexed in the build's scratch directory; then the
 //! answer streams Docker's JSON lines: `{"stream": …}`, pull progress,
 //! `{"aux": {"ID": …}}`, and `{"errorDetail": …, "error": …}` when the
 //! build fails. When the client goes away the running step is stopped.
@@ -206,13 +207,38 @@ fn error_json(error: &BuildError) -> Value {
     json!({ "errorDetail": detail, "error": error.message })
 }
 
+/// Reads and drops what the client is still sending (the context), up to
+/// [`DRAINED`] bytes, before a refusal: a client that is still writing
+/// when the connection closes sees a broken pipe, not the answer. Go's
+/// server, dockerd's, does the same (256 KiB there).
+async fn drain(body: Body) {
+    use tokio_stream::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        read += chunk.len();
+        if read > DRAINED {
+            break;
+        }
+    }
+}
+
+/// How much of a refused request's body is read before the answer.
+const DRAINED: usize = 4 << 20;
+
 async fn build(
     State(engine): State<Arc<Engine>>,
     Query(params): Query<Params>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let options = options(&params, &headers)?;
+    let options = match options(&params, &headers) {
+        Ok(options) => options,
+        Err(e) => {
+            drain(body).await;
+            return Err(e);
+        }
+    };
     let builds = engine.layout.builds();
     let scratch = tokio::task::spawn_blocking(move || Scratch::new(&builds))
         .await

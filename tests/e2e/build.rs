@@ -548,6 +548,45 @@ fn hostile_images_and_contexts_cannot_lead_a_copy_out_of_its_root() {
         "a context link to /etc/shadow was followed out of the context"
     );
 
+    // A context tar made by hand (sent as it is: `docker build -`) whose
+    // `dir/link` is first a link to the host directory, then a directory
+    // with a file below it, and with a name that climbs out of `dir` with
+    // `..`. `COPY dir/` reads the tar through its index: the link is gone,
+    // the file is in the image's directory. `COPY .` (the climbing name
+    // has no directory entries: the context is unpacked) is refused.
+    let raw = engine.dir.path().join("raw.tar");
+    let built = |dockerfile: &str| {
+        write_hostile_context(&raw, &outside_text, dockerfile);
+        engine
+            .docker_cmd()
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-t", "hostile:raw", "-"])
+            .stdin(std::fs::File::open(&raw).expect("raw tar"))
+            .output()
+            .expect("docker build -")
+    };
+    let out = built("FROM hello\nCOPY dir/ /dst/\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let found = engine.ok(&["run", "--rm", "hostile:raw", "find", "/dst"]);
+    let mut listed: Vec<&str> = found.lines().collect();
+    listed.sort_unstable();
+    assert_eq!(
+        listed.join("\n"),
+        "/dst\n/dst/link\n/dst/link/inside.txt\n/dst/ok.txt",
+        "COPY dir/ of the hand-made context"
+    );
+    let out = built("FROM hello\nCOPY . /all/\n");
+    assert!(
+        text(&out.stderr).contains("path escapes"),
+        "{}",
+        text(&out.stderr)
+    );
+    let leaked: Vec<_> = std::fs::read_dir(&outside).expect("outside").collect();
+    assert!(
+        leaked.is_empty(),
+        "a hand-made context wrote on the host: {leaked:?}"
+    );
+
     // COPY --from an image: its links are followed inside it, too.
     let ctx = context(
         &engine,
@@ -564,6 +603,58 @@ fn hostile_images_and_contexts_cannot_lead_a_copy_out_of_its_root() {
         !got.contains("host-only"),
         "COPY --from read the host: {got}"
     );
+}
+
+/// A context tar with hostile names, written with raw headers (the tar
+/// crate refuses `..` in the names it sets): `dockerfile`, `dir/` with a
+/// file, a name climbing out of `dir` to `outside`, and `dir/link` as a
+/// symlink to `outside` and then as a directory holding `inside.txt`.
+fn write_hostile_context(path: &Path, outside: &str, dockerfile: &str) {
+    fn raw(
+        builder: &mut tar::Builder<std::fs::File>,
+        name: &str,
+        kind: tar::EntryType,
+        link: &str,
+        data: &[u8],
+    ) {
+        let mut header = tar::Header::new_old();
+        let old = header.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_entry_type(kind);
+        header.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        builder.append(&header, data).expect("raw entry");
+    }
+    use tar::EntryType::{Directory, Regular, Symlink};
+    let file = std::fs::File::create(path).expect("raw tar");
+    let mut builder = tar::Builder::new(file);
+    raw(
+        &mut builder,
+        "Dockerfile",
+        Regular,
+        "",
+        dockerfile.as_bytes(),
+    );
+    raw(&mut builder, "dir/", Directory, "", b"");
+    raw(&mut builder, "dir/ok.txt", Regular, "", b"ok\n");
+    let climb = format!("dir/../../../../../..{outside}/climbed.txt");
+    raw(&mut builder, &climb, Regular, "", b"climbed\n");
+    raw(&mut builder, "dir/link", Symlink, outside, b"");
+    raw(&mut builder, "dir/link/", Directory, "", b"");
+    raw(
+        &mut builder,
+        "dir/link/inside.txt",
+        Regular,
+        "",
+        b"inside\n",
+    );
+    builder.finish().expect("raw tar");
 }
 
 #[test]

@@ -18,6 +18,7 @@ use super::index::{Context, Lookup};
 use super::run::{self, Outcome};
 use super::{BuildError, BuildOptions, Message};
 use crate::engine::Engine;
+use crate::image::commit::Upper;
 use crate::image::reference::Named;
 use crate::image::{ConfigFile, ImageConfig};
 use crate::model::container::Config;
@@ -126,6 +127,26 @@ impl StageState {
             .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| DEFAULT_SHELL.iter().map(|s| (*s).to_owned()).collect())
+    }
+}
+
+/// A step's change, to be its layer.
+enum StepUpper {
+    /// Read and left: a RUN container's upper directory (the container
+    /// still has it), or a scratch one whose overlay is still mounted.
+    Kept(PathBuf),
+    /// A scratch overlay's upper directory, unmounted: the builder is done
+    /// with it, and the store may take it for the layer as it is.
+    Given(PathBuf),
+}
+
+impl StepUpper {
+    fn scratch(path: PathBuf, unmounted: bool) -> Self {
+        if unmounted {
+            Self::Given(path)
+        } else {
+            Self::Kept(path)
+        }
     }
 }
 
@@ -591,7 +612,7 @@ impl Builder<'_> {
     async fn record(
         &mut self,
         state: &mut StageState,
-        upper: Option<PathBuf>,
+        upper: Option<StepUpper>,
         created_by: String,
         cmd: Vec<String>,
         key: String,
@@ -616,7 +637,11 @@ impl Builder<'_> {
         let parent = state.image.clone();
         let for_store = file.clone();
         let id = tokio::task::spawn_blocking(move || {
-            images.build_step(upper.as_deref(), parent.as_deref(), for_store, &key)
+            let upper = upper.as_ref().map(|upper| match upper {
+                StepUpper::Kept(path) => Upper::Kept(path),
+                StepUpper::Given(path) => Upper::Given(path),
+            });
+            images.build_step(upper, parent.as_deref(), for_store, &key)
         })
         .await
         .map_err(|e| BuildError::new(e.to_string()))?
@@ -707,6 +732,7 @@ impl Builder<'_> {
             });
         }
         let upper = self.engine.layout.container(&id).join("upper");
+        let upper = StepUpper::Kept(upper);
         let recorded = self.record(state, Some(upper), created_by, cmd, key).await;
         if self.options.remove || self.options.force_remove {
             self.say(format!("Removing intermediate container {}\n", short(&id)))
@@ -871,30 +897,8 @@ impl Builder<'_> {
             .mount(&layers, &dir)
             .map_err(|e| BuildError::new(e.to_string()))?;
         let chown = spec.chown.clone();
-        // Only now, a copy having to run, is the context unpacked.
-        let src = match src_root {
-            Some(root) => root.to_owned(),
-            None => {
-                let context = self.context.clone();
-                let unpacked =
-                    tokio::task::spawn_blocking(move || context.unpacked().map(Path::to_owned))
-                        .await
-                        .map_err(|e| BuildError::new(e.to_string()));
-                match unpacked {
-                    Ok(Ok(dir)) => dir,
-                    Ok(Err(e)) => {
-                        let _ = self.scratch.unmount(&merged);
-                        return Err(fail(format!(
-                            "the build context is not a readable tar archive: {e}"
-                        )));
-                    }
-                    Err(e) => {
-                        let _ = self.scratch.unmount(&merged);
-                        return Err(e);
-                    }
-                }
-            }
-        };
+        let src_root = src_root.map(Path::to_owned);
+        let context = self.context.clone();
         let target = merged.clone();
         let unpack = add && spec.from.is_none();
         let copied = tokio::task::spawn_blocking(move || {
@@ -914,25 +918,42 @@ impl Builder<'_> {
                 }
                 None => None,
             };
-            copy::copy(
-                &src,
-                &sources,
-                &target,
-                &dest,
-                &Ownership { owner, mode },
-                unpack,
-            )
-            .map_err(|e| Ok(e.to_string()))
+            let ownership = Ownership { owner, mode };
+            let src = match src_root {
+                Some(root) => root,
+                None => {
+                    // A COPY of the context's files and directories reads
+                    // them from its tar; anything else (ADD, links…)
+                    // unpacks the context, now that a copy has to run.
+                    let tree = if add {
+                        None
+                    } else {
+                        context.tree(&sources).map_err(|e| Ok(e.to_string()))?
+                    };
+                    if let Some(tree) = tree {
+                        return copy::copy_items(&tree, tree.items(), &target, &dest, &ownership)
+                            .map_err(|e| Ok(e.to_string()));
+                    }
+                    context.unpacked().map(Path::to_owned).map_err(|e| {
+                        Ok(format!(
+                            "the build context is not a readable tar archive: {e}"
+                        ))
+                    })?
+                }
+            };
+            copy::copy(&src, &sources, &target, &dest, &ownership, unpack)
+                .map_err(|e| Ok(e.to_string()))
         })
         .await
         .map_err(|e| BuildError::new(e.to_string()))?;
-        let _ = self.scratch.unmount(&merged);
+        let unmounted = self.scratch.unmount(&merged).is_ok();
         // Ok: a copy's failure (the step's prefix); Err: said as it is.
         copied.map_err(|e: Result<String, String>| match e {
             Ok(copy) => fail(copy),
             Err(plain) => BuildError::new(plain),
         })?;
-        self.record(state, Some(dir.join("upper")), created_by, cmd, key)
+        let upper = StepUpper::scratch(dir.join("upper"), unmounted);
+        self.record(state, Some(upper), created_by, cmd, key)
             .await?;
         self.result(state).await
     }
@@ -982,9 +1003,9 @@ impl Builder<'_> {
         let made = tokio::task::spawn_blocking(move || copy::make_missing_dir(&target, &want))
             .await
             .map_err(|e| BuildError::new(e.to_string()))?;
-        let _ = self.scratch.unmount(&merged);
+        let unmounted = self.scratch.unmount(&merged).is_ok();
         let made = made.map_err(|e| BuildError::new(format!("WORKDIR {path}: {e}")))?;
-        let upper = made.then(|| scratch_dir.join("upper"));
+        let upper = made.then(|| StepUpper::scratch(scratch_dir.join("upper"), unmounted));
         self.record(state, upper, created_by, cmd, key).await?;
         self.result(state).await
     }

@@ -219,7 +219,7 @@ struct Dir {
 
 /// What `fstatat(AT_SYMLINK_NOFOLLOW)` says of an entry.
 #[derive(Debug, Clone, Copy)]
-struct Stat {
+pub struct Stat {
     mode: u32,
     uid: u32,
     gid: u32,
@@ -229,6 +229,19 @@ struct Stat {
 }
 
 impl Stat {
+    /// An entry that is not a device: `mode` with its type bits
+    /// (`S_IFREG`…), owner, size and modification time.
+    pub fn new(mode: u32, (uid, gid): (u32, u32), size: u64, mtime: (i64, i64)) -> Self {
+        Self {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime,
+            rdev: 0,
+        }
+    }
+
     fn kind(&self) -> u32 {
         self.mode & libc::S_IFMT
     }
@@ -460,6 +473,55 @@ impl FromVecCompat for OsString {
     }
 }
 
+/// Where a copy reads: a directory tree on disk ([`OnDisk`]), or the
+/// build context's tar through its index ([`super::index::Tree`]).
+pub trait Source {
+    /// A directory of the source.
+    type Dir;
+    /// The entries of `dir`, sorted by name, each with its `lstat`.
+    fn entries(&self, dir: &Self::Dir) -> Result<Vec<(OsString, Stat)>, CopyError>;
+    /// The directory `name` of `dir`.
+    fn child(&self, dir: &Self::Dir, name: &OsStr) -> Result<Self::Dir, CopyError>;
+    /// The bytes of the regular file `name` of `dir`.
+    fn open_file(&self, dir: &Self::Dir, name: &OsStr) -> Result<Box<dyn Read + '_>, CopyError>;
+    /// The target of the symlink `name` of `dir`.
+    fn read_link(&self, dir: &Self::Dir, name: &OsStr) -> Result<OsString, CopyError>;
+    /// The entry `name` of `dir`, for messages.
+    fn shown(&self, dir: &Self::Dir, name: &OsStr) -> String;
+}
+
+/// A tree on disk, read through descriptors, links never followed.
+struct OnDisk;
+
+impl Source for OnDisk {
+    type Dir = Dir;
+
+    fn entries(&self, dir: &Dir) -> Result<Vec<(OsString, Stat)>, CopyError> {
+        dir.entries()
+    }
+
+    fn child(&self, dir: &Dir, name: &OsStr) -> Result<Dir, CopyError> {
+        dir.child(name)
+            .map_err(io_err("open", dir.child_shown(name)))
+    }
+
+    fn open_file(&self, dir: &Dir, name: &OsStr) -> Result<Box<dyn Read + '_>, CopyError> {
+        let file = dir
+            .open_file(name)
+            .map_err(io_err("open", dir.child_shown(name)))?;
+        Ok(Box::new(file))
+    }
+
+    fn read_link(&self, dir: &Dir, name: &OsStr) -> Result<OsString, CopyError> {
+        dir.read_link(name)
+            .map_err(io_err("read link", dir.child_shown(name)))
+    }
+
+    fn shown(&self, dir: &Dir, name: &OsStr) -> String {
+        dir.child_shown(name)
+    }
+}
+
 /// Where copied entries go and how they are owned.
 struct Target<'a> {
     ownership: &'a Ownership,
@@ -475,20 +537,26 @@ impl Target<'_> {
         self.ownership.mode.unwrap_or(st.mode & 0o7777)
     }
 
-    /// Copies the entry `name` of `from` (whose lstat is `st`) to `name` in `to`.
-    fn copy_entry(&self, from: &Dir, to: &Dir, name: &OsStr, st: &Stat) -> Result<(), CopyError> {
+    /// Copies the entry `name` of `from` (whose lstat is `st`) in `source`
+    /// to `name` in `to`.
+    fn copy_entry<S: Source>(
+        &self,
+        source: &S,
+        from: &S::Dir,
+        to: &Dir,
+        name: &OsStr,
+        st: &Stat,
+    ) -> Result<(), CopyError> {
         let shown = to.child_shown(name);
         let (uid, gid) = self.owner();
         let mode = self.mode(st);
         match st.kind() {
             libc::S_IFDIR => {
-                let src = from
-                    .child(name)
-                    .map_err(io_err("open", from.child_shown(name)))?;
+                let src = source.child(from, name)?;
                 let (dst, _) = to
                     .make_dir(name, 0o700)
                     .map_err(io_err("mkdir", shown.clone()))?;
-                self.copy_tree(&src, &dst)?;
+                self.copy_tree(source, &src, &dst)?;
                 to.chown(name, uid, gid)
                     .map_err(io_err("chown", shown.clone()))?;
                 to.chmod(name, mode)
@@ -497,9 +565,7 @@ impl Target<'_> {
                     .map_err(io_err("set times of", shown))?;
             }
             libc::S_IFREG => {
-                let mut src = from
-                    .open_file(name)
-                    .map_err(io_err("open", from.child_shown(name)))?;
+                let mut src = source.open_file(from, name)?;
                 self.write_file(to, name, &mut src, 0o600)?;
                 to.chown(name, uid, gid)
                     .map_err(io_err("chown", shown.clone()))?;
@@ -509,9 +575,7 @@ impl Target<'_> {
                     .map_err(io_err("set times of", shown))?;
             }
             libc::S_IFLNK => {
-                let target = from
-                    .read_link(name)
-                    .map_err(io_err("read link", from.child_shown(name)))?;
+                let target = source.read_link(from, name)?;
                 if let Some(existing) = to
                     .remove_non_dir(name)
                     .map_err(io_err("replace", shown.clone()))?
@@ -547,15 +611,15 @@ impl Target<'_> {
             libc::S_IFSOCK => {} // as Docker: sockets are not copied
             _ => {
                 let _ = st.rdev;
-                return Err(CopyError::Device(from.child_shown(name)));
+                return Err(CopyError::Device(source.shown(from, name)));
             }
         }
         Ok(())
     }
 
-    fn copy_tree(&self, from: &Dir, to: &Dir) -> Result<(), CopyError> {
-        for (name, st) in from.entries()? {
-            self.copy_entry(from, to, &name, &st)?;
+    fn copy_tree<S: Source>(&self, source: &S, from: &S::Dir, to: &Dir) -> Result<(), CopyError> {
+        for (name, st) in source.entries(from)? {
+            self.copy_entry(source, from, to, &name, &st)?;
         }
         Ok(())
     }
@@ -696,7 +760,7 @@ pub fn copy(
             // The whole root (`COPY . /dst`): its contents.
             let dir = Dir::open_in(src_root, "")?;
             let dst = make_dest_dir(dst_root, dest, owner)?;
-            target.copy_tree(&dir, &dst)?;
+            target.copy_tree(&OnDisk, &dir, &dst)?;
             continue;
         }
         let (parent, name) = split_dest(&format!("/{source}"));
@@ -716,7 +780,7 @@ pub fn copy(
                 if meta.is_dir() {
                     let dir = Dir::open_in(src_root, source)?;
                     let dst = make_dest_dir(dst_root, dest, owner)?;
-                    target.copy_tree(&dir, &dst)?;
+                    target.copy_tree(&OnDisk, &dir, &dst)?;
                     continue;
                 }
                 // A link to a file: copy the file it names, under the link's name.
@@ -753,7 +817,7 @@ pub fn copy(
                 .child(&name)
                 .map_err(io_err("open", format!("/{source}")))?;
             let dst = make_dest_dir(dst_root, dest, owner)?;
-            target.copy_tree(&dir, &dst)?;
+            target.copy_tree(&OnDisk, &dir, &dst)?;
             continue;
         }
         if unpack && st.kind() == libc::S_IFREG {
@@ -785,9 +849,54 @@ pub fn copy(
         } else {
             // A symlink was handled above; a FIFO or a socket as an entry.
             let (dir, dest_name) = place(dst_root, dest, dest_is_dir, &name, owner)?;
-            target.copy_entry(&from_parent, &dir, &name, &st)?;
+            target.copy_entry(&OnDisk, &from_parent, &dir, &name, &st)?;
             if dest_name != name {
                 rename_in(&dir, &name, &dest_name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A source of a COPY as [`copy_items`] takes it.
+pub enum Item<D> {
+    /// A directory: its contents are copied.
+    Dir(D),
+    /// A regular file: `name` in `parent`, whose lstat is `st`.
+    File { parent: D, name: OsString, st: Stat },
+}
+
+/// One COPY whose sources are directories and regular files of `source`
+/// (what [`copy`] does for those, from any [`Source`]): the build
+/// context's tar is read this way without being unpacked first.
+pub fn copy_items<S: Source>(
+    source: &S,
+    items: &[Item<S::Dir>],
+    dst_root: &Path,
+    dest: &str,
+    ownership: &Ownership,
+) -> Result<(), CopyError> {
+    let owner = ownership.owner.unwrap_or((0, 0));
+    let target = Target { ownership };
+    let dest_is_dir = dest.ends_with('/') || items.len() > 1 || is_dir_in(dst_root, dest);
+    for item in items {
+        match item {
+            Item::Dir(dir) => {
+                let dst = make_dest_dir(dst_root, dest, owner)?;
+                target.copy_tree(source, dir, &dst)?;
+            }
+            Item::File { parent, name, st } => {
+                let mut src = source.open_file(parent, name)?;
+                copy_file_to(
+                    &target,
+                    dst_root,
+                    dest,
+                    dest_is_dir,
+                    name,
+                    &mut src,
+                    st,
+                    owner,
+                )?;
             }
         }
     }
@@ -826,7 +935,7 @@ fn copy_file_to(
     dest: &str,
     dest_is_dir: bool,
     name: &OsStr,
-    src: &mut File,
+    src: &mut dyn Read,
     st: &Stat,
     owner: (u32, u32),
 ) -> Result<(), CopyError> {
@@ -917,7 +1026,7 @@ impl KeepOwners {
                     Target {
                         ownership: &ownership,
                     }
-                    .copy_entry(from, to, &name, &st)?;
+                    .copy_entry(&OnDisk, from, to, &name, &st)?;
                     continue;
                 }
             }

@@ -39,6 +39,17 @@ const ENGINE_FILES: [&str; 3] = ["etc/hosts", "etc/hostname", "etc/resolv.conf"]
 /// empty layer.
 const EMPTY_TAR: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 
+/// The upper directory a commit makes its layer of.
+#[derive(Debug, Clone, Copy)]
+pub enum Upper<'a> {
+    /// A container's, read and left as it is.
+    Kept(&'a Path),
+    /// One its owner is done with (a build step's scratch tree): when the
+    /// tar holds it exactly, the store moves it into place as the layer
+    /// instead of unpacking the tar again.
+    Given(&'a Path),
+}
+
 /// Whether the upper directory's `etc` holds nothing but the engine's
 /// (empty) mount points and is the lower `/etc` as it was (same mode and
 /// owner; none below: the engine made it): overlayfs copied it up only for
@@ -102,7 +113,7 @@ impl ImageStore {
         config: ConfigFile,
         tag: Option<&super::reference::Named>,
     ) -> Result<String, ImageError> {
-        self.derive(Some(upper), Some(parent), config, tag, None)
+        self.derive(Some(Upper::Kept(upper)), Some(parent), config, tag, None)
     }
 
     /// A build step's image on `parent` (none: `FROM scratch`): with
@@ -111,7 +122,7 @@ impl ImageStore {
     /// [`Self::cached_step`].
     pub fn build_step(
         &self,
-        upper: Option<&Path>,
+        upper: Option<Upper<'_>>,
         parent: Option<&str>,
         config: ConfigFile,
         build_key: &str,
@@ -225,7 +236,7 @@ impl ImageStore {
 
     fn derive(
         &self,
-        upper: Option<&Path>,
+        upper: Option<Upper<'_>>,
         parent: Option<&str>,
         config: ConfigFile,
         tag: Option<&super::reference::Named>,
@@ -234,13 +245,17 @@ impl ImageStore {
         let Some(upper) = upper else {
             return self.record_commit(parent, config, None, tag, build_key);
         };
+        let (upper, given) = match upper {
+            Upper::Kept(path) => (path, false),
+            Upper::Given(path) => (path, true),
+        };
         let blob = self
             .tmp_dir()
             .join(format!("commit-{:016x}", rand::random::<u64>()));
         let lower_etc = parent.and_then(|p| self.lower_etc(p));
         let skip_etc = engine_only_etc(upper, lower_etc.as_ref());
         let result = self
-            .commit_layer(upper, &blob, skip_etc)
+            .commit_layer(upper, given, &blob, skip_etc)
             .and_then(|(layer, _pin)| {
                 // A build step that changed nothing has no layer, as in
                 // dockerd's classic builder (history: empty_layer).
@@ -271,11 +286,13 @@ impl ImageStore {
     }
 
     /// Turns `upper` into a stored layer, pinned until its image is recorded.
+    /// `given`: the caller is done with `upper` ([`Upper::Given`]).
     /// `skip_etc`: leave out the upper's `etc`, which holds nothing but the
     /// engine's mount points (see [`engine_only_etc`]).
     fn commit_layer(
         &self,
         upper: &Path,
+        given: bool,
         blob: &Path,
         skip_etc: bool,
     ) -> Result<(LayerMeta, super::prune::Pin<'_>), ImageError> {
@@ -290,15 +307,18 @@ impl ImageStore {
         };
         let mut builder = tar::Builder::new(tar);
         builder.mode(tar::HeaderMode::Complete);
-        let mut links = HashMap::new();
+        let mut walk = Walk::new(skip_etc, given);
         // A container never started has no upper directory: an empty layer.
-        if upper.is_dir() {
+        let exists = upper.is_dir();
+        if exists {
+            if given {
+                walk.tidy_xattrs(upper, upper)?;
+            }
             add_dir(
                 &mut builder,
                 &DirHandle::open(upper)?,
                 Path::new(""),
-                &mut links,
-                skip_etc,
+                &mut walk,
             )?;
         }
         let tar = builder
@@ -328,6 +348,13 @@ impl ImageStore {
                 }
                 size
             }
+            // A given tree the tar holds exactly is the layer itself.
+            None if given && exists && walk.exact => {
+                match self.adopt_layer(upper, blob, &digest, &diff_id)? {
+                    Some(size) => size,
+                    None => self.unpack_pulled(reader, &digest, &diff_id)?,
+                }
+            }
             None => self.unpack_pulled(reader, &digest, &diff_id)?,
         };
         let layer = LayerMeta {
@@ -338,6 +365,40 @@ impl ImageStore {
             size,
         };
         Ok((layer, pin))
+    }
+
+    /// Makes the directory `upper`, which the tar `blob` holds exactly, the
+    /// stored layer `diff_id` itself, and `blob` its blob (`digest`): both
+    /// are renamed into place, after the same sync an unpacked pull gets.
+    /// Answers the layer's size, or `None` when `upper` cannot be renamed
+    /// there (another filesystem), for the caller to unpack the blob.
+    fn adopt_layer(
+        &self,
+        upper: &Path,
+        blob: &Path,
+        digest: &str,
+        diff_id: &str,
+    ) -> Result<Option<u64>, ImageError> {
+        let size = crate::state::files::dir_size(upper);
+        File::open(blob)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| ImageError::io("sync", blob, e))?;
+        super::load::sync_filesystem(&self.layers_dir());
+        let _state = self.lock();
+        let target = self.layer_path(diff_id);
+        if !target.exists() {
+            match std::fs::rename(upper, &target) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => return Ok(None),
+                Err(e) => return Err(ImageError::io("commit layer", &target, e)),
+            }
+        }
+        let stored = self.blob_path(digest);
+        if !stored.exists() {
+            std::fs::rename(blob, &stored)
+                .map_err(|e| ImageError::io("commit blob", &stored, e))?;
+        }
+        Ok(Some(size))
     }
 
     /// Records a committed image: `parent`'s layers plus `layer` (if any),
@@ -446,6 +507,92 @@ impl DirHandle {
     }
 }
 
+/// What a walk of an upper directory into a tar carries along.
+struct Walk {
+    /// Files with several links: the name each was first stored under.
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Leave out the top `etc` (see [`engine_only_etc`]).
+    skip_etc: bool,
+    /// The tree is the store's to keep: clear overlayfs' own bookkeeping
+    /// (`origin`, `impure`, `nlink`) from each entry as it goes by.
+    tidy: bool,
+    /// Whether the tar holds the tree exactly as it is on disk: nothing
+    /// left out, and no attribute the tar does not carry but overlayfs'
+    /// opaque marks (which it carries as `.wh..wh..opq`). Only such a tree
+    /// can become the layer itself.
+    exact: bool,
+}
+
+impl Walk {
+    fn new(skip_etc: bool, tidy: bool) -> Self {
+        Self {
+            links: HashMap::new(),
+            skip_etc,
+            tidy,
+            exact: true,
+        }
+    }
+
+    /// Clears overlayfs' bookkeeping attributes of the entry at `inside`
+    /// (shown as `path`); any other attribute, which the tar would not
+    /// carry, makes the walk inexact.
+    fn tidy_xattrs(&mut self, inside: &Path, path: &Path) -> Result<(), ImageError> {
+        for name in
+            list_xattrs(inside).map_err(|e| ImageError::io("list attributes of", path, e))?
+        {
+            match name.as_bytes() {
+                b"trusted.overlay.opaque" => {}
+                b"trusted.overlay.origin"
+                | b"trusted.overlay.impure"
+                | b"trusted.overlay.nlink" => {
+                    remove_xattr(inside, &name)
+                        .map_err(|e| ImageError::io("clear attributes of", path, e))?;
+                }
+                _ => self.exact = false,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The extended attribute names of `path` (not following a last link).
+fn list_xattrs(path: &Path) -> io::Result<Vec<std::ffi::CString>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: a NUL-terminated path and a live buffer of the given length.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            break;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ERANGE) => buf.resize(buf.len() * 4, 0),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => return Err(err),
+        }
+    }
+    Ok(buf
+        .split(|b| *b == 0)
+        .filter(|name| !name.is_empty())
+        .filter_map(|name| std::ffi::CString::new(name).ok())
+        .collect())
+}
+
+/// `lremovexattr(2)`: never follows a last link.
+fn remove_xattr(path: &Path, name: &std::ffi::CStr) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: NUL-terminated strings.
+    if unsafe { libc::lremovexattr(c.as_ptr(), name.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn open_nofollow(path: &Path, flags: i32) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
@@ -467,8 +614,7 @@ fn add_dir<W: Write>(
     builder: &mut tar::Builder<W>,
     dir: &DirHandle,
     rel: &Path,
-    links: &mut HashMap<(u64, u64), PathBuf>,
-    skip_etc: bool,
+    walk: &mut Walk,
 ) -> Result<(), ImageError> {
     let listed = dir.at(std::ffi::OsStr::new(""));
     let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&listed)
@@ -485,10 +631,15 @@ fn add_dir<W: Write>(
             std::fs::symlink_metadata(&inside).map_err(|e| ImageError::io("stat", &path, e))?;
         let kind = meta.file_type();
         if kind.is_file() && meta.len() == 0 && ENGINE_FILES.iter().any(|f| name == Path::new(f)) {
+            walk.exact = false;
             continue;
         }
-        if skip_etc && rel.as_os_str().is_empty() && file_name == "etc" {
+        if walk.skip_etc && rel.as_os_str().is_empty() && file_name == "etc" {
+            walk.exact = false;
             continue;
+        }
+        if walk.tidy {
+            walk.tidy_xattrs(&inside, &path)?;
         }
         let io = |e| ImageError::io("add to the layer", &path, e);
         if kind.is_char_device() && meta.rdev() == 0 {
@@ -508,6 +659,7 @@ fn add_dir<W: Write>(
             )));
         }
         if kind.is_socket() {
+            walk.exact = false;
             continue;
         }
         if kind.is_symlink() {
@@ -543,18 +695,18 @@ fn add_dir<W: Write>(
                     .append_data(&mut header, name.join(".wh..wh..opq"), io::empty())
                     .map_err(io)?;
             }
-            add_dir(builder, &child, &name, links, false)?;
+            add_dir(builder, &child, &name, walk)?;
             continue;
         }
         if meta.nlink() > 1 {
             let key = (meta.dev(), meta.ino());
-            if let Some(first) = links.get(&key) {
+            if let Some(first) = walk.links.get(&key) {
                 let mut header = header_from(&meta, tar::EntryType::Link);
                 header.set_size(0);
                 builder.append_link(&mut header, &name, first).map_err(io)?;
                 continue;
             }
-            links.insert(key, name.clone());
+            walk.links.insert(key, name.clone());
         }
         add_file(builder, &inside, &path, &name, &meta)?;
     }
@@ -640,8 +792,7 @@ mod tests {
             &mut builder,
             &dir,
             Path::new(""),
-            &mut HashMap::new(),
-            false,
+            &mut Walk::new(false, false),
         )
         .unwrap();
         let bytes = builder.into_inner().unwrap();
@@ -747,8 +898,7 @@ mod tests {
             &mut builder,
             &DirHandle::open(dir.path()).unwrap(),
             Path::new(""),
-            &mut HashMap::new(),
-            false,
+            &mut Walk::new(false, false),
         )
         .unwrap_err();
         assert!(err.to_string().contains("device node /zero"), "{err}");

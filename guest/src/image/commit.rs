@@ -514,7 +514,8 @@ struct Walk {
     /// Leave out the top `etc` (see [`engine_only_etc`]).
     skip_etc: bool,
     /// The tree is the store's to keep: clear overlayfs' own bookkeeping
-    /// (`origin`, `impure`, `nlink`) from each entry as it goes by.
+    /// (`origin`, `impure`, `nlink`, the upper root's `uuid`) from each
+    /// entry as it goes by.
     tidy: bool,
     /// Whether the tar holds the tree exactly as it is on disk: nothing
     /// left out, and no attribute the tar does not carry but overlayfs'
@@ -544,7 +545,8 @@ impl Walk {
                 b"trusted.overlay.opaque" => {}
                 b"trusted.overlay.origin"
                 | b"trusted.overlay.impure"
-                | b"trusted.overlay.nlink" => {
+                | b"trusted.overlay.nlink"
+                | b"trusted.overlay.uuid" => {
                     remove_xattr(inside, &name)
                         .map_err(|e| ImageError::io("clear attributes of", path, e))?;
                 }

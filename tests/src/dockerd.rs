@@ -62,7 +62,7 @@ impl Dockerd {
     pub fn start() -> Dockerd {
         let dir = tempfile::Builder::new()
             .prefix("vmctl-dd")
-            .tempdir_in("/tmp")
+            .tempdir_in(crate::scratch_base())
             .expect("tempdir");
         let root = dir.path();
         let socket = root.join("sock");

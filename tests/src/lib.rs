@@ -71,6 +71,13 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
+/// Where engines (and dockerd) make their directories:
+/// `$VMCTL_TEST_TMPDIR` when set (a bench puts both engines on a
+/// filesystem of its own), else `/tmp`.
+pub fn scratch_base() -> PathBuf {
+    std::env::var_os("VMCTL_TEST_TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+}
+
 /// Path of a workspace binary; panics with the command that builds it.
 pub fn binary(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
@@ -122,7 +129,7 @@ impl Engine {
     pub fn start_with(args: &[&str]) -> Engine {
         let dir = tempfile::Builder::new()
             .prefix("vmctl-e2e")
-            .tempdir_in("/tmp")
+            .tempdir_in(scratch_base())
             .expect("tempdir");
         let holder = Command::new("unshare")
             .args([

@@ -3,6 +3,7 @@
 //! forwarded socket and vsock, state survives a restart, a stop leaves
 //! nothing behind, and faults (a killed QEMU, a killed daemon) are noticed.
 
+use std::process::Command;
 use std::time::Duration;
 
 use vmctl_tests::vm::VmHome;
@@ -75,6 +76,50 @@ fn machine_runs_containers_keeps_volumes_and_stops_clean() {
     let code = home.docker(&host, &["exec", "bg", "sh", "-c", "exit 7"]);
     assert_eq!(code.status.code(), Some(7));
     home.docker_ok(&host, &["rm", "-f", "bg"]);
+
+    // `docker build` from the desktop: the context goes in over the
+    // forwarded socket; the COPY of a directory reads it from the kept
+    // tar, and its layer is the step's upper on the VM's own disk.
+    let context = home.dir.path().join("build-context");
+    for d in 0..4 {
+        std::fs::create_dir_all(context.join(format!("src/d{d}"))).expect("context dir");
+        for f in 0..50 {
+            std::fs::write(context.join(format!("src/d{d}/f{f}")), format!("{d}/{f}\n"))
+                .expect("context file");
+        }
+    }
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM hello\nCOPY src/ /src/\nRUN find /src -type f | wc -l > /count\n",
+    )
+    .expect("Dockerfile");
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", "vm-built"])
+        .arg(&context)
+        .env("DOCKER_HOST", &host)
+        .env("DOCKER_BUILDKIT", "0")
+        .env("DOCKER_CONFIG", home.dir.path().join("docker-config"))
+        .output()
+        .expect("docker build");
+    assert!(
+        built.status.success(),
+        "docker build in the VM: {}",
+        stderr(&built)
+    );
+    assert_eq!(
+        home.docker_ok(
+            &host,
+            &[
+                "run",
+                "--rm",
+                "vm-built",
+                "sh",
+                "-c",
+                "cat /count; cat /src/d3/f49"
+            ]
+        ),
+        "200\n3/49"
+    );
 
     // A file in a named volume outlives the VM.
     home.docker_ok(

@@ -371,3 +371,76 @@ fn malicious_layers_are_refused_and_write_nothing_outside() {
         .ok(&["images", "--format", "{{.Repository}}"])
         .contains("fine"));
 }
+
+#[test]
+fn swarm_requests_are_refused_and_change_nothing() {
+    require_root!();
+    let engine = Engine::start();
+    // The family answers as a dockerd in no swarm (the differential suite
+    // compares the CLI's words); init and join say this engine has no
+    // swarm mode, and the node stays out of any swarm.
+    for (method, path, status, words) in [
+        (
+            "GET",
+            "/v1.44/swarm",
+            503,
+            "This node is not a swarm manager.",
+        ),
+        (
+            "GET",
+            "/v1.44/tasks?filters=%7B%7D",
+            503,
+            "This node is not a swarm manager.",
+        ),
+        (
+            "DELETE",
+            "/v1.44/secrets/s1",
+            503,
+            "This node is not a swarm manager.",
+        ),
+        (
+            "POST",
+            "/v1.44/swarm/leave?force=1",
+            503,
+            "This node is not part of a swarm",
+        ),
+        (
+            "POST",
+            "/v1.44/swarm/init",
+            503,
+            "swarm mode is not supported",
+        ),
+        (
+            "POST",
+            "/v1.44/swarm/join",
+            503,
+            "swarm mode is not supported",
+        ),
+        ("GET", "/v1.44/plugins/nope/json", 404, "plugin not found"),
+    ] {
+        let answer = http::request(&engine.socket, method, path, "application/json", b"{}")
+            .expect("request");
+        assert_eq!(answer.status, status, "{method} {path}: {answer:?}");
+        assert!(
+            answer.message().contains(words),
+            "{method} {path}: {answer:?}"
+        );
+    }
+    let init = engine
+        .docker_cmd()
+        .args(["swarm", "init"])
+        .output()
+        .expect("docker swarm init");
+    assert!(!init.status.success());
+    assert!(
+        String::from_utf8_lossy(&init.stderr).contains("swarm mode is not supported"),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    assert_eq!(
+        engine.ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]),
+        "inactive"
+    );
+    assert_eq!(engine.ok(&["plugin", "ls", "-q"]), "");
+    assert_clean(&engine, "swarm requests");
+}

@@ -86,6 +86,20 @@ use Check::{All, Code, Out, Shape, Table};
 
 const CASES: &[Case] = &[
     Case {
+        // A node in no swarm: 503 and dockerd's words; no plugins.
+        name: "swarm",
+        steps: &[
+            Step("node ls", All),
+            Step("node inspect self", All),
+            Step("service ls", All),
+            Step("service ps web", All),
+            Step("secret ls", All),
+            Step("config ls", All),
+            Step("swarm leave", All),
+            Step("plugin ls", All),
+        ],
+    },
+    Case {
         name: "run",
         steps: &[
             Step("run --rm hello echo hi", All),

@@ -14,7 +14,8 @@ pub mod hijack;
 pub mod images;
 pub mod networks;
 pub mod pull;
-pub mod system;
+pub mod swarm;
+mod system;
 pub mod version;
 pub mod volumes;
 
@@ -59,6 +60,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(df::routes())
         .merge(volumes::routes())
         .merge(networks::routes())
+        .merge(swarm::routes())
         .with_state(engine)
 }
 

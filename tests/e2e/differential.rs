@@ -100,6 +100,25 @@ const CASES: &[Case] = &[
         ],
     },
     Case {
+        // `docker diff`: added, changed and deleted paths, parents marked
+        // changed, the engine's own /etc files left out.
+        name: "diff",
+        steps: &[
+            Step(
+                "run --name changed hello sh -c 'mkdir -p /new/deep && echo x > /new/deep/f && echo more >> /etc/passwd && rm /bin/ls && touch /bin/added'",
+                Code,
+            ),
+            Step("diff changed", All),
+            Step("run --name quiet hello true", Code),
+            Step("diff quiet", All),
+            Step("run -d --name live hello sh -c 'echo up > /up; sleep 1000'", Code),
+            Step("exec live sh -c 'while [ ! -e /up ]; do sleep 0.1; done; rm -f /etc/group'", Code),
+            Step("diff live", All),
+            Step("rm -f live", Code),
+            Step("diff nosuch", All),
+        ],
+    },
+    Case {
         name: "run",
         steps: &[
             Step("run --rm hello echo hi", All),

@@ -675,3 +675,50 @@ fn an_exec_client_that_stops_reading_holds_the_exec_not_memory() {
     engine.ok(&["rm", "-f", "quiet"]);
     assert_answers(&engine);
 }
+
+#[test]
+fn diff_lists_links_as_links_and_never_walks_out() {
+    require_root!();
+    let engine = Engine::start();
+    // Links to the host's root and to /proc lead nowhere: `docker diff`
+    // lists them as added entries and does not walk below them; a running
+    // container swapping a directory for a link to / while diffs are taken
+    // makes them list at most that link.
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "links",
+        "hello",
+        "sh",
+        "-c",
+        "ln -s / /evil; mkdir -p /d; ln -s /proc/1/root /d/proc1; \
+         while true; do rm -rf /swap; mkdir /swap; touch /swap/f; rm -rf /swap; ln -s / /swap; done",
+    ]);
+    let host_only = engine.dir.path().join("host-only-marker");
+    std::fs::write(&host_only, "x").expect("marker");
+    for _ in 0..20 {
+        let out = engine
+            .docker_cmd()
+            .args(["diff", "links"])
+            .output()
+            .expect("docker diff");
+        let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            !listed.contains("host-only-marker")
+                && !listed.contains("/evil/")
+                && !listed.contains("/d/proc1/"),
+            "docker diff walked out of the container:\n{listed}"
+        );
+        if out.status.success() {
+            for line in ["A /evil", "A /d", "A /d/proc1"] {
+                assert!(
+                    listed.lines().any(|l| l == line),
+                    "{line} missing:\n{listed}"
+                );
+            }
+        }
+    }
+    engine.ok(&["rm", "-f", "links"]);
+    assert_answers(&engine);
+}

@@ -42,6 +42,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/containers/{id}/unpause", post(unpause))
         .route("/containers/{id}/rename", post(rename))
         .route("/containers/{id}/top", get(top))
+        .route("/containers/{id}/changes", get(changes))
 }
 
 /// Docker's query booleans: `1`, `true`, `True`.
@@ -194,6 +195,21 @@ async fn rename(
         .ok_or_else(|| ApiError::bad_request("name is required"))?;
     engine.rename(&id, name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /containers/{id}/changes`: `[{"Path", "Kind"}]`, Kind 0 modified,
+/// 1 added, 2 deleted.
+async fn changes(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let changes = engine.changes(&id).await?;
+    Ok(Json(Value::Array(
+        changes
+            .into_iter()
+            .map(|c| json!({"Path": c.path, "Kind": c.kind as u8}))
+            .collect(),
+    )))
 }
 
 async fn top(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {

@@ -148,6 +148,25 @@ impl Engine {
         Ok(self.inspect_record(&record))
     }
 
+    /// `GET /containers/{id}/changes` (`docker diff`): what the container
+    /// changed on its image's files, running or not.
+    pub async fn changes(
+        &self,
+        key: &str,
+    ) -> Result<Vec<crate::image::changes::Change>, EngineError> {
+        let handle = self.container(key).await?;
+        let (id, image) = {
+            let record = handle.record.lock().await;
+            (record.id.clone(), record.image.clone())
+        };
+        let layers = self.images.resolve(&image)?.layers;
+        let upper = self.layout.container(&id).join("upper");
+        tokio::task::spawn_blocking(move || crate::image::changes::changes(&upper, &layers))
+            .await
+            .map_err(|e| EngineError::Runtime(e.to_string()))?
+            .map_err(EngineError::from)
+    }
+
     /// `GET /containers/{id}/top`: the processes of the container's cgroup.
     pub async fn top(&self, key: &str) -> Result<Value, EngineError> {
         let handle = self.container(key).await?;

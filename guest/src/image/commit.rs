@@ -33,7 +33,7 @@ use crate::state::files::write_atomic;
 /// The media type of committed layers (gzip, as `docker push` sends them).
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 /// Mount points the engine creates in every container.
-const ENGINE_FILES: [&str; 3] = ["etc/hosts", "etc/hostname", "etc/resolv.conf"];
+pub(super) const ENGINE_FILES: [&str; 3] = ["etc/hosts", "etc/hostname", "etc/resolv.conf"];
 
 /// The diff-id of a tar with no entries (two zero blocks), Docker's
 /// empty layer.
@@ -54,7 +54,7 @@ pub enum Upper<'a> {
 /// (empty) mount points and is the lower `/etc` as it was (same mode and
 /// owner; none below: the engine made it): overlayfs copied it up only for
 /// those mount points, which Docker keeps in an init layer of its own.
-fn engine_only_etc(upper: &Path, lower: Option<&Metadata>) -> bool {
+pub(super) fn engine_only_etc(upper: &Path, lower: Option<&Metadata>) -> bool {
     let etc = upper.join("etc");
     let Ok(meta) = std::fs::symlink_metadata(&etc) else {
         return false;
@@ -471,14 +471,14 @@ impl ImageStore {
 /// path names now, and only the last component is looked up, never
 /// followed. A running container (`commit --pause=false`) that swaps a
 /// directory for a symlink to `/` cannot lead the walk out of its upper dir.
-struct DirHandle {
+pub(super) struct DirHandle {
     dir: File,
     /// The directory's path, for messages.
     shown: PathBuf,
 }
 
 impl DirHandle {
-    fn open(path: &Path) -> Result<Self, ImageError> {
+    pub(super) fn open(path: &Path) -> Result<Self, ImageError> {
         let dir =
             open_nofollow(path, libc::O_DIRECTORY).map_err(|e| ImageError::io("open", path, e))?;
         Ok(Self {
@@ -492,8 +492,35 @@ impl DirHandle {
         PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd())).join(name)
     }
 
+    /// The names of the entries, sorted.
+    pub(super) fn names(&self) -> Result<Vec<std::ffi::OsString>, ImageError> {
+        let mut names: Vec<std::ffi::OsString> =
+            std::fs::read_dir(self.at(std::ffi::OsStr::new("")))
+                .map_err(|e| ImageError::io("read", &self.shown, e))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| ImageError::io("read", &self.shown, e))?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// The `lstat` of the entry `name`.
+    pub(super) fn lstat(&self, name: &std::ffi::OsStr) -> Result<Metadata, ImageError> {
+        std::fs::symlink_metadata(self.at(name))
+            .map_err(|e| ImageError::io("stat", self.shown.join(name), e))
+    }
+
+    /// The open directory.
+    pub(super) fn file(&self) -> &File {
+        &self.dir
+    }
+
     /// The child directory `name`, if it still is the directory `meta` saw.
-    fn child(&self, name: &std::ffi::OsStr, meta: &Metadata) -> Result<Self, ImageError> {
+    pub(super) fn child(
+        &self,
+        name: &std::ffi::OsStr,
+        meta: &Metadata,
+    ) -> Result<Self, ImageError> {
         let shown = self.shown.join(name);
         let dir = open_nofollow(&self.at(name), libc::O_DIRECTORY)
             .map_err(|e| ImageError::io("open", &shown, e))?;
@@ -618,14 +645,7 @@ fn add_dir<W: Write>(
     rel: &Path,
     walk: &mut Walk,
 ) -> Result<(), ImageError> {
-    let listed = dir.at(std::ffi::OsStr::new(""));
-    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&listed)
-        .map_err(|e| ImageError::io("read", &dir.shown, e))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ImageError::io("read", &dir.shown, e))?;
-    names.sort();
-    for file_name in names {
+    for file_name in dir.names()? {
         let path = dir.shown.join(&file_name);
         let inside = dir.at(&file_name);
         let name = rel.join(&file_name);
@@ -767,7 +787,7 @@ fn header_from(meta: &Metadata, kind: tar::EntryType) -> tar::Header {
 
 /// Whether overlayfs marked the directory `dir` opaque (its lower
 /// contents hidden).
-fn is_opaque(dir: &File) -> bool {
+pub(super) fn is_opaque(dir: &File) -> bool {
     let mut value = [0u8; 4];
     // SAFETY: a live descriptor, a NUL-terminated name and a live buffer of
     // the given length.

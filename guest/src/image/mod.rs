@@ -14,6 +14,7 @@
 //!   (mirrors, insecure registries, credentials).
 
 pub mod archive;
+pub mod changes;
 pub mod commit;
 pub mod digest;
 pub mod error;

@@ -254,3 +254,45 @@ fn events_replay_since_and_stop_at_until() {
         assert!(actions.contains(&wanted), "{actions:?}");
     }
 }
+
+#[test]
+fn kill_returns_once_the_container_has_exited() {
+    require_root!();
+    let engine = Engine::start();
+    // As dockerd: after `docker kill` (SIGKILL) the container reads
+    // exited, so `rm` without force, `commit` and `inspect` right after it
+    // see it stopped — several times, to catch a race.
+    for i in 0..5 {
+        let name = format!("killed{i}");
+        engine.ok(&["run", "-d", "--name", &name, "hello", "sleep", "1000"]);
+        engine.ok(&["kill", &name]);
+        assert_eq!(
+            engine.ok(&[
+                "inspect",
+                "-f",
+                "{{.State.Running}} {{.State.ExitCode}}",
+                &name
+            ]),
+            "false 137"
+        );
+        engine.ok(&["commit", &name, &format!("killed:{i}")]);
+        engine.ok(&["rm", &name]);
+    }
+    // A signal other than KILL returns at once, as dockerd's does.
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hup",
+        "hello",
+        "sh",
+        "-c",
+        "trap '' HUP; sleep 1000",
+    ]);
+    engine.ok(&["kill", "-s", "HUP", "hup"]);
+    assert_eq!(
+        engine.ok(&["inspect", "-f", "{{.State.Running}}", "hup"]),
+        "true"
+    );
+    engine.ok(&["rm", "-f", "hup"]);
+}

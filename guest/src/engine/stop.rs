@@ -25,6 +25,10 @@ pub fn parse_signal(text: &str) -> Result<Signal, EngineError> {
     name.parse::<Signal>().map_err(|_| invalid())
 }
 
+/// How long `docker kill` (SIGKILL) waits for the container to exit, as
+/// dockerd's `Kill` does before its last resort.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
 impl ContainerHandle {
     /// Waits until the container is no longer running, up to `timeout`
     /// (`None`: forever). Answers whether it stopped.
@@ -107,12 +111,24 @@ impl Engine {
             record.id.clone()
         };
         self.signal(&id, signal).await?;
-        let record = handle.record.lock().await;
-        self.publish_container(
-            &record,
-            "kill",
-            std::collections::BTreeMap::from([("signal".to_owned(), (signal as i32).to_string())]),
-        );
+        {
+            let record = handle.record.lock().await;
+            self.publish_container(
+                &record,
+                "kill",
+                std::collections::BTreeMap::from([(
+                    "signal".to_owned(),
+                    (signal as i32).to_string(),
+                )]),
+            );
+        }
+        // As dockerd: a SIGKILL returns once the container has exited, so
+        // `rm` or `commit` right after it find it stopped. A process the
+        // kernel holds (uninterruptible sleep) does not hold the request
+        // for ever: the record follows when it exits.
+        if signal == Signal::SIGKILL && !handle.wait_stopped(Some(KILL_WAIT)).await {
+            tracing::warn!(id = %&id[..12], "SIGKILL sent, the container has not exited yet");
+        }
         Ok(())
     }
 

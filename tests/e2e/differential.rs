@@ -122,6 +122,22 @@ const CASES: &[Case] = &[
         ],
     },
     Case {
+        // Prune with label filters, and the space the removed held.
+        name: "container-prune",
+        steps: &[
+            Step("run --name keep --label keep=1 hello true", Code),
+            Step(
+                "run --name gone hello sh -c 'dd if=/dev/zero of=/big bs=1024 count=2048 2>/dev/null'",
+                Code,
+            ),
+            Step("container prune -f --filter label!=keep=1", All),
+            Step("ps -a --format {{.Names}}", All),
+            Step("container prune -f --filter bogus=1", All),
+            Step("container prune -f --filter until=2000-01-01T00:00:00Z", All),
+            Step("container prune -f --filter label=keep", All),
+        ],
+    },
+    Case {
         name: "run",
         steps: &[
             Step("run --rm hello echo hi", All),
@@ -493,6 +509,8 @@ impl Normaliser {
                 r#"cannot remove container "[^"]+": container is running: stop the container before removing or force remove"#,
                 "<cannot remove a running container>",
             ),
+            // 20.10 capitalises its filter errors; current moby does not.
+            (r"Invalid filter '", "invalid filter '"),
             (r"\b[0-9a-f]{64}\b", "<id>"),
             (r"\b[0-9a-f]{12}\b", "<id12>"),
             (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", "<time>"),

@@ -98,19 +98,56 @@ async fn list(
     ))
 }
 
-async fn prune(State(engine): State<Arc<Engine>>) -> ApiResult<Json<Value>> {
+/// `POST /containers/prune`: removes the stopped containers that the
+/// filters (`label`, `label!`, `until`) keep in; answers their ids and the
+/// bytes their writable layers held.
+async fn prune(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiResult<Json<Value>> {
+    let mut labels = Vec::new();
+    let mut not_labels = Vec::new();
+    let mut until: Option<i64> = None;
+    for (key, values) in super::images::filter_values(params.get("filters").map(String::as_str))? {
+        match key.as_str() {
+            "label" => labels = values,
+            "label!" => not_labels = values,
+            "until" => {
+                let text = values.first().cloned().unwrap_or_default();
+                until = Some(super::images::until_timestamp(&text).ok_or_else(|| {
+                    ApiError::bad_request(format!("invalid filter 'until={text}'"))
+                })?);
+            }
+            other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
+        }
+    }
     let mut deleted = Vec::new();
+    let mut reclaimed = 0;
     for handle in engine.handles().await {
-        let (id, running) = {
+        let (id, chosen) = {
             let record = handle.record.lock().await;
-            (record.id.clone(), record.state.running)
+            let has = |wanted: &String| match wanted.split_once('=') {
+                Some((k, v)) => record.config.labels.get(k).is_some_and(|x| x == v),
+                None => record.config.labels.contains_key(wanted),
+            };
+            let created = Some(record.created.clone());
+            let chosen = !record.state.running
+                && labels.iter().all(has)
+                && !not_labels.iter().any(has)
+                && until.is_none_or(|u| super::images::unix_secs(&created) < u);
+            (record.id.clone(), chosen)
         };
-        if !running && engine.remove(&id, false, false).await.is_ok() {
+        if !chosen {
+            continue;
+        }
+        let upper = engine.layout.container(&id).join("upper");
+        let size = tokio::task::spawn_blocking(move || crate::state::files::dir_size(&upper))
+            .await
+            .unwrap_or(0);
+        if engine.remove(&id, false, false).await.is_ok() {
             deleted.push(id);
+            reclaimed += size;
         }
     }
     Ok(Json(
-        json!({ "ContainersDeleted": deleted, "SpaceReclaimed": 0 }),
+        json!({ "ContainersDeleted": deleted, "SpaceReclaimed": reclaimed }),
     ))
 }
 

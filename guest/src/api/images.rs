@@ -67,7 +67,7 @@ fn not_found() -> ApiError {
     ApiError::not_found("page not found")
 }
 
-fn unix_secs(created: &Option<String>) -> i64 {
+pub(super) fn unix_secs(created: &Option<String>) -> i64 {
     created
         .as_deref()
         .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
@@ -208,7 +208,7 @@ async fn prune(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiR
 }
 
 /// `until`: unix seconds, RFC 3339, or a duration before now (`24h`, `90m`).
-fn until_timestamp(text: &str) -> Option<i64> {
+pub(super) fn until_timestamp(text: &str) -> Option<i64> {
     if let Ok(secs) = text.parse::<f64>() {
         return Some(secs as i64);
     }
@@ -322,7 +322,7 @@ fn labels(info: &ImageInfo) -> Value {
 
 /// The keys and values of a `filters` parameter: `{"k": ["v"]}`, or the
 /// old `{"k": {"v": true}}`.
-fn filter_values(raw: Option<&str>) -> ApiResult<Vec<(String, Vec<String>)>> {
+pub(super) fn filter_values(raw: Option<&str>) -> ApiResult<Vec<(String, Vec<String>)>> {
     let Some(raw) = raw.filter(|r| !r.is_empty()) else {
         return Ok(Vec::new());
     };

@@ -509,3 +509,64 @@ fn bollard_pulls_pushes_commits_and_reads_disk_usage() {
         assert!(usage.layers_size.unwrap_or_default() > 0);
     });
 }
+
+#[test]
+fn attach_with_logs_and_without_stream_answers_the_output_so_far() {
+    require_root!();
+    let engine = Engine::start();
+    engine.ok(&[
+        "run",
+        "--name",
+        "done",
+        "hello",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "hello",
+        "sh",
+        "-c",
+        "echo up; sleep 1000",
+    ]);
+    assert!(vmctl_tests::eventually(LONG, || engine
+        .ok(&["logs", "live"])
+        == "up"));
+    let docker = client(&engine);
+    block_on(async {
+        let attach = |logs: bool| {
+            AttachContainerOptionsBuilder::new()
+                .logs(logs)
+                .stream(false)
+                .stdout(true)
+                .stderr(true)
+                .build()
+        };
+        // An exited container: its output, then the end (dockerd's
+        // answer; the SDKs' `attach(stream=False, logs=True)`).
+        for (name, logs, want) in [
+            ("done", true, ("out\n", "err\n")),
+            ("live", true, ("up\n", "")),
+            ("done", false, ("", "")),
+        ] {
+            let attached = docker
+                .attach_container(name, Some(attach(logs)))
+                .await
+                .expect("attach");
+            let got = tokio::time::timeout(LONG, collect(attached.output))
+                .await
+                .unwrap_or_else(|_| panic!("attach to {name} (logs={logs}, stream=0) did not end"));
+            assert_eq!((got.0.as_str(), got.1.as_str()), want, "{name} logs={logs}");
+        }
+    });
+    // The live container was only read, not stopped.
+    assert_eq!(
+        engine.ok(&["inspect", "-f", "{{.State.Running}}", "live"]),
+        "true"
+    );
+    engine.ok(&["rm", "-f", "live", "done"]);
+}

@@ -372,6 +372,39 @@ async fn attach(
         stdout: flag(&params, "stdout"),
         stderr: flag(&params, "stderr"),
     };
+    // As dockerd: `logs=1` sends the output so far first; `stream=0`
+    // ends there (the SDKs' non-streamed attach), without waiting on the
+    // container at all.
+    let history = if flag(&params, "logs") && (options.stdout || options.stderr) {
+        let history = LogOptions {
+            stdout: options.stdout,
+            stderr: options.stderr,
+            follow: false,
+            timestamps: false,
+            tail: None,
+            since: None,
+            until: None,
+        };
+        Some(engine.logs(&id, history).await?)
+    } else {
+        None
+    };
+    if !flag(&params, "stream") {
+        let tty = match &history {
+            Some((tty, _)) => *tty,
+            None => engine.container(&id).await?.record.lock().await.config.tty,
+        };
+        let (response, on_upgrade) = super::hijack::upgrade(&mut request, tty);
+        let history = history.map(|(_, lines)| lines);
+        tokio::spawn(super::hijack::bridge_after(
+            on_upgrade,
+            history,
+            async { None },
+            tty,
+            false,
+        ));
+        return Ok(response);
+    }
     let (tty, attached) = engine.attach(&id, options).await?;
     let (response, on_upgrade) = super::hijack::upgrade(&mut request, tty);
     let session = async move {
@@ -380,8 +413,9 @@ async fn attach(
             Attached::Later(receiver) => receiver.await.ok().and_then(Result::ok),
         }
     };
-    tokio::spawn(super::hijack::bridge(
+    tokio::spawn(super::hijack::bridge_after(
         on_upgrade,
+        history.map(|(_, lines)| lines),
         session,
         tty,
         options.stdin,

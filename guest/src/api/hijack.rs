@@ -64,6 +64,22 @@ pub async fn bridge<F>(
 where
     F: std::future::Future<Output = Option<Session>>,
 {
+    bridge_after(on_upgrade, None, session, tty, stdin).await
+}
+
+/// [`bridge`], first writing `history` (the container's logs, framed as
+/// the stream is) to the client: attach with `logs=1`. Without a session
+/// (`stream=0`) the stream ends after the history.
+pub async fn bridge_after<F>(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    history: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
+    session: F,
+    tty: bool,
+    stdin: bool,
+) -> Option<i64>
+where
+    F: std::future::Future<Output = Option<Session>>,
+{
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(e) => {
@@ -72,6 +88,14 @@ where
         }
     };
     let mut io = TokioIo::new(upgraded);
+    if let Some(mut history) = history {
+        while let Some(chunk) = history.recv().await {
+            if io.write_all(&chunk).await.is_err() {
+                return None;
+            }
+        }
+        let _ = io.flush().await;
+    }
     let Some(session) = session.await else {
         let _ = io.shutdown().await;
         return None;

@@ -31,20 +31,7 @@ impl ApiError {
     }
 }
 
-/// Renders an error with its whole chain of causes, the way Docker joins them.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use crate::state::error_chain;
 
 impl From<EngineError> for ApiError {
     fn from(err: EngineError) -> Self {

@@ -127,7 +127,7 @@ impl Engine {
         // client on the stream and the exec exits 126.
         match resolved {
             Ok(user) => Ok((Some(user.uid), Some(user.gid))),
-            Err(e) => Err(EngineError::Runtime(crate::api::error::error_chain(&e))),
+            Err(e) => Err(EngineError::Runtime(crate::state::error_chain(&e))),
         }
     }
 

@@ -292,7 +292,7 @@ impl Engine {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(id = %record.short_id(), error = %crate::api::error::error_chain(&e), "network release incomplete");
+                tracing::warn!(id = %record.short_id(), error = %crate::state::error_chain(&e), "network release incomplete");
             }
         }
         for endpoint in record.networking.endpoints.values_mut() {

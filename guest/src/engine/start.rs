@@ -93,7 +93,7 @@ impl Engine {
             Ok(config) => config,
             Err(e) => {
                 self.release_sandbox(record).await;
-                record.state.error = crate::api::error::error_chain(&e);
+                record.state.error = crate::state::error_chain(&e);
                 let _ = self.save(record);
                 return Err(e);
             }
@@ -124,7 +124,7 @@ impl Engine {
             self.abort_run(&mut child, &monitor_config).await;
             self.release_sandbox(record).await;
             record.state.exit_code = 128;
-            record.state.error = crate::api::error::error_chain(&e);
+            record.state.error = crate::state::error_chain(&e);
             let _ = self.save(record);
             return Err(e);
         }
@@ -248,7 +248,7 @@ impl Engine {
             &dir.join("work"),
             &rootfs,
         )
-        .map_err(|e| EngineError::Runtime(crate::api::error::error_chain(&e)))?;
+        .map_err(|e| EngineError::Runtime(crate::state::error_chain(&e)))?;
         let cgroups_path = format!(
             "/{}/{}",
             self.options.cgroup_parent.trim_matches('/'),
@@ -269,7 +269,7 @@ impl Engine {
         })
         .map_err(|e| {
             let _ = crate::runtime::rootfs::unmount(&rootfs);
-            EngineError::InvalidParameter(crate::api::error::error_chain(&e))
+            EngineError::InvalidParameter(crate::state::error_chain(&e))
         })?;
         tracing::debug!(id = %record.short_id(), "spec built");
         let bundle = dir.join("bundle");

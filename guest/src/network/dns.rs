@@ -387,7 +387,7 @@ impl Responder {
             match result {
                 Ok(message) => return Some(message),
                 Err(error) => {
-                    tracing::warn!(src = %request.src(), %upstream, error = %error_chain(&error), "dns: forwarding failed");
+                    tracing::warn!(src = %request.src(), %upstream, error = %crate::state::error_chain(&error), "dns: forwarding failed");
                 }
             }
         }
@@ -530,18 +530,6 @@ async fn exchange_tcp(upstream: SocketAddr, query: &[u8]) -> Result<Vec<u8>, Dns
     let mut reply = vec![0u8; usize::from(reply_len)];
     stream.read_exact(&mut reply).await.map_err(io_error)?;
     Ok(reply)
-}
-
-/// An error and its causes on one line, for logs.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Upstream servers from a resolv.conf text: every `nameserver` line, port

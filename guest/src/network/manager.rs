@@ -174,7 +174,7 @@ impl Networks {
                 }
                 Err(e) => tracing::error!(
                     network = %record.name,
-                    error = %crate::api::error::error_chain(&e),
+                    error = %crate::state::error_chain(&e),
                     "cannot bring a network up; it is left out"
                 ),
             }

@@ -320,7 +320,7 @@ mod tests {
         let err = resolve(dir.path(), "app", &[]).unwrap_err();
         assert!(!err.is_invalid_input());
         assert!(
-            crate::api::error::error_chain(&err).contains("not a regular file"),
+            crate::state::error_chain(&err).contains("not a regular file"),
             "{err:?}"
         );
     }

@@ -571,7 +571,7 @@ pub fn clean(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::error::error_chain;
+    use crate::state::error_chain;
     use crate::state::ErrorKind;
     use crate::volume::ANONYMOUS_LABEL;
 

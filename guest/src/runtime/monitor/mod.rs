@@ -78,14 +78,14 @@ pub fn main(config_path: &Path) -> i32 {
     let config = match read_config(config_path) {
         Ok(config) => config,
         Err(e) => {
-            let _ = writeln!(ready, "{FAILED}{}", crate::api::error::error_chain(&e));
+            let _ = writeln!(ready, "{FAILED}{}", crate::state::error_chain(&e));
             return 1;
         }
     };
     let created = match setup(&config) {
         Ok(created) => created,
         Err(e) => {
-            let message = crate::api::error::error_chain(&e);
+            let message = crate::state::error_chain(&e);
             tracing::error!(id = %config.id, error = %message, "container setup failed");
             release(&config, None);
             let _ = writeln!(ready, "{FAILED}{message}");
@@ -103,7 +103,7 @@ pub fn main(config_path: &Path) -> i32 {
     match serve::run(created) {
         Ok(()) => 0,
         Err(e) => {
-            tracing::error!(id = %id, error = %crate::api::error::error_chain(&e), "monitor failed");
+            tracing::error!(id = %id, error = %crate::state::error_chain(&e), "monitor failed");
             1
         }
     }

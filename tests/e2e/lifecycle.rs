@@ -296,3 +296,77 @@ fn kill_returns_once_the_container_has_exited() {
     );
     engine.ok(&["rm", "-f", "hup"]);
 }
+
+#[test]
+fn export_writes_the_root_filesystem_and_never_follows_links() {
+    require_root!();
+    let engine = Engine::start();
+    engine.ok(&[
+        "run",
+        "--name",
+        "ex",
+        "hello",
+        "sh",
+        "-c",
+        "echo hi > /hi; rm /bin/ls; ln -s / /rootlink; mkdir /d; ln -s /proc/1/root /d/p",
+    ]);
+    let tar = engine.dir.path().join("ex.tar");
+    engine.ok(&["export", "-o", &tar.display().to_string(), "ex"]);
+    let mut archive = tar::Archive::new(std::fs::File::open(&tar).expect("export"));
+    let mut names = std::collections::BTreeMap::new();
+    for entry in archive.entries().expect("a tar") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("name").display().to_string();
+        let mut bytes = Vec::new();
+        if entry.header().entry_type().is_file() {
+            std::io::Read::read_to_end(&mut entry, &mut bytes).expect("data");
+        }
+        let data = String::from_utf8_lossy(&bytes).into_owned();
+        names.insert(
+            name.trim_end_matches('/').to_owned(),
+            (entry.header().entry_type(), data),
+        );
+    }
+    assert_eq!(names.get("hi").map(|e| e.1.as_str()), Some("hi\n"));
+    assert!(
+        names.contains_key("bin/sh") && !names.contains_key("bin/ls"),
+        "the image and the change, merged"
+    );
+    assert_eq!(names["rootlink"].0, tar::EntryType::Symlink);
+    assert_eq!(names["d/p"].0, tar::EntryType::Symlink);
+    assert!(
+        !names
+            .keys()
+            .any(|n| n.starts_with("rootlink/") || n.starts_with("d/p/")),
+        "export walked through a link"
+    );
+    // A running container exports too; nothing stays mounted or made.
+    engine.ok(&["run", "-d", "--name", "live", "hello", "sleep", "1000"]);
+    let out = engine
+        .docker_cmd()
+        .args(["export", "live"])
+        .output()
+        .expect("export");
+    assert!(out.status.success() && out.stdout.len() > 10_000);
+    for name in ["ex", "live"] {
+        let id = engine.ok(&["inspect", "-f", "{{.Id}}", name]);
+        let dir = engine.root().join("containers").join(&id);
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .expect("container dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("export-"))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "an export's scratch was left in {}",
+            dir.display()
+        );
+    }
+    let missing = engine
+        .docker_cmd()
+        .args(["export", "nosuch"])
+        .output()
+        .expect("export");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("No such container: nosuch"));
+    engine.ok(&["rm", "-f", "live", "ex"]);
+}

@@ -43,6 +43,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/containers/{id}/rename", post(rename))
         .route("/containers/{id}/top", get(top))
         .route("/containers/{id}/changes", get(changes))
+        .route("/containers/{id}/export", get(export))
 }
 
 /// Docker's query booleans: `1`, `true`, `True`.
@@ -232,6 +233,16 @@ async fn rename(
         .ok_or_else(|| ApiError::bad_request("name is required"))?;
     engine.rename(&id, name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /containers/{id}/export`: the root filesystem as a tar stream.
+async fn export(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> ApiResult<Response> {
+    let chunks = engine.export(&id).await?;
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .body(Body::from_stream(ReceiverStream::new(chunks)))
+        .unwrap_or_default())
 }
 
 /// `GET /containers/{id}/changes`: `[{"Path", "Kind"}]`, Kind 0 modified,

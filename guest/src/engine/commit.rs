@@ -239,6 +239,82 @@ fn apply_change(config: &mut ImageConfig, change: &str) -> Result<(), EngineErro
     Ok(())
 }
 
+/// Hands what a tar writer writes to an async reader, in chunks.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// `GET /containers/{id}/export` (`docker export`): the container's
+    /// root filesystem (its image and its changes, not its volumes) as a
+    /// tar stream. A running container's mounted root is read as it is; a
+    /// stopped one's layers and upper directory are mounted read-only for
+    /// the walk, and unmounted after it. The stream ends early (and the
+    /// mount goes) if the client goes away.
+    pub async fn export(
+        &self,
+        key: &str,
+    ) -> Result<tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>, EngineError> {
+        let handle = self.container(key).await?;
+        let (id, mut layers, running) = {
+            let record = handle.record.lock().await;
+            (
+                record.id.clone(),
+                record.layers.clone(),
+                record.state.running || record.state.paused,
+            )
+        };
+        let dir = self.layout.container(&id);
+        let (root, scratch) = if running {
+            (dir.join("rootfs"), None)
+        } else {
+            let scratch = dir.join(format!("export-{:016x}", rand::random::<u64>()));
+            let upper = dir.join("upper");
+            if upper.is_dir() {
+                layers.push(upper);
+            }
+            while layers.len() < 2 {
+                let empty = scratch.join(format!("empty{}", layers.len()));
+                std::fs::create_dir_all(&empty)
+                    .map_err(|e| EngineError::io("create", &empty, e))?;
+                layers.insert(0, empty);
+            }
+            let root = scratch.join("root");
+            if let Err(e) = crate::runtime::rootfs::mount_overlay_readonly(&layers, &root) {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(EngineError::Runtime(crate::state::error_chain(&e)));
+            }
+            (root, Some(scratch))
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::task::spawn_blocking(move || {
+            let out = std::io::BufWriter::with_capacity(64 << 10, ChannelWriter { tx: tx.clone() });
+            if let Err(e) = crate::image::ImageStore::export_tree(&root, out) {
+                tracing::info!(error = %e, "export ended");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+            if let Some(scratch) = scratch {
+                let _ = crate::runtime::rootfs::unmount(&root);
+                let _ = std::fs::remove_dir_all(&scratch);
+            }
+        });
+        Ok(rx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

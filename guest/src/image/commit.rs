@@ -116,6 +116,27 @@ impl ImageStore {
         self.derive(Some(Upper::Kept(upper)), Some(parent), config, tag, None)
     }
 
+    /// `docker export`: the root filesystem at `root` (a container's merged
+    /// view) as a tar written to `out`, walked as a commit walks an upper
+    /// directory (links stored as links, nothing followed out of `root`),
+    /// with the engine's mount points and device nodes as they are.
+    pub fn export_tree(root: &Path, out: impl Write) -> Result<(), ImageError> {
+        let mut builder = tar::Builder::new(out);
+        builder.mode(tar::HeaderMode::Complete);
+        let mut walk = Walk::new(false, false);
+        walk.whole = true;
+        add_dir(
+            &mut builder,
+            &DirHandle::open(root)?,
+            Path::new(""),
+            &mut walk,
+        )?;
+        builder
+            .into_inner()
+            .and_then(|mut out| out.flush())
+            .map_err(|e| ImageError::io("write", root, e))
+    }
+
     /// A build step's image on `parent` (none: `FROM scratch`): with
     /// `upper` as its new layer, or (a metadata-only step) the parent's
     /// layers and a new config. The step's cache key is kept with it, for
@@ -549,6 +570,10 @@ struct Walk {
     /// opaque marks (which it carries as `.wh..wh..opq`). Only such a tree
     /// can become the layer itself.
     exact: bool,
+    /// A whole root filesystem (`docker export`), not a change: the
+    /// engine's mount points are part of it, and device nodes are stored
+    /// as device entries (a layer refuses them).
+    whole: bool,
 }
 
 impl Walk {
@@ -558,6 +583,7 @@ impl Walk {
             skip_etc,
             tidy,
             exact: true,
+            whole: false,
         }
     }
 
@@ -652,7 +678,11 @@ fn add_dir<W: Write>(
         let meta =
             std::fs::symlink_metadata(&inside).map_err(|e| ImageError::io("stat", &path, e))?;
         let kind = meta.file_type();
-        if kind.is_file() && meta.len() == 0 && ENGINE_FILES.iter().any(|f| name == Path::new(f)) {
+        if !walk.whole
+            && kind.is_file()
+            && meta.len() == 0
+            && ENGINE_FILES.iter().any(|f| name == Path::new(f))
+        {
             walk.exact = false;
             continue;
         }
@@ -664,6 +694,24 @@ fn add_dir<W: Write>(
             walk.tidy_xattrs(&inside, &path)?;
         }
         let io = |e| ImageError::io("add to the layer", &path, e);
+        if walk.whole && (kind.is_char_device() || kind.is_block_device()) {
+            let entry = if kind.is_char_device() {
+                tar::EntryType::Char
+            } else {
+                tar::EntryType::Block
+            };
+            let mut header = header_from(&meta, entry);
+            header.set_size(0);
+            let rdev = meta.rdev();
+            header
+                .set_device_major(libc::major(rdev))
+                .and_then(|()| header.set_device_minor(libc::minor(rdev)))
+                .map_err(io)?;
+            builder
+                .append_data(&mut header, &name, io::empty())
+                .map_err(io)?;
+            continue;
+        }
         if kind.is_char_device() && meta.rdev() == 0 {
             let parent = name.parent().unwrap_or(Path::new(""));
             let whiteout = parent.join(format!(".wh.{}", file_name.to_string_lossy()));

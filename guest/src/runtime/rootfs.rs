@@ -93,6 +93,39 @@ pub fn mount_overlay(
     })
 }
 
+/// Mounts `lower` (lowest first, at least two: overlayfs wants two
+/// without an upper directory) read-only at `target`: a view of a layer
+/// stack nothing writes to.
+pub fn mount_overlay_readonly(lower: &[PathBuf], target: &Path) -> Result<(), RootfsError> {
+    std::fs::create_dir_all(target).map_err(|source| RootfsError::CreateDir {
+        path: target.to_owned(),
+        source,
+    })?;
+    let lowers: Vec<String> = lower
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let options = format!("lowerdir={}", lowers.join(":"));
+    if options.len() >= 4096 {
+        return Err(RootfsError::OptionsTooLong {
+            target: target.to_owned(),
+            len: options.len(),
+        });
+    }
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::MS_RDONLY,
+        Some(options.as_str()),
+    )
+    .map_err(|source| RootfsError::Mount {
+        target: target.to_owned(),
+        source,
+    })
+}
+
 /// Unmounts `target` (lazily, so a stray open file cannot keep it busy);
 /// not mounted is fine.
 pub fn unmount(target: &Path) -> Result<(), RootfsError> {

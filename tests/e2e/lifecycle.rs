@@ -370,3 +370,79 @@ fn export_writes_the_root_filesystem_and_never_follows_links() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("No such container: nosuch"));
     engine.ok(&["rm", "-f", "live", "ex"]);
 }
+
+#[test]
+fn import_makes_an_image_of_an_exported_filesystem_and_refuses_hostile_tars() {
+    require_root!();
+    let engine = Engine::start();
+    engine.ok(&["run", "--name", "src", "hello", "sh", "-c", "echo hi > /hi"]);
+    let tar = engine.dir.path().join("src.tar");
+    engine.ok(&["export", "-o", &tar.display().to_string(), "src"]);
+    let id = engine.ok(&[
+        "import",
+        "--change",
+        "CMD [\"cat\", \"/hi\"]",
+        "--change",
+        "ENV WHO=imported",
+        "-m",
+        "from src",
+        &tar.display().to_string(),
+        "imported:1",
+    ]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(engine.ok(&["run", "--rm", "imported:1"]), "hi");
+    assert_eq!(
+        engine.ok(&[
+            "inspect",
+            "-f",
+            "{{.Comment}}|{{json .Config.Env}}|{{len .RootFS.Layers}}",
+            "imported:1"
+        ]),
+        "from src|[\"WHO=imported\"]|1"
+    );
+    // Hostile tars: a device node, a path out of the layer. Each is
+    // refused and leaves no image, layer or blob.
+    let images_before = engine.ok(&["images", "-a", "-q"]);
+    let store = engine.root().join("image");
+    let count = |sub: &str| std::fs::read_dir(store.join(sub)).map_or(0, |d| d.count());
+    let (layers, blobs) = (count("layers"), count("blobs/sha256"));
+    for (name, kind, path) in [
+        ("device", tar::EntryType::Char, "dev/mem"),
+        ("climb", tar::EntryType::Regular, "../../../../escape"),
+    ] {
+        let file = engine.dir.path().join(format!("{name}.tar"));
+        let mut builder = tar::Builder::new(std::fs::File::create(&file).expect("tar"));
+        let mut header = tar::Header::new_ustar();
+        header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        header.set_size(0);
+        if kind == tar::EntryType::Char {
+            header.set_device_major(1).expect("major");
+            header.set_device_minor(1).expect("minor");
+        }
+        header.set_cksum();
+        builder.append(&header, std::io::empty()).expect("entry");
+        builder.finish().expect("tar");
+        let out = engine
+            .docker_cmd()
+            .args([
+                "import",
+                &file.display().to_string(),
+                &format!("hostile:{name}"),
+            ])
+            .output()
+            .expect("docker import");
+        assert!(!out.status.success(), "{name}: imported");
+        assert!(!String::from_utf8_lossy(&out.stderr).trim().is_empty());
+    }
+    assert_eq!(engine.ok(&["images", "-a", "-q"]), images_before);
+    assert_eq!((count("layers"), count("blobs/sha256")), (layers, blobs));
+    assert!(!engine.dir.path().join("escape").exists());
+    let url = engine
+        .docker_cmd()
+        .args(["import", "http://example.invalid/x.tar"])
+        .output()
+        .expect("import");
+    assert!(String::from_utf8_lossy(&url.stderr).contains("not supported"));
+}

@@ -68,6 +68,44 @@ pub(super) fn param<'a>(params: &'a [(String, String)], key: &str) -> &'a str {
         .map_or("", |(_, v)| v.as_str())
 }
 
+/// `POST /images/create?fromSrc=-&repo=…&tag=…&message=…&changes=…`
+/// (`docker import`): the body is a filesystem tar; the answer, as
+/// dockerd's, one JSON line whose status is the new image's id.
+async fn import(
+    engine: &Arc<Engine>,
+    params: &[(String, String)],
+    body: axum::body::Body,
+) -> ApiResult<Response> {
+    let platform = param(params, "platform");
+    let own = format!("linux/{}", vmctl_image::oci::go_arch());
+    if !platform.is_empty() && platform != "linux" && platform != own {
+        return Err(ApiError::bad_request(format!(
+            "platform {platform} is not supported: this engine imports for {own} only"
+        )));
+    }
+    let request = crate::engine::commit::ImportRequest {
+        repo: param(params, "repo").to_owned(),
+        tag: param(params, "tag").to_owned(),
+        message: param(params, "message").to_owned(),
+        changes: params
+            .iter()
+            .filter(|(k, _)| k == "changes")
+            .map(|(_, v)| v.clone())
+            .collect(),
+    };
+    let reader = super::images::BodyReader {
+        stream: body.into_data_stream(),
+        runtime: tokio::runtime::Handle::current(),
+        chunk: axum::body::Bytes::new(),
+    };
+    let id = engine.import(reader, request).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json_line(&serde_json::json!({ "status": id })),
+    )
+        .into_response())
+}
+
 /// The reference `fromImage` and `tag` name together; a bare name (no tag
 /// anywhere) means every tag, as `docker pull --all-tags` asks.
 fn reference(from: &str, tag: &str) -> ApiResult<Named> {
@@ -88,11 +126,16 @@ async fn create(
     State(engine): State<Arc<Engine>>,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
+    body: axum::body::Body,
 ) -> ApiResult<Response> {
-    if !param(&params, "fromSrc").is_empty() {
-        return Err(ApiError::bad_request(
-            "importing a filesystem tarball (docker import) is not supported; use docker load",
-        ));
+    match param(&params, "fromSrc") {
+        "" => {}
+        "-" => return import(&engine, &params, body).await,
+        _ => {
+            return Err(ApiError::bad_request(
+                "importing from a URL is not supported by this engine: download the file and import it from stdin (docker import FILE, or -)",
+            ))
+        }
     }
     let from = param(&params, "fromImage");
     if from.is_empty() {

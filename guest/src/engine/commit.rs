@@ -114,6 +114,74 @@ impl Engine {
     }
 }
 
+/// `docker import`'s options (`POST /images/create?fromSrc=-`).
+#[derive(Debug, Default)]
+pub struct ImportRequest {
+    /// `repo` (which may carry its tag) and `tag`.
+    pub repo: String,
+    pub tag: String,
+    /// The history comment; empty: `Imported from -`.
+    pub message: String,
+    /// Dockerfile instructions for the config (`--change`).
+    pub changes: Vec<String>,
+}
+
+impl Engine {
+    /// `docker import -`: a filesystem tar (`body`, plain or compressed) as
+    /// a new one-layer image, its config from `changes`.
+    pub async fn import(
+        &self,
+        body: impl std::io::Read + Send + 'static,
+        request: ImportRequest,
+    ) -> Result<String, EngineError> {
+        let tag = match (request.repo.as_str(), request.tag.as_str()) {
+            ("", "") => None,
+            ("", _) => {
+                return Err(EngineError::InvalidParameter(
+                    "a tag needs a repository".to_owned(),
+                ))
+            }
+            (repo, "") => Some(Named::parse(repo)?),
+            (repo, tag) => Some(Named::parse(&format!("{repo}:{tag}"))?),
+        };
+        if tag.as_ref().is_some_and(|t| t.digest.is_some()) {
+            return Err(EngineError::InvalidParameter(
+                "cannot import to a digest reference".to_owned(),
+            ));
+        }
+        let mut config = ImageConfig::default();
+        for change in &request.changes {
+            apply_change(&mut config, change)?;
+        }
+        let comment = if request.message.is_empty() {
+            "Imported from -".to_owned()
+        } else {
+            request.message
+        };
+        let now = super::record::now_rfc3339();
+        let file = ConfigFile {
+            architecture: vmctl_image::oci::go_arch().to_owned(),
+            os: "linux".to_owned(),
+            created: Some(now.clone()),
+            comment: comment.clone(),
+            config: Some(config),
+            history: vec![vmctl_image::oci::History {
+                created: Some(now),
+                comment,
+                ..Default::default()
+            }],
+            ..ConfigFile::default()
+        };
+        let images = self.images.clone();
+        let id = tokio::task::spawn_blocking(move || images.import_image(body, file, tag.as_ref()))
+            .await
+            .map_err(|e| EngineError::Runtime(format!("import stopped: {e}")))??;
+        self.events
+            .publish("image", "import", &id, Default::default());
+        Ok(id)
+    }
+}
+
 /// The image config a container's config gives.
 fn image_config(config: &Config) -> ImageConfig {
     ImageConfig {

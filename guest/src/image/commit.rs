@@ -116,6 +116,78 @@ impl ImageStore {
         self.derive(Some(Upper::Kept(upper)), Some(parent), config, tag, None)
     }
 
+    /// `docker import`: the tar `body` (plain, gzip or zstd) as the one
+    /// layer of a new image with `config` (its history and rootfs are set
+    /// here); tagged `tag` when given. The tar is stored as a commit's is
+    /// (gzip blob, checked unpack), so a device node or a path out of the
+    /// layer refuses the whole import and leaves nothing.
+    pub fn import_image(
+        &self,
+        body: impl io::Read,
+        mut config: ConfigFile,
+        tag: Option<&super::reference::Named>,
+    ) -> Result<String, ImageError> {
+        let blob = self
+            .tmp_dir()
+            .join(format!("import-{:016x}", rand::random::<u64>()));
+        let result = (|| {
+            let file = File::create(&blob).map_err(|e| ImageError::io("create", &blob, e))?;
+            let mut gz = HashingWriter {
+                inner: flate2::write::GzEncoder::new(
+                    HashingWriter {
+                        inner: BufWriter::with_capacity(256 << 10, file),
+                        hasher: Sha256::new(),
+                    },
+                    flate2::Compression::fast(),
+                ),
+                hasher: Sha256::new(),
+            };
+            let mut plain = super::unpack::decompress(body)?;
+            io::copy(&mut plain, &mut gz).map_err(|source| ImageError::ReadLayer {
+                entry: "(import)".to_owned(),
+                source,
+            })?;
+            let diff_id = sha(&gz.hasher);
+            let inner = gz
+                .inner
+                .finish()
+                .map_err(|e| ImageError::io("write", &blob, e))?;
+            let digest = sha(&inner.hasher);
+            inner
+                .inner
+                .into_inner()
+                .map_err(|e| ImageError::io("write", &blob, e.into_error()))?;
+            let blob_size = std::fs::metadata(&blob)
+                .map_err(|e| ImageError::io("stat", &blob, e))?
+                .len();
+            let _pin = self.pin([diff_id.clone(), digest.clone()]);
+            let reader =
+                BufReader::new(File::open(&blob).map_err(|e| ImageError::io("open", &blob, e))?);
+            let size = match self.layer_size(&diff_id) {
+                Some(size) => {
+                    let target = self.blob_path(&digest);
+                    if !target.exists() {
+                        std::fs::copy(&blob, &target)
+                            .map_err(|e| ImageError::io("import blob", &target, e))?;
+                    }
+                    size
+                }
+                None => self.unpack_pulled(reader, &digest, &diff_id)?,
+            };
+            let layer = LayerMeta {
+                diff_id,
+                digest,
+                media_type: LAYER_TYPE.to_owned(),
+                blob_size,
+                size,
+            };
+            config.rootfs = Default::default();
+            self.record_commit(None, config, Some(layer), tag, None)
+        })();
+        let _ = std::fs::remove_file(&blob);
+        result
+    }
+
     /// `docker export`: the root filesystem at `root` (a container's merged
     /// view) as a tar written to `out`, walked as a commit walks an upper
     /// directory (links stored as links, nothing followed out of `root`),

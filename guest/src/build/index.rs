@@ -524,31 +524,14 @@ mod tests {
     use super::*;
 
     fn context(entries: &[(&str, &[u8])], links: &[(&str, &str)]) -> (tempfile::TempDir, Context) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut builder = tar::Builder::new(Vec::new());
-        for (path, data) in entries {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o644);
-            header.set_entry_type(tar::EntryType::Regular);
-            builder.append_data(&mut header, path, *data).unwrap();
-        }
-        for (path, target) in links {
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Symlink);
-            header.set_size(0);
-            builder.append_link(&mut header, path, target).unwrap();
-        }
-        let bytes = builder.into_inner().unwrap();
-        std::fs::create_dir(dir.path().join("ctx")).unwrap();
-        let ctx = Context::receive(
-            &bytes[..],
-            &dir.path().join("ctx.tar"),
-            &dir.path().join("ctx"),
-            "Dockerfile",
-        )
-        .unwrap();
-        (dir, ctx)
+        let specs: Vec<Spec<'_>> = entries
+            .iter()
+            .map(|(path, data)| (*path, tar::EntryType::Regular, 0o644, 0, *data))
+            .chain(links.iter().map(|(path, target)| {
+                (*path, tar::EntryType::Symlink, 0o777, 0, target.as_bytes())
+            }))
+            .collect();
+        context_of(&specs)
     }
 
     fn found(lookup: Lookup) -> (Vec<String>, String) {

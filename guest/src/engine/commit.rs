@@ -31,21 +31,7 @@ pub struct CommitRequest {
 impl Engine {
     /// Commits a container; answers the new image id.
     pub async fn commit(&self, request: CommitRequest) -> Result<String, EngineError> {
-        let tag = match (request.repo.as_str(), request.tag.as_str()) {
-            ("", "") => None,
-            ("", _) => {
-                return Err(EngineError::InvalidParameter(
-                    "a tag needs a repository".to_owned(),
-                ))
-            }
-            (repo, "") => Some(Named::parse(repo)?),
-            (repo, tag) => Some(Named::parse(&format!("{repo}:{tag}"))?),
-        };
-        if tag.as_ref().is_some_and(|t| t.digest.is_some()) {
-            return Err(EngineError::InvalidParameter(
-                "cannot commit to a digest reference".to_owned(),
-            ));
-        }
+        let tag = new_tag(&request.repo, &request.tag, "commit")?;
         let handle = self.container(&request.container).await?;
         let (id, image, container_config, running, paused, path, args) = {
             let record = handle.record.lock().await;
@@ -134,21 +120,7 @@ impl Engine {
         body: impl std::io::Read + Send + 'static,
         request: ImportRequest,
     ) -> Result<String, EngineError> {
-        let tag = match (request.repo.as_str(), request.tag.as_str()) {
-            ("", "") => None,
-            ("", _) => {
-                return Err(EngineError::InvalidParameter(
-                    "a tag needs a repository".to_owned(),
-                ))
-            }
-            (repo, "") => Some(Named::parse(repo)?),
-            (repo, tag) => Some(Named::parse(&format!("{repo}:{tag}"))?),
-        };
-        if tag.as_ref().is_some_and(|t| t.digest.is_some()) {
-            return Err(EngineError::InvalidParameter(
-                "cannot import to a digest reference".to_owned(),
-            ));
-        }
+        let tag = new_tag(&request.repo, &request.tag, "import")?;
         let mut config = ImageConfig::default();
         for change in &request.changes {
             apply_change(&mut config, change)?;
@@ -180,6 +152,27 @@ impl Engine {
             .publish("image", "import", &id, Default::default());
         Ok(id)
     }
+}
+
+/// The name a new image (`what`: commit, import) gets from `repo` (which
+/// may carry its tag) and `tag`; none when both are empty.
+fn new_tag(repo: &str, tag: &str, what: &str) -> Result<Option<Named>, EngineError> {
+    let named = match (repo, tag) {
+        ("", "") => return Ok(None),
+        ("", _) => {
+            return Err(EngineError::InvalidParameter(
+                "a tag needs a repository".to_owned(),
+            ))
+        }
+        (repo, "") => Named::parse(repo)?,
+        (repo, tag) => Named::parse(&format!("{repo}:{tag}"))?,
+    };
+    if named.digest.is_some() {
+        return Err(EngineError::InvalidParameter(format!(
+            "cannot {what} to a digest reference"
+        )));
+    }
+    Ok(Some(named))
 }
 
 /// The image config a container's config gives.

@@ -161,18 +161,9 @@ impl ImageStore {
                 .map_err(|e| ImageError::io("stat", &blob, e))?
                 .len();
             let _pin = self.pin([diff_id.clone(), digest.clone()]);
-            let reader =
-                BufReader::new(File::open(&blob).map_err(|e| ImageError::io("open", &blob, e))?);
             let size = match self.layer_size(&diff_id) {
-                Some(size) => {
-                    let target = self.blob_path(&digest);
-                    if !target.exists() {
-                        std::fs::copy(&blob, &target)
-                            .map_err(|e| ImageError::io("import blob", &target, e))?;
-                    }
-                    size
-                }
-                None => self.unpack_pulled(reader, &digest, &diff_id)?,
+                Some(size) => self.keep_blob(&blob, &digest).map(|()| size)?,
+                None => self.unpack_blob(&blob, &digest, &diff_id)?,
             };
             let layer = LayerMeta {
                 diff_id,
@@ -430,25 +421,17 @@ impl ImageStore {
             .map_err(|e| ImageError::io("stat", blob, e))?
             .len();
         let pin = self.pin([diff_id.clone(), digest.clone()]);
-        let reader = BufReader::new(File::open(blob).map_err(|e| ImageError::io("open", blob, e))?);
         let size = match self.layer_size(&diff_id) {
-            Some(size) => {
-                // The same change exists already: keep its layer, add this blob.
-                let target = self.blob_path(&digest);
-                if !target.exists() {
-                    std::fs::copy(blob, &target)
-                        .map_err(|e| ImageError::io("commit blob", &target, e))?;
-                }
-                size
-            }
+            // The same change exists already: keep its layer, add this blob.
+            Some(size) => self.keep_blob(blob, &digest).map(|()| size)?,
             // A given tree the tar holds exactly is the layer itself.
             None if given && exists && walk.exact => {
                 match self.adopt_layer(upper, blob, &digest, &diff_id)? {
                     Some(size) => size,
-                    None => self.unpack_pulled(reader, &digest, &diff_id)?,
+                    None => self.unpack_blob(blob, &digest, &diff_id)?,
                 }
             }
-            None => self.unpack_pulled(reader, &digest, &diff_id)?,
+            None => self.unpack_blob(blob, &digest, &diff_id)?,
         };
         let layer = LayerMeta {
             diff_id,
@@ -458,6 +441,22 @@ impl ImageStore {
             size,
         };
         Ok((layer, pin))
+    }
+
+    /// Stores the gzip `blob` (`digest`) beside a layer that exists already.
+    fn keep_blob(&self, blob: &Path, digest: &str) -> Result<(), ImageError> {
+        let target = self.blob_path(digest);
+        if !target.exists() {
+            std::fs::copy(blob, &target).map_err(|e| ImageError::io("store blob", &target, e))?;
+        }
+        Ok(())
+    }
+
+    /// Unpacks the gzip `blob` into the layer `diff_id` (checked as a
+    /// pull's), storing the blob; answers the layer's size.
+    fn unpack_blob(&self, blob: &Path, digest: &str, diff_id: &str) -> Result<u64, ImageError> {
+        let reader = BufReader::new(File::open(blob).map_err(|e| ImageError::io("open", blob, e))?);
+        self.unpack_pulled(reader, digest, diff_id)
     }
 
     /// Makes the directory `upper`, which the tar `blob` holds exactly, the

@@ -74,6 +74,11 @@ pub fn mount_overlay(
         upper.display(),
         work.display()
     );
+    mount_overlayfs(&options, target, MsFlags::empty())
+}
+
+/// Mounts overlayfs with `options` at `target`.
+fn mount_overlayfs(options: &str, target: &Path, flags: MsFlags) -> Result<(), RootfsError> {
     if options.len() >= 4096 {
         return Err(RootfsError::OptionsTooLong {
             target: target.to_owned(),
@@ -84,8 +89,8 @@ pub fn mount_overlay(
         Some("overlay"),
         target,
         Some("overlay"),
-        MsFlags::empty(),
-        Some(options.as_str()),
+        flags,
+        Some(options),
     )
     .map_err(|source| RootfsError::Mount {
         target: target.to_owned(),
@@ -107,23 +112,7 @@ pub fn mount_overlay_readonly(lower: &[PathBuf], target: &Path) -> Result<(), Ro
         .map(|p| p.display().to_string())
         .collect();
     let options = format!("lowerdir={}", lowers.join(":"));
-    if options.len() >= 4096 {
-        return Err(RootfsError::OptionsTooLong {
-            target: target.to_owned(),
-            len: options.len(),
-        });
-    }
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::MS_RDONLY,
-        Some(options.as_str()),
-    )
-    .map_err(|source| RootfsError::Mount {
-        target: target.to_owned(),
-        source,
-    })
+    mount_overlayfs(&options, target, MsFlags::MS_RDONLY)
 }
 
 /// Unmounts `target` (lazily, so a stray open file cannot keep it busy);

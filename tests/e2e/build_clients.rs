@@ -93,21 +93,6 @@ fn shown<'a>(out: &'a str, marker: &str) -> &'a str {
 // ---------------------------------------------------------------------------
 // docker-compose 1.29
 
-/// Why docker-compose 1.29 cannot be used here, if it cannot.
-fn compose_missing() -> Option<String> {
-    let out = Command::new("docker-compose")
-        .args(["version", "--short"])
-        .output();
-    match out {
-        Err(_) => Some("docker-compose is not installed (apt-get install docker-compose)".into()),
-        Ok(out) if !text(&out.stdout).starts_with("1.") => Some(format!(
-            "docker-compose is not 1.x (the Python one that builds through the API): {}",
-            text(&out.stdout).trim()
-        )),
-        Ok(_) => None,
-    }
-}
-
 const COMPOSE_APP: &str = r#"FROM hello AS base
 ARG GREETING=none
 RUN echo "built with $GREETING" > /greeting
@@ -117,31 +102,13 @@ FROM base AS extra
 RUN echo never-built > /extra
 "#;
 
-/// `docker-compose ARGS` in `project`, speaking the API (no CLI build).
+/// `docker-compose -p built ARGS` in `project`.
 fn compose(engine: &Engine, project: &Path, args: &[&str]) -> Output {
-    Command::new("docker-compose")
-        .args(["--ansi", "never", "-p", "built"])
-        .args(args)
-        .current_dir(project)
-        .env("DOCKER_HOST", engine.docker_host())
-        .env("DOCKER_CONFIG", engine.dir.path().join("docker-config"))
-        .env("COMPOSE_DOCKER_CLI_BUILD", "0")
-        .env("DOCKER_BUILDKIT", "0")
-        .stdin(Stdio::null())
-        .output()
-        .expect("docker-compose")
+    vmctl_tests::compose::run(engine, project, "built", args)
 }
 
 fn compose_ok(engine: &Engine, project: &Path, args: &[&str]) -> String {
-    let out = compose(engine, project, args);
-    assert!(
-        out.status.success(),
-        "docker-compose {args:?} failed:\nstdout: {}\nstderr: {}\nengine log:\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        vmctl_tests::tail(&engine.log(), 30)
-    );
-    format!("{}{}", text(&out.stdout), text(&out.stderr))
+    vmctl_tests::compose::ok(engine, project, "built", args)
 }
 
 /// A compose project whose service `web` is built from `./app` (with an
@@ -206,7 +173,7 @@ fn compose_build_and_up(engine: &Engine, service_extra: &str) {
 #[test]
 fn compose_builds_a_service_and_runs_it() {
     require_root!();
-    if let Some(reason) = compose_missing() {
+    if let Some(reason) = vmctl_tests::compose::missing() {
         eprintln!("SKIPPED: {reason}");
         return;
     }
@@ -218,7 +185,7 @@ fn compose_builds_a_service_and_runs_it() {
 #[test]
 fn compose_builds_a_service_and_runs_it_on_the_project_network() {
     require_root!();
-    if let Some(reason) = compose_missing() {
+    if let Some(reason) = vmctl_tests::compose::missing() {
         eprintln!("SKIPPED: {reason}");
         return;
     }

@@ -5,6 +5,7 @@ mod bad_input;
 mod bollard_client;
 mod build;
 mod build_clients;
+mod compose;
 mod differential;
 mod differential_build;
 mod hostile;

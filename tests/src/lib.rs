@@ -12,6 +12,7 @@
 //! LAN (see [`outside`]) and read the engine's namespace with
 //! [`Engine::links`] and [`Engine::nft_ruleset`].
 
+pub mod compose;
 pub mod http;
 pub mod netpeer;
 pub mod oci_layout;

@@ -1,0 +1,141 @@
+//! Debian's docker-compose 1.29 running a project against a standalone
+//! engine: a user network with a service alias, `depends_on`, a named
+//! volume, a bind mount, a published port, `exec`, `logs`, `scale`,
+//! `restart`, and `down -v` leaving nothing. (`depends_on` with
+//! `condition: service_healthy` needs HEALTHCHECK runs, not built yet.)
+
+use std::path::Path;
+use std::time::Duration;
+
+use vmctl_tests::compose::{missing, ok, run};
+use vmctl_tests::{eventually, require_root, Engine};
+
+const PROJECT: &str = r#"version: "3.8"
+services:
+  db:
+    image: hello
+    command: sh -c 'echo db-up > /data/mark; echo db-up; sleep 1000'
+    networks:
+      back:
+        aliases: [database]
+    volumes:
+      - data:/data
+  worker:
+    image: hello
+    command: sh -c 'echo worker-up; sleep 1000'
+    depends_on: [db]
+    networks: [back]
+  web:
+    image: hello
+    command: sh -c 'ping -c1 -W5 database >/dev/null && echo reached-db; echo bind=$$(cat /srv/host.txt); exec httpd -f -p 80 -h /srv'
+    depends_on: [db]
+    networks: [back]
+    ports: ["127.0.0.1:18088:80"]
+    volumes:
+      - ./site:/srv:ro
+networks:
+  back: {}
+volumes:
+  data: {}
+"#;
+
+fn names(engine: &Engine) -> Vec<String> {
+    let mut names: Vec<String> = engine
+        .ok(&["ps", "-a", "--format", "{{.Names}}"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_project_with_a_user_network_aliases_volumes_and_ports_comes_up_and_goes() {
+    require_root!();
+    if let Some(reason) = missing() {
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let engine = Engine::start();
+    let project = engine.dir.path().join("project");
+    std::fs::create_dir_all(project.join("site")).expect("project");
+    std::fs::write(project.join("docker-compose.yml"), PROJECT).expect("compose file");
+    std::fs::write(project.join("site/host.txt"), "from-host\n").expect("site");
+    let compose = |args: &[&str]| ok(&engine, &project, "proj", args);
+
+    compose(&["up", "-d"]);
+    assert_eq!(names(&engine), ["proj_db_1", "proj_web_1", "proj_worker_1"]);
+    // The alias resolves on the project network; the bind and the volume
+    // are there.
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let logs = String::from_utf8_lossy(
+                &run(&engine, &project, "proj", &["logs", "--no-color", "web"]).stdout,
+            )
+            .into_owned();
+            logs.contains("reached-db") && logs.contains("bind=from-host")
+        }),
+        "web never reached the db by its alias:\n{}",
+        compose(&["logs", "--no-color"])
+    );
+    assert_eq!(
+        compose(&["exec", "-T", "db", "cat", "/data/mark"]).trim(),
+        "db-up"
+    );
+    // Service to service by name, and the published port from the host
+    // (the engine's namespace).
+    let page = compose(&[
+        "exec",
+        "-T",
+        "worker",
+        "wget",
+        "-qO-",
+        "http://web/host.txt",
+    ]);
+    assert_eq!(page.trim(), "from-host");
+    let published = engine.fetch("http://127.0.0.1:18088/host.txt");
+    assert_eq!(published.as_deref().map(str::trim), Ok("from-host"));
+
+    // Scale, restart.
+    compose(&["up", "-d", "--scale", "worker=3"]);
+    assert_eq!(
+        names(&engine),
+        [
+            "proj_db_1",
+            "proj_web_1",
+            "proj_worker_1",
+            "proj_worker_2",
+            "proj_worker_3"
+        ]
+    );
+    compose(&["restart", "worker"]);
+    let running = engine.ok(&[
+        "ps",
+        "--filter",
+        "name=proj_worker",
+        "--format",
+        "{{.Status}}",
+    ]);
+    assert_eq!(
+        running.lines().filter(|l| l.starts_with("Up")).count(),
+        3,
+        "{running}"
+    );
+
+    // Down with volumes leaves no container, network or volume.
+    compose(&["down", "-v", "-t", "1"]);
+    assert!(names(&engine).is_empty());
+    assert!(!engine
+        .ok(&["network", "ls", "--format", "{{.Name}}"])
+        .contains("proj_"));
+    assert!(!engine.ok(&["volume", "ls", "-q"]).contains("proj_data"));
+    assert_project_files_kept(&project);
+}
+
+/// The project's own files stay as they were.
+fn assert_project_files_kept(project: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(project.join("site/host.txt")).expect("bind source"),
+        "from-host\n"
+    );
+}

@@ -248,11 +248,7 @@ async fn build(
                 "cannot make the build's scratch directory: {e}"
             )))
         })?;
-    let reader = BodyReader {
-        stream: body.into_data_stream(),
-        runtime: tokio::runtime::Handle::current(),
-        chunk: Bytes::new(),
-    };
+    let reader = BodyReader::new(body);
     let (tar, dir) = (scratch.context_tar(), scratch.context());
     let dockerfile = match options.dockerfile.as_str() {
         "" => "Dockerfile".to_owned(),

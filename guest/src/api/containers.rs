@@ -103,36 +103,18 @@ async fn list(
 /// filters (`label`, `label!`, `until`) keep in; answers their ids and the
 /// bytes their writable layers held.
 async fn prune(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiResult<Json<Value>> {
-    let mut labels = Vec::new();
-    let mut not_labels = Vec::new();
-    let mut until: Option<i64> = None;
-    for (key, values) in super::images::filter_values(params.get("filters").map(String::as_str))? {
-        match key.as_str() {
-            "label" => labels = values,
-            "label!" => not_labels = values,
-            "until" => {
-                let text = values.first().cloned().unwrap_or_default();
-                until = Some(super::images::until_timestamp(&text).ok_or_else(|| {
-                    ApiError::bad_request(format!("invalid filter 'until={text}'"))
-                })?);
-            }
-            other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
-        }
-    }
+    let filters =
+        super::images::PruneFilters::parse(params.get("filters").map(String::as_str), |_, _| {
+            Ok(false)
+        })?;
     let mut deleted = Vec::new();
     let mut reclaimed = 0;
     for handle in engine.handles().await {
         let (id, chosen) = {
             let record = handle.record.lock().await;
-            let has = |wanted: &String| match wanted.split_once('=') {
-                Some((k, v)) => record.config.labels.get(k).is_some_and(|x| x == v),
-                None => record.config.labels.contains_key(wanted),
-            };
-            let created = Some(record.created.clone());
-            let chosen = !record.state.running
-                && labels.iter().all(has)
-                && !not_labels.iter().any(has)
-                && until.is_none_or(|u| super::images::unix_secs(&created) < u);
+            let created = super::images::unix_secs(&Some(record.created.clone()));
+            let label = |k: &str| record.config.labels.get(k).map(String::as_str);
+            let chosen = !record.state.running && filters.chosen(label, created);
             (record.id.clone(), chosen)
         };
         if !chosen {

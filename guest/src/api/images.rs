@@ -138,33 +138,21 @@ async fn post_image(
 /// only; false: every image no container uses), `label`, `label!`, `until`.
 async fn prune(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiResult<Json<Value>> {
     let mut all = false;
-    let mut labels = Vec::new();
-    let mut not_labels = Vec::new();
-    let mut until: Option<i64> = None;
-    for (key, values) in filter_values(param(&params, "filters"))? {
-        match key.as_str() {
-            "dangling" => {
-                all = match values.first().map(String::as_str) {
-                    Some("true" | "1") | None => false,
-                    Some("false" | "0") => true,
-                    Some(other) => {
-                        return Err(ApiError::bad_request(format!(
-                            "invalid filter 'dangling={other}'"
-                        )))
-                    }
-                }
-            }
-            "label" => labels = values,
-            "label!" => not_labels = values,
-            "until" => {
-                let text = values.first().cloned().unwrap_or_default();
-                until = Some(until_timestamp(&text).ok_or_else(|| {
-                    ApiError::bad_request(format!("invalid filter 'until={text}'"))
-                })?);
-            }
-            other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
+    let filters = PruneFilters::parse(param(&params, "filters"), |key, values| {
+        if key != "dangling" {
+            return Ok(false);
         }
-    }
+        all = match values.first().map(String::as_str) {
+            Some("true" | "1") | None => false,
+            Some("false" | "0") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid filter 'dangling={other}'"
+                )))
+            }
+        };
+        Ok(true)
+    })?;
     // Creates wait until the prune is done (see `Engine::in_use`).
     let users = engine.in_use().await;
     let in_use = users.images.clone();
@@ -176,13 +164,8 @@ async fn prune(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiR
                 .as_ref()
                 .and_then(|c| c.labels.clone())
                 .unwrap_or_default();
-            let has = |wanted: &String| match wanted.split_once('=') {
-                Some((k, v)) => image_labels.get(k).is_some_and(|x| x == v),
-                None => image_labels.contains_key(wanted),
-            };
-            !labels.iter().all(has)
-                || not_labels.iter().any(has)
-                || until.is_some_and(|u| unix_secs(&info.config.created) >= u)
+            let label = |k: &str| image_labels.get(k).map(String::as_str);
+            !filters.chosen(label, unix_secs(&info.config.created))
         };
         s.prune(all, &in_use, &keep)
     })
@@ -207,8 +190,57 @@ async fn prune(State(engine): State<Arc<Engine>>, Query(params): Params) -> ApiR
     })))
 }
 
+/// The filters every prune takes (`label`, `label!`, `until`).
+pub(super) struct PruneFilters {
+    labels: Vec<String>,
+    not_labels: Vec<String>,
+    until: Option<i64>,
+}
+
+impl PruneFilters {
+    /// Parses a prune's `filters`; `other` takes any other key (answers
+    /// whether it knows it), an unknown one is refused as dockerd does.
+    pub(super) fn parse(
+        raw: Option<&str>,
+        mut other: impl FnMut(&str, &[String]) -> ApiResult<bool>,
+    ) -> ApiResult<Self> {
+        let mut filters = Self {
+            labels: Vec::new(),
+            not_labels: Vec::new(),
+            until: None,
+        };
+        for (key, values) in filter_values(raw)? {
+            match key.as_str() {
+                "label" => filters.labels = values,
+                "label!" => filters.not_labels = values,
+                "until" => {
+                    let text = values.first().cloned().unwrap_or_default();
+                    filters.until = Some(until_timestamp(&text).ok_or_else(|| {
+                        ApiError::bad_request(format!("invalid filter 'until={text}'"))
+                    })?);
+                }
+                key if other(key, &values)? => {}
+                key => return Err(ApiError::bad_request(format!("invalid filter '{key}'"))),
+            }
+        }
+        Ok(filters)
+    }
+
+    /// Whether the filters choose an object with these labels (`label`
+    /// looks one up), created at `created` (unix seconds).
+    pub(super) fn chosen<'a>(&self, label: impl Fn(&str) -> Option<&'a str>, created: i64) -> bool {
+        let has = |wanted: &String| match wanted.split_once('=') {
+            Some((k, v)) => label(k) == Some(v),
+            None => label(wanted).is_some(),
+        };
+        self.labels.iter().all(has)
+            && !self.not_labels.iter().any(has)
+            && self.until.is_none_or(|u| created < u)
+    }
+}
+
 /// `until`: unix seconds, RFC 3339, or a duration before now (`24h`, `90m`).
-pub(super) fn until_timestamp(text: &str) -> Option<i64> {
+fn until_timestamp(text: &str) -> Option<i64> {
     if let Ok(secs) = text.parse::<f64>() {
         return Some(secs as i64);
     }
@@ -322,7 +354,7 @@ fn labels(info: &ImageInfo) -> Value {
 
 /// The keys and values of a `filters` parameter: `{"k": ["v"]}`, or the
 /// old `{"k": {"v": true}}`.
-pub(super) fn filter_values(raw: Option<&str>) -> ApiResult<Vec<(String, Vec<String>)>> {
+fn filter_values(raw: Option<&str>) -> ApiResult<Vec<(String, Vec<String>)>> {
     let Some(raw) = raw.filter(|r| !r.is_empty()) else {
         return Ok(Vec::new());
     };
@@ -488,9 +520,20 @@ fn runtime_defaults() -> Value {
 
 /// The request body as a blocking reader, for `spawn_blocking`.
 pub(super) struct BodyReader {
-    pub(super) stream: axum::body::BodyDataStream,
-    pub(super) runtime: tokio::runtime::Handle,
-    pub(super) chunk: Bytes,
+    stream: axum::body::BodyDataStream,
+    runtime: tokio::runtime::Handle,
+    chunk: Bytes,
+}
+
+impl BodyReader {
+    /// Reads `body` on the current runtime, from a blocking thread.
+    pub(super) fn new(body: Body) -> Self {
+        Self {
+            stream: body.into_data_stream(),
+            runtime: tokio::runtime::Handle::current(),
+            chunk: Bytes::new(),
+        }
+    }
 }
 
 impl Read for BodyReader {
@@ -513,11 +556,7 @@ async fn load(
     Query(_params): Params,
     body: Body,
 ) -> ApiResult<Response> {
-    let reader = BodyReader {
-        stream: body.into_data_stream(),
-        runtime: tokio::runtime::Handle::current(),
-        chunk: Bytes::new(),
-    };
+    let reader = BodyReader::new(body);
     let loaded = blocking(&engine, move |s| s.load(reader)).await?;
     let mut lines = String::new();
     for image in &loaded {

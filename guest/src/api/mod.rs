@@ -15,7 +15,7 @@ pub mod images;
 pub mod networks;
 pub mod pull;
 pub mod swarm;
-mod system;
+pub mod system;
 pub mod version;
 pub mod volumes;
 

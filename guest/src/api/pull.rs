@@ -93,11 +93,7 @@ async fn import(
             .map(|(_, v)| v.clone())
             .collect(),
     };
-    let reader = super::images::BodyReader {
-        stream: body.into_data_stream(),
-        runtime: tokio::runtime::Handle::current(),
-        chunk: axum::body::Bytes::new(),
-    };
+    let reader = super::images::BodyReader::new(body);
     let id = engine.import(reader, request).await?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],

@@ -103,6 +103,67 @@ fn sha(hasher: &Sha256) -> String {
     format!("sha256:{}", hex::encode(hasher.clone().finalize()))
 }
 
+/// A layer's blob being written: what goes in (the plain tar) is hashed
+/// (its diff-id), gzipped, and the gzip hashed too (its digest).
+struct GzipBlob {
+    tar: HashingWriter<flate2::write::GzEncoder<HashingWriter<BufWriter<File>>>>,
+}
+
+/// A written blob: the layer's diff-id, the blob's digest and size.
+struct WrittenBlob {
+    diff_id: String,
+    digest: String,
+    size: u64,
+}
+
+impl GzipBlob {
+    fn create(path: &Path) -> Result<Self, ImageError> {
+        let file = File::create(path).map_err(|e| ImageError::io("create", path, e))?;
+        let gz = HashingWriter {
+            inner: BufWriter::with_capacity(256 << 10, file),
+            hasher: Sha256::new(),
+        };
+        Ok(Self {
+            tar: HashingWriter {
+                inner: flate2::write::GzEncoder::new(gz, flate2::Compression::fast()),
+                hasher: Sha256::new(),
+            },
+        })
+    }
+
+    /// Ends the gzip stream and the file (at `path`).
+    fn finish(self, path: &Path) -> Result<WrittenBlob, ImageError> {
+        let diff_id = sha(&self.tar.hasher);
+        let gz = self
+            .tar
+            .inner
+            .finish()
+            .map_err(|e| ImageError::io("write", path, e))?;
+        let digest = sha(&gz.hasher);
+        gz.inner
+            .into_inner()
+            .map_err(|e| ImageError::io("write", path, e.into_error()))?;
+        let size = std::fs::metadata(path)
+            .map_err(|e| ImageError::io("stat", path, e))?
+            .len();
+        Ok(WrittenBlob {
+            diff_id,
+            digest,
+            size,
+        })
+    }
+}
+
+impl Write for GzipBlob {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tar.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tar.flush()
+    }
+}
+
 impl ImageStore {
     /// Commits `upper` as a new layer on `parent`, with `config`; tags it
     /// `tag` when given. Answers the new image id.
@@ -131,47 +192,14 @@ impl ImageStore {
             .tmp_dir()
             .join(format!("import-{:016x}", rand::random::<u64>()));
         let result = (|| {
-            let file = File::create(&blob).map_err(|e| ImageError::io("create", &blob, e))?;
-            let mut gz = HashingWriter {
-                inner: flate2::write::GzEncoder::new(
-                    HashingWriter {
-                        inner: BufWriter::with_capacity(256 << 10, file),
-                        hasher: Sha256::new(),
-                    },
-                    flate2::Compression::fast(),
-                ),
-                hasher: Sha256::new(),
-            };
+            let mut out = GzipBlob::create(&blob)?;
             let mut plain = super::unpack::decompress(body)?;
-            io::copy(&mut plain, &mut gz).map_err(|source| ImageError::ReadLayer {
+            io::copy(&mut plain, &mut out).map_err(|source| ImageError::ReadLayer {
                 entry: "(import)".to_owned(),
                 source,
             })?;
-            let diff_id = sha(&gz.hasher);
-            let inner = gz
-                .inner
-                .finish()
-                .map_err(|e| ImageError::io("write", &blob, e))?;
-            let digest = sha(&inner.hasher);
-            inner
-                .inner
-                .into_inner()
-                .map_err(|e| ImageError::io("write", &blob, e.into_error()))?;
-            let blob_size = std::fs::metadata(&blob)
-                .map_err(|e| ImageError::io("stat", &blob, e))?
-                .len();
-            let _pin = self.pin([diff_id.clone(), digest.clone()]);
-            let size = match self.layer_size(&diff_id) {
-                Some(size) => self.keep_blob(&blob, &digest).map(|()| size)?,
-                None => self.unpack_blob(&blob, &digest, &diff_id)?,
-            };
-            let layer = LayerMeta {
-                diff_id,
-                digest,
-                media_type: LAYER_TYPE.to_owned(),
-                blob_size,
-                size,
-            };
+            let written = out.finish(&blob)?;
+            let (layer, _pin) = self.store_layer(&blob, written, None)?;
             config.rootfs = Default::default();
             self.record_commit(None, config, Some(layer), tag, None)
         })();
@@ -380,16 +408,7 @@ impl ImageStore {
         blob: &Path,
         skip_etc: bool,
     ) -> Result<(LayerMeta, super::prune::Pin<'_>), ImageError> {
-        let file = File::create(blob).map_err(|e| ImageError::io("create", blob, e))?;
-        let gz = HashingWriter {
-            inner: BufWriter::with_capacity(256 << 10, file),
-            hasher: Sha256::new(),
-        };
-        let tar = HashingWriter {
-            inner: flate2::write::GzEncoder::new(gz, flate2::Compression::fast()),
-            hasher: Sha256::new(),
-        };
-        let mut builder = tar::Builder::new(tar);
+        let mut builder = tar::Builder::new(GzipBlob::create(blob)?);
         builder.mode(tar::HeaderMode::Complete);
         let mut walk = Walk::new(skip_etc, given);
         // A container never started has no upper directory: an empty layer.
@@ -405,33 +424,42 @@ impl ImageStore {
                 &mut walk,
             )?;
         }
-        let tar = builder
+        let written = builder
             .into_inner()
-            .map_err(|e| ImageError::io("write", blob, e))?;
-        let diff_id = sha(&tar.hasher);
-        let gz = tar
-            .inner
-            .finish()
-            .map_err(|e| ImageError::io("write", blob, e))?;
-        let digest = sha(&gz.hasher);
-        gz.inner
-            .into_inner()
-            .map_err(|e| ImageError::io("write", blob, e.into_error()))?;
-        let blob_size = std::fs::metadata(blob)
-            .map_err(|e| ImageError::io("stat", blob, e))?
-            .len();
+            .map_err(|e| ImageError::io("write", blob, e))?
+            .finish(blob)?;
+        // A given tree the tar holds exactly is the layer itself.
+        let adopt = (given && exists && walk.exact).then_some((upper, walk.size));
+        self.store_layer(blob, written, adopt)
+    }
+
+    /// Stores the written `blob` as a layer, pinned until its image is
+    /// recorded: beside the layer when the same change exists already,
+    /// else `adopt`'s tree (which the tar holds exactly, of that size)
+    /// renamed into place, else the blob unpacked.
+    fn store_layer(
+        &self,
+        blob: &Path,
+        written: WrittenBlob,
+        adopt: Option<(&Path, u64)>,
+    ) -> Result<(LayerMeta, super::prune::Pin<'_>), ImageError> {
+        let WrittenBlob {
+            diff_id,
+            digest,
+            size: blob_size,
+        } = written;
         let pin = self.pin([diff_id.clone(), digest.clone()]);
-        let size = match self.layer_size(&diff_id) {
+        let size = match (self.layer_size(&diff_id), adopt) {
             // The same change exists already: keep its layer, add this blob.
-            Some(size) => self.keep_blob(blob, &digest).map(|()| size)?,
-            // A given tree the tar holds exactly is the layer itself.
-            None if given && exists && walk.exact => {
-                match self.adopt_layer(upper, blob, &digest, &diff_id)? {
-                    Some(size) => size,
-                    None => self.unpack_blob(blob, &digest, &diff_id)?,
+            (Some(size), _) => self.keep_blob(blob, &digest).map(|()| size)?,
+            (None, Some((tree, size))) => {
+                if self.adopt_layer(tree, blob, &digest, &diff_id)? {
+                    size
+                } else {
+                    self.unpack_blob(blob, &digest, &diff_id)?
                 }
             }
-            None => self.unpack_blob(blob, &digest, &diff_id)?,
+            (None, None) => self.unpack_blob(blob, &digest, &diff_id)?,
         };
         let layer = LayerMeta {
             diff_id,
@@ -461,27 +489,24 @@ impl ImageStore {
 
     /// Makes the directory `upper`, which the tar `blob` holds exactly, the
     /// stored layer `diff_id` itself, and `blob` its blob (`digest`): both
-    /// are renamed into place, after the same sync an unpacked pull gets.
-    /// Answers the layer's size, or `None` when `upper` cannot be renamed
-    /// there (another filesystem), for the caller to unpack the blob.
+    /// are renamed into place after a sync of the filesystem (the blob
+    /// with it), as an unpacked pull is synced. Answers `false` when
+    /// `upper` cannot be renamed there (another filesystem), for the
+    /// caller to unpack the blob.
     fn adopt_layer(
         &self,
         upper: &Path,
         blob: &Path,
         digest: &str,
         diff_id: &str,
-    ) -> Result<Option<u64>, ImageError> {
-        let size = crate::state::files::dir_size(upper);
-        File::open(blob)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| ImageError::io("sync", blob, e))?;
+    ) -> Result<bool, ImageError> {
         super::load::sync_filesystem(&self.layers_dir());
         let _state = self.lock();
         let target = self.layer_path(diff_id);
         if !target.exists() {
             match std::fs::rename(upper, &target) {
                 Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => return Ok(None),
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => return Ok(false),
                 Err(e) => return Err(ImageError::io("commit layer", &target, e)),
             }
         }
@@ -490,7 +515,7 @@ impl ImageStore {
             std::fs::rename(blob, &stored)
                 .map_err(|e| ImageError::io("commit blob", &stored, e))?;
         }
-        Ok(Some(size))
+        Ok(true)
     }
 
     /// Records a committed image: `parent`'s layers plus `layer` (if any),
@@ -645,6 +670,8 @@ struct Walk {
     /// engine's mount points are part of it, and device nodes are stored
     /// as device entries (a layer refuses them).
     whole: bool,
+    /// The bytes of the regular files walked (every name of a hard link).
+    size: u64,
 }
 
 impl Walk {
@@ -655,6 +682,7 @@ impl Walk {
             tidy,
             exact: true,
             whole: false,
+            size: 0,
         }
     }
 
@@ -839,6 +867,7 @@ fn add_dir<W: Write>(
             add_dir(builder, &child, &name, walk)?;
             continue;
         }
+        walk.size += meta.len();
         if meta.nlink() > 1 {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = walk.links.get(&key) {

@@ -135,6 +135,29 @@ pub fn extract(dest: Destination, input: impl Read, options: &Options) -> Result
     Ok(())
 }
 
+/// One entry being applied: where it goes, and how it is named in errors.
+struct Target<'a> {
+    dest: &'a Destination,
+    /// Relative to the destination (the working directory), cleaned.
+    relative: &'a str,
+    /// Absolute in the container, for messages.
+    shown: String,
+}
+
+impl Target<'_> {
+    fn io(&self, what: &'static str) -> impl FnOnce(io::Error) -> CpError + '_ {
+        move |source| CpError::Io {
+            what,
+            path: self.shown.clone(),
+            source,
+        }
+    }
+
+    fn errno(&self, what: &'static str) -> impl FnOnce(nix::Error) -> CpError + '_ {
+        move |e| self.io(what)(e.into())
+    }
+}
+
 /// Applies one entry at `relative`; a directory's times come back to be
 /// set at the end.
 fn apply<R: Read>(
@@ -144,16 +167,63 @@ fn apply<R: Read>(
     kind: tar::EntryType,
     options: &Options,
 ) -> Result<Option<(String, TimeSpec, TimeSpec)>, CpError> {
-    let header = entry.header().clone();
-    let shown = format!("{}/{}", dest.shown.trim_end_matches('/'), relative);
-    let io_err = |what: &'static str| {
-        let shown = shown.clone();
-        move |e: io::Error| CpError::Io {
-            what,
-            path: shown,
-            source: e,
-        }
+    let target = Target {
+        dest,
+        relative,
+        shown: format!("{}/{}", dest.shown.trim_end_matches('/'), relative),
     };
+    if !make_room(&target, kind == tar::EntryType::Directory, options)? {
+        return Ok(None);
+    }
+    let header = entry.header().clone();
+    let mode = header.mode().map_err(target.io("read the mode of"))? & 0o7777;
+    create(&target, entry, &header, kind, mode)?;
+    let (uid, gid) = match options.chown {
+        Some(ids) => ids,
+        None => (
+            header.uid().unwrap_or(0) as u32,
+            header.gid().unwrap_or(0) as u32,
+        ),
+    };
+    lchown(relative, uid, gid).map_err(target.io("chown"))?;
+    if let Some(extensions) = entry.pax_extensions().ok().flatten() {
+        for extension in extensions.flatten() {
+            let Some(name) = extension.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+                continue;
+            };
+            if name.starts_with(b"trusted.overlay.") {
+                continue;
+            }
+            set_xattr(relative, name, extension.value_bytes())
+                .map_err(target.io("set attributes of"))?;
+        }
+    }
+    // After the chown, which clears setuid and setgid.
+    if kind != tar::EntryType::Symlink && kind != tar::EntryType::Link {
+        std::fs::set_permissions(relative, std::fs::Permissions::from_mode(mode))
+            .map_err(target.io("chmod"))?;
+    }
+    let mtime = TimeSpec::new(header.mtime().unwrap_or(0) as i64, 0);
+    match kind {
+        tar::EntryType::Directory => Ok(Some((relative.to_owned(), mtime, mtime))),
+        tar::EntryType::Link => Ok(None),
+        _ => nix::sys::stat::utimensat(
+            None,
+            relative,
+            &mtime,
+            &mtime,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map(|()| None)
+        .map_err(target.errno("set the times of")),
+    }
+}
+
+/// Makes the entry's parents, and clears its place unless a directory
+/// meets a directory (then they merge); `false` when there is nothing to
+/// do (the destination itself).
+fn make_room(target: &Target<'_>, is_dir_entry: bool, options: &Options) -> Result<bool, CpError> {
+    let relative = target.relative;
     if relative != "." {
         let parent = path::split(relative).0.trim_end_matches('/');
         if !parent.is_empty() && std::fs::symlink_metadata(parent).is_err() {
@@ -161,39 +231,48 @@ fn apply<R: Read>(
                 .recursive(true)
                 .mode(0o755)
                 .create(parent)
-                .map_err(io_err("create the parents of"))?;
+                .map_err(target.io("create the parents of"))?;
         }
     }
-    let is_dir_entry = kind == tar::EntryType::Directory;
-    if let Ok(existing) = std::fs::symlink_metadata(relative) {
-        let existing_dir = existing.is_dir();
-        if options.no_overwrite_dir_non_dir && existing_dir && !is_dir_entry {
-            return Err(CpError::Tar(format!(
-                "cannot overwrite directory {shown:?} with non-directory {:?}",
-                dest.shown
-            )));
-        }
-        if options.no_overwrite_dir_non_dir && !existing_dir && is_dir_entry {
-            return Err(CpError::Tar(format!(
-                "cannot overwrite non-directory {shown:?} with directory {:?}",
-                dest.shown
-            )));
-        }
-        if existing_dir && relative == "." {
-            return Ok(None);
-        }
-        if !(existing_dir && is_dir_entry) {
-            remove_all(relative).map_err(io_err("remove"))?;
-        }
+    let Ok(existing) = std::fs::symlink_metadata(relative) else {
+        return Ok(true);
+    };
+    let existing_dir = existing.is_dir();
+    let (shown, dest) = (&target.shown, &target.dest.shown);
+    if options.no_overwrite_dir_non_dir && existing_dir && !is_dir_entry {
+        return Err(CpError::Tar(format!(
+            "cannot overwrite directory {shown:?} with non-directory {dest:?}"
+        )));
     }
-    let mode = header.mode().map_err(io_err("read the mode of"))? & 0o7777;
+    if options.no_overwrite_dir_non_dir && !existing_dir && is_dir_entry {
+        return Err(CpError::Tar(format!(
+            "cannot overwrite non-directory {shown:?} with directory {dest:?}"
+        )));
+    }
+    if existing_dir && relative == "." {
+        return Ok(false);
+    }
+    if !(existing_dir && is_dir_entry) {
+        remove_all(relative).map_err(target.io("remove"))?;
+    }
+    Ok(true)
+}
+
+/// Creates the entry itself (its metadata comes after).
+fn create<R: Read>(
+    target: &Target<'_>,
+    entry: &mut tar::Entry<'_, R>,
+    header: &tar::Header,
+    kind: tar::EntryType,
+    mode: u32,
+) -> Result<(), CpError> {
+    let relative = target.relative;
+    let dest = &target.dest.shown;
     match kind {
         tar::EntryType::Directory => {
             match std::fs::DirBuilder::new().mode(0o700).create(relative) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                    return Err(io_err("create")(e))
-                }
-                _ => {}
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(target.io("create")(e)),
+                _ => Ok(()),
             }
         }
         tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -203,8 +282,10 @@ fn apply<R: Read>(
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(relative)
-                .map_err(io_err("create"))?;
-            io::copy(entry, &mut file).map_err(io_err("write"))?;
+                .map_err(target.io("create"))?;
+            io::copy(entry, &mut file)
+                .map(drop)
+                .map_err(target.io("write"))
         }
         tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
             let (flag, dev) = match kind {
@@ -221,17 +302,17 @@ fn apply<R: Read>(
                 }
             };
             nix::sys::stat::mknodat(None, relative, flag, Mode::from_bits_truncate(mode), dev)
-                .map_err(|e| io_err("create")(e.into()))?;
+                .map_err(target.errno("create"))
         }
         tar::EntryType::Link => {
             let link = link_name(entry)?;
-            let target = path::clean(&format!("{}/{}", dest.shown, link));
-            if !is_within_text(&target, &dest.shown) {
+            let linked = path::clean(&format!("{dest}/{link}"));
+            if !is_within_text(&linked, dest) {
                 return Err(CpError::Tar(format!(
-                    "invalid hardlink {target:?} -> {link:?}"
+                    "invalid hardlink {linked:?} -> {link:?}"
                 )));
             }
-            let inside = path::clean(target[dest.shown.len()..].trim_start_matches('/'));
+            let inside = path::clean(linked[dest.len()..].trim_start_matches('/'));
             nix::unistd::linkat(
                 None,
                 inside.as_str(),
@@ -239,65 +320,27 @@ fn apply<R: Read>(
                 relative,
                 nix::fcntl::AtFlags::empty(),
             )
-            .map_err(|e| io_err("link")(e.into()))?;
+            .map_err(target.errno("link"))
         }
         tar::EntryType::Symlink => {
             let link = link_name(entry)?;
-            let parent = path::split(&shown).0.trim_end_matches('/').to_owned();
-            let target = path::clean(&format!("{parent}/{link}"));
-            if !is_within_text(&target, &dest.shown) {
+            let parent = path::split(&target.shown)
+                .0
+                .trim_end_matches('/')
+                .to_owned();
+            if !is_within_text(&path::clean(&format!("{parent}/{link}")), dest) {
                 return Err(CpError::Tar(format!(
-                    "invalid symlink {shown:?} -> {link:?}"
+                    "invalid symlink {:?} -> {link:?}",
+                    target.shown
                 )));
             }
-            std::os::unix::fs::symlink(&link, relative).map_err(io_err("create"))?;
+            std::os::unix::fs::symlink(&link, relative).map_err(target.io("create"))
         }
-        other => {
-            return Err(CpError::Tar(format!(
-                "unhandled tar header type {}",
-                other.as_byte()
-            )))
-        }
+        other => Err(CpError::Tar(format!(
+            "unhandled tar header type {}",
+            other.as_byte()
+        ))),
     }
-    let (uid, gid) = match options.chown {
-        Some(ids) => ids,
-        None => (
-            header.uid().unwrap_or(0) as u32,
-            header.gid().unwrap_or(0) as u32,
-        ),
-    };
-    lchown(relative, uid, gid).map_err(io_err("chown"))?;
-    if let Some(extensions) = entry.pax_extensions().ok().flatten() {
-        for extension in extensions.flatten() {
-            let Some(name) = extension.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
-                continue;
-            };
-            if name.starts_with(b"trusted.overlay.") {
-                continue;
-            }
-            set_xattr(relative, name, extension.value_bytes())
-                .map_err(io_err("set attributes of"))?;
-        }
-    }
-    if kind != tar::EntryType::Symlink && kind != tar::EntryType::Link {
-        std::fs::set_permissions(relative, std::fs::Permissions::from_mode(mode))
-            .map_err(io_err("chmod"))?;
-    }
-    let mtime = TimeSpec::new(header.mtime().unwrap_or(0) as i64, 0);
-    if kind == tar::EntryType::Directory {
-        return Ok(Some((relative.to_owned(), mtime, mtime)));
-    }
-    if kind != tar::EntryType::Link {
-        nix::sys::stat::utimensat(
-            None,
-            relative,
-            &mtime,
-            &mtime,
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(|e| io_err("set the times of")(e.into()))?;
-    }
-    Ok(None)
 }
 
 /// A tar that cannot be read: the reader's words, unless they quote the

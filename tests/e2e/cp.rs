@@ -818,3 +818,56 @@ fn fifos_neither_hang_nor_break_copies() {
     engine.ok(&["rm", "-f", "odd"]);
     assert_clean(&engine);
 }
+
+#[test]
+fn bollard_uploads_and_downloads_through_the_archive_endpoints() {
+    use bollard::query_parameters::{
+        DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    };
+    use futures::StreamExt;
+    require_root!();
+    let engine = Engine::start();
+    engine.ok(&["run", "-d", "--name", "sdk", "hello", "sleep", "100000"]);
+    let docker = bollard::Docker::connect_with_unix(
+        &engine.socket.display().to_string(),
+        120,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .expect("bollard client");
+    let tar = tar_of(&[
+        ("in/", tar::EntryType::Directory, ""),
+        ("in/f", tar::EntryType::Regular, "from bollard"),
+    ]);
+    let downloaded = tokio::runtime::Runtime::new()
+        .expect("tokio")
+        .block_on(async {
+            let upload = UploadToContainerOptionsBuilder::new()
+                .path("/tmp")
+                .no_overwrite_dir_non_dir("true")
+                .build();
+            docker
+                .upload_to_container("sdk", Some(upload), bollard::body_full(tar.into()))
+                .await
+                .expect("upload");
+            let download = DownloadFromContainerOptionsBuilder::new()
+                .path("/tmp/in")
+                .build();
+            let mut stream = docker.download_from_container("sdk", Some(download));
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                bytes.extend_from_slice(&chunk.expect("download"));
+            }
+            bytes
+        });
+    let mut archive = tar::Archive::new(&downloaded[..]);
+    let mut found = String::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path_bytes().as_ref() == b"in/f" {
+            entry.read_to_string(&mut found).unwrap();
+        }
+    }
+    assert_eq!(found, "from bollard");
+    engine.ok(&["rm", "-f", "sdk"]);
+    assert_clean(&engine);
+}

@@ -351,3 +351,98 @@ fn header_from(meta: &FileStat, kind: tar::EntryType) -> tar::Header {
     header.set_size(0);
     header
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (name, type, link target) of each entry of a tar.
+    fn listing(bytes: &[u8]) -> Vec<(String, tar::EntryType, Option<String>)> {
+        let mut archive = tar::Archive::new(bytes);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+                let link = e
+                    .link_name_bytes()
+                    .map(|l| String::from_utf8_lossy(&l).into_owned());
+                (name, e.header().entry_type(), link)
+            })
+            .collect()
+    }
+
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::fs::write(d.join("a"), "a").unwrap();
+        std::fs::hard_link(d.join("a"), d.join("hard")).unwrap();
+        std::fs::write(d.join("sub/b"), "b").unwrap();
+        std::os::unix::fs::symlink("/", d.join("root")).unwrap();
+        nix::unistd::mkfifo(&d.join("pipe"), Mode::from_bits_truncate(0o600)).unwrap();
+        let long = "x".repeat(150);
+        std::fs::write(d.join(&long), "long").unwrap();
+        dir
+    }
+
+    #[test]
+    fn directories_are_walked_with_links_as_links() {
+        let dir = tree();
+        let absolute = format!("{}/d", dir.path().display());
+        let (found, target) = stat(&absolute).unwrap();
+        assert_eq!(found.name, "d");
+        assert_eq!(found.mode & path::mode::DIR, path::mode::DIR);
+        let mut out = Vec::new();
+        archive(&absolute, target, &mut out).unwrap();
+        let entries = listing(&out);
+        let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names[0], "d/");
+        assert!(names.contains(&"d/sub/b"), "{names:?}");
+        let long = format!("d/{}", "x".repeat(150));
+        assert!(names.contains(&long.as_str()), "{names:?}");
+        let find = |n: &str| entries.iter().find(|e| e.0 == n).unwrap().clone();
+        assert_eq!(find("d/root").1, tar::EntryType::Symlink);
+        assert_eq!(find("d/root").2.as_deref(), Some("/"));
+        assert_eq!(find("d/pipe").1, tar::EntryType::Fifo);
+        assert_eq!(find("d/hard").1, tar::EntryType::Link);
+        assert_eq!(find("d/hard").2.as_deref(), Some("d/a"));
+    }
+
+    #[test]
+    fn a_trailing_dot_names_the_contents_and_a_link_stays_a_link() {
+        let dir = tree();
+        let absolute = format!("{}/d/.", dir.path().display());
+        let (found, target) = stat(&absolute).unwrap();
+        assert_eq!(found.name, ".");
+        let mut out = Vec::new();
+        archive(&absolute, target, &mut out).unwrap();
+        assert_eq!(listing(&out)[0].0, "./");
+        assert!(listing(&out).iter().any(|e| e.0 == "./sub/b"));
+
+        let link = format!("{}/d/root", dir.path().display());
+        let (found, target) = stat(&link).unwrap();
+        assert_eq!(found.mode & path::mode::SYMLINK, path::mode::SYMLINK);
+        assert_eq!(found.link_target, "/");
+        let mut out = Vec::new();
+        archive(&link, target, &mut out).unwrap();
+        assert_eq!(
+            listing(&out),
+            vec![(
+                "root".to_owned(),
+                tar::EntryType::Symlink,
+                Some("/".to_owned())
+            )]
+        );
+    }
+
+    #[test]
+    fn a_missing_path_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = stat(&format!("{}/nope", dir.path().display()))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), super::super::FailKind::NotFound);
+    }
+}

@@ -757,6 +757,25 @@ fn clients_that_go_away_and_rm_during_a_copy_leave_nothing() {
     engine.ok(&["rm", "-f", "big"]);
     drop(reader);
     drop(writer);
+    // A stopped container started while a copy holds its own mount of
+    // the container's root: both go on.
+    engine.ok(&[
+        "run",
+        "--name",
+        "later",
+        "hello",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/big bs=1M count=64 2>/dev/null",
+    ]);
+    let mut slow = UnixStream::connect(&engine.socket).expect("connect");
+    slow.write_all(b"GET /containers/later/archive?path=/big HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    slow.read_exact(&mut first).unwrap();
+    engine.ok(&["start", "later"]);
+    assert_eq!(engine.ok(&["wait", "later"]), "0");
+    drop(slow);
+    engine.ok(&["rm", "later"]);
     // A stopped container's copy mounts its own root: gone with it too.
     engine.ok(&["create", "--name", "idle", "-v", "/anon", "hello", "true"]);
     let answer = request(&engine, "GET", "/containers/idle/archive?path=/anon", b"");

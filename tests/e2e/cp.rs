@@ -226,6 +226,19 @@ fn files_and_directories_copy_both_ways() {
     engine.ok(&["cp", "-L", "box:/link", &h("followed")]);
     assert!(Path::new(&h("followed/file")).is_file());
 
+    // A compressed upload is taken as dockerd takes it.
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(&tar_of(&[("zipped", tar::EntryType::Regular, "z")]))
+        .unwrap();
+    let answer = request(
+        &engine,
+        "PUT",
+        "/containers/box/archive?path=/tmp",
+        &gzip.finish().unwrap(),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(engine.ok(&["exec", "box", "cat", "/tmp/zipped"]), "z");
+
     // The tar names its top entry after the path, `.` for `dir/.`.
     let answer = request(
         &engine,

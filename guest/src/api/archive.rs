@@ -51,7 +51,7 @@ fn path_param(params: &HashMap<String, String>) -> ApiResult<String> {
 }
 
 /// Status codes of the archive verbs' errors, by kind.
-fn api_error(err: ArchiveError) -> ApiError {
+fn api_error(id: &str, err: ArchiveError) -> ApiError {
     if let ArchiveError::Engine(e) = err {
         return ApiError::from(e);
     }
@@ -66,7 +66,7 @@ fn api_error(err: ArchiveError) -> ApiError {
     };
     let message = crate::state::error_chain(&err);
     if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(error = %message, "archive request failed");
+        tracing::error!(container = %id, error = %message, "archive request failed");
     }
     ApiError::new(status, message)
 }
@@ -78,7 +78,10 @@ async fn stat(
     Query(params): Params,
 ) -> ApiResult<Response> {
     let path = path_param(&params)?;
-    let stat = engine.stat_path(&id, &path).await.map_err(api_error)?;
+    let stat = engine
+        .stat_path(&id, &path)
+        .await
+        .map_err(|e| api_error(&id, e))?;
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(STAT_HEADER, stat.header_value())
@@ -93,7 +96,10 @@ async fn archive(
     Query(params): Params,
 ) -> ApiResult<Response> {
     let path = path_param(&params)?;
-    let (stat, chunks) = engine.archive_path(&id, &path).await.map_err(api_error)?;
+    let (stat, chunks) = engine
+        .archive_path(&id, &path)
+        .await
+        .map_err(|e| api_error(&id, e))?;
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(STAT_HEADER, stat.header_value())
@@ -118,7 +124,7 @@ async fn extract(
     engine
         .extract_to_dir(&id, &path, options, body)
         .await
-        .map_err(api_error)?;
+        .map_err(|e| api_error(&id, e))?;
     Ok(StatusCode::OK)
 }
 

@@ -72,8 +72,8 @@ pub type TarStream = mpsc::Receiver<io::Result<Bytes>>;
 impl Engine {
     /// `HEAD`: the stat of `path` in the container `key`.
     pub async fn stat_path(&self, key: &str, path: &str) -> Result<PathStat, ArchiveError> {
-        let (request, _) = self.cp_request(key, path, Op::Stat).await?;
-        let mut child = CpChild::spawn(&self.options.self_exe, &request, false)?;
+        let (request, record) = self.cp_request(key, path, Op::Stat).await?;
+        let mut child = CpChild::spawn(&self.options.self_exe, &request, &record.id, false)?;
         let answer = child.stat(key, path).await;
         child.finish().await;
         answer
@@ -86,7 +86,7 @@ impl Engine {
         path: &str,
     ) -> Result<(PathStat, TarStream), ArchiveError> {
         let (request, record) = self.cp_request(key, path, Op::Archive).await?;
-        let mut child = CpChild::spawn(&self.options.self_exe, &request, false)?;
+        let mut child = CpChild::spawn(&self.options.self_exe, &request, &record.id, false)?;
         let stat = match child.stat(key, path).await {
             Ok(stat) => stat,
             Err(e) => {
@@ -128,9 +128,9 @@ impl Engine {
             };
             self.cp_request(key, path, op).await?
         };
-        let mut child = CpChild::spawn(&self.options.self_exe, &request, true)?;
+        let mut child = CpChild::spawn(&self.options.self_exe, &request, &record.id, true)?;
         let stdin = child.child.stdin.take();
-        let pump = tokio::spawn(pump(body, stdin));
+        let pump = tokio::spawn(pump(body, stdin, record.id.clone()));
         let answer = child.answer(key, path).await;
         // The process answered (or died): what the client still sends has
         // nowhere to go.
@@ -190,7 +190,7 @@ impl Engine {
 }
 
 /// Feeds the request body to the process's stdin; closes it at the end.
-async fn pump<S, E>(mut body: S, stdin: Option<tokio::process::ChildStdin>)
+async fn pump<S, E>(mut body: S, stdin: Option<tokio::process::ChildStdin>, id: String)
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -206,7 +206,7 @@ where
             Err(e) => {
                 // The client went away mid-body: the tar ends short, and
                 // the process reports it.
-                tracing::info!(error = %e, "cp: the archive upload ended early");
+                tracing::info!(container = %id, error = %e, "cp: the archive upload ended early");
                 return;
             }
         }
@@ -216,6 +216,8 @@ where
 
 /// A running `vmctl-guest cp` and its answers.
 struct CpChild {
+    /// The container's id, for the logs.
+    id: String,
     child: tokio::process::Child,
     replies: tokio::io::Lines<BufReader<tokio::net::unix::pipe::Receiver>>,
 }
@@ -226,6 +228,7 @@ impl CpChild {
     fn spawn(
         self_exe: &std::path::Path,
         request: &Request,
+        id: &str,
         input: bool,
     ) -> Result<Self, ArchiveError> {
         let json =
@@ -261,6 +264,7 @@ impl CpChild {
         let receiver =
             tokio::net::unix::pipe::Receiver::from_owned_fd(read).map_err(ArchiveError::Spawn)?;
         Ok(Self {
+            id: id.to_owned(),
             child,
             replies: BufReader::new(receiver).lines(),
         })
@@ -321,7 +325,7 @@ impl CpChild {
             let n = tokio::select! {
                 read = stdout.read(&mut buffer) => read,
                 _ = tx.closed() => {
-                    tracing::debug!("cp: the client went away; stopping the archive");
+                    tracing::debug!(container = %self.id, "cp: the client went away; stopping the archive");
                     self.finish().await;
                     return;
                 }
@@ -348,7 +352,7 @@ impl CpChild {
         match self.reply().await {
             Some(Reply::Done) => {}
             Some(Reply::Error { message, .. }) => {
-                tracing::info!(error = %message, "cp: the archive ended with an error");
+                tracing::info!(container = %self.id, error = %message, "cp: the archive ended with an error");
                 let _ = tx.send(Err(io::Error::other(message))).await;
             }
             _ => {

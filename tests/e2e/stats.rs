@@ -463,3 +463,80 @@ fn many_stats_streams_neither_hang_the_engine_nor_leave_anything_behind() {
         fds_before
     );
 }
+
+/// The VM mounts cgroup v2 only: the same rows and live limits there.
+#[test]
+fn vm_stats_and_update_on_cgroup_v2() {
+    vmctl_tests::require_vm!();
+    let home = vmctl_tests::vm::VmHome::new();
+    home.ok(&[
+        "machine", "init", "--cpus", "2", "--memory", "1024", "--disk", "2",
+    ]);
+    home.ok(&["machine", "start"]);
+    let host = home.docker_host();
+    let docker = |args: &[&str]| home.docker_ok(&host, args);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-m",
+        "64m",
+        "hello",
+        "sh",
+        "-c",
+        "sleep 1000 & sleep 1000 & while :; do :; done",
+    ]);
+    let id = docker(&["inspect", "-f", "{{.Id}}", "web"]);
+    let row = || {
+        docker(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.CPUPerc}}|{{.MemUsage}}|{{.PIDs}}",
+            "web",
+        ])
+    };
+    assert!(
+        eventually(LONG, || {
+            let row = row();
+            let cells: Vec<&str> = row.split('|').collect();
+            cells.len() == 3
+                && cells[0]
+                    .trim_end_matches('%')
+                    .parse::<f64>()
+                    .is_ok_and(|p| p > 0.0)
+                && cells[1].ends_with("/ 64MiB")
+                && cells[2] == "3"
+        }),
+        "{}",
+        row()
+    );
+    docker(&[
+        "update",
+        "--memory",
+        "96m",
+        "--memory-swap",
+        "192m",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "50",
+        "web",
+    ]);
+    let cgroup_file = |file: &str| {
+        let path = format!("/sys/fs/cgroup/vmctl/{id}/{file}");
+        let out = home.vmctl(&["machine", "ssh", "--", "cat", &path]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(cgroup_file("memory.max"), "100663296");
+    assert_eq!(cgroup_file("cpu.max"), "50000 100000");
+    assert_eq!(cgroup_file("pids.max"), "50");
+    assert!(row().contains("/ 96MiB"), "{}", row());
+    docker(&["stop", "-t", "1", "web"]);
+    docker(&["start", "web"]);
+    assert_eq!(cgroup_file("memory.max"), "100663296");
+    assert_eq!(cgroup_file("pids.max"), "50");
+    docker(&["rm", "-f", "web"]);
+    home.ok(&["machine", "rm", "--force"]);
+}

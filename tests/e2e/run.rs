@@ -104,3 +104,41 @@ fn init_reaps_and_is_pid_one() {
     let first = ps.lines().nth(1).unwrap_or_default();
     assert!(first.contains('1') && first.contains("docker-init"), "{ps}");
 }
+
+/// Containers and execs start with no signal ignored, as under Docker: the
+/// engine's own ignored SIGPIPE must not reach them, or `yes | head` never
+/// ends (`yes` lives on, writing to a closed pipe).
+#[test]
+fn processes_start_with_default_signal_dispositions() {
+    require_root!();
+    let engine = Engine::start();
+    // Bits of SigIgn for signals 1-31 (glibc keeps 32 and 33 for itself).
+    let ignored = |text: &str| {
+        let mask = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+            .unwrap();
+        mask & 0x7fff_ffff
+    };
+    let run = engine.ok(&[
+        "run",
+        "--rm",
+        "hello",
+        "grep",
+        "SigIgn",
+        "/proc/self/status",
+    ]);
+    assert_eq!(ignored(&run), 0, "{run}");
+    engine.ok(&["run", "-d", "--name", "sig", "hello"]);
+    let exec = engine.ok(&["exec", "sig", "grep", "SigIgn", "/proc/self/status"]);
+    assert_eq!(ignored(&exec), 0, "{exec}");
+    let piped = engine.ok(&[
+        "exec",
+        "sig",
+        "sh",
+        "-c",
+        "yes | head -c 5; echo; echo ended",
+    ]);
+    assert_eq!(piped, "y\ny\ny\nended");
+}

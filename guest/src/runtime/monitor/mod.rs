@@ -154,12 +154,14 @@ fn setup(config: &MonitorConfig) -> Result<Created, MonitorError> {
         .with_root_path(&config.runtime_root)
         .map_err(MonitorError::Create)?;
     let (builder, pending) = child.apply(builder);
-    let container = builder
-        .as_init(&config.bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(MonitorError::Create)?;
+    let container = with_default_signals(|| {
+        builder
+            .as_init(&config.bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+    })
+    .map_err(MonitorError::Create)?;
     let stdio = pending.finish()?;
     Ok(Created {
         config: config.clone(),
@@ -167,6 +169,38 @@ fn setup(config: &MonitorConfig) -> Result<Created, MonitorError> {
         stdio,
         listener,
     })
+}
+
+/// Runs `fork`, a libcontainer build that forks a container's process,
+/// with every signal this monitor ignores back at its default. An ignored
+/// signal stays ignored across `exec`, and Rust ignores SIGPIPE (as may
+/// whoever started the engine SIGINT and SIGQUIT): without this a
+/// container's `yes | head -1` never ends, where under Docker `yes` dies
+/// of SIGPIPE. Handlers are left alone (the loop's SIGCHLD must not miss
+/// a child); the monitor is single-threaded, so nothing else runs between.
+pub(super) fn with_default_signals<T>(fork: impl FnOnce() -> T) -> T {
+    let mut ignored = Vec::new();
+    for signal in 1..=libc::SIGRTMAX() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: an all-zero `sigaction` is a valid value to be written over.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: only reads the disposition (no new action) into `old`.
+        let read = unsafe { libc::sigaction(signal, std::ptr::null(), &mut old) };
+        if read == 0 && old.sa_sigaction == libc::SIG_IGN {
+            // SAFETY: sets the default action; put back below.
+            if unsafe { libc::signal(signal, libc::SIG_DFL) } != libc::SIG_ERR {
+                ignored.push(signal);
+            }
+        }
+    }
+    let result = fork();
+    for signal in ignored {
+        // SAFETY: restores the ignored disposition read above.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
+    result
 }
 
 /// The bind mounts of the bundle's spec (binds, volumes, `/etc` files), for

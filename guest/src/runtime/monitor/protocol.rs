@@ -103,6 +103,12 @@ pub enum Request {
     },
     /// Health and pid of the init.
     Status,
+    /// Send a signal to an exec's process while it runs (a health probe
+    /// past its timeout); refused once the process was reaped.
+    KillExec {
+        pid: i32,
+        signal: i32,
+    },
 }
 
 /// The first answer to a request.

@@ -276,6 +276,9 @@ async fn handle(monitor: Rc<Monitor>, stream: UnixStream) {
             stderr,
         } => attach(&monitor, stdin, stdout, stderr, reader, writer).await,
         Request::Kill { signal } => reply(&mut writer, &kill(&monitor, signal)).await,
+        Request::KillExec { pid, signal } => {
+            reply(&mut writer, &kill_exec(&monitor, pid, signal)).await
+        }
         Request::Resize {
             exec_id,
             height,
@@ -412,6 +415,22 @@ fn kill(monitor: &Monitor, signal: i32) -> Reply {
     }
 }
 
+/// Signals an exec's process. Only a process this monitor started and has
+/// not reaped yet: its pid cannot have been reused by then.
+fn kill_exec(monitor: &Monitor, pid: i32, signal: i32) -> Reply {
+    if !monitor.execs.borrow().contains_key(&pid) {
+        return Reply::error("no such exec process");
+    }
+    let signal = match Signal::try_from(signal) {
+        Ok(signal) => signal,
+        Err(_) => return Reply::error(format!("invalid signal: {signal}")),
+    };
+    match nix::sys::signal::kill(Pid::from_raw(pid), signal) {
+        Ok(()) => Reply::ok(),
+        Err(e) => Reply::error(format!("cannot kill: {e}")),
+    }
+}
+
 fn resize(monitor: &Monitor, exec_id: Option<String>, height: u16, width: u16) -> Reply {
     let master = match exec_id {
         None => monitor.tty_master.clone(),
@@ -462,12 +481,14 @@ fn spawn_exec(monitor: &Monitor, exec_id: &str, spec: &ExecSpec) -> Result<(i32,
         .run_dir
         .join(format!("exec-{}.json", &exec_id[..exec_id.len().min(12)]));
     write_exec_process(&monitor.config, spec, &process_path)?;
-    let pid = builder
-        .as_tenant()
-        .with_process(Some(&process_path))
-        .with_detach(true)
-        .build()
-        .map_err(|e| format!("exec failed: {e}"))?;
+    let pid = super::with_default_signals(|| {
+        builder
+            .as_tenant()
+            .with_process(Some(&process_path))
+            .with_detach(true)
+            .build()
+    })
+    .map_err(|e| format!("exec failed: {e}"))?;
     let stdio = pending.finish().map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&console);
     let _ = std::fs::remove_file(&process_path);

@@ -1,8 +1,8 @@
 //! Debian's docker-compose 1.29 running a project against a standalone
 //! engine: a user network with a service alias, `depends_on`, a named
 //! volume, a bind mount, a published port, `exec`, `logs`, `scale`,
-//! `restart`, and `down -v` leaving nothing. (`depends_on` with
-//! `condition: service_healthy` needs HEALTHCHECK runs, not built yet.)
+//! `restart`, and `down -v` leaving nothing; `depends_on` with
+//! `condition: service_healthy` waiting for the engine's health checks.
 
 use std::path::Path;
 use std::time::Duration;
@@ -138,4 +138,102 @@ fn assert_project_files_kept(project: &Path) {
         std::fs::read_to_string(project.join("site/host.txt")).expect("bind source"),
         "from-host\n"
     );
+}
+
+const HEALTHY_PROJECT: &str = r#"services:
+  db:
+    image: hello
+    command: sh -c 'sleep 3; touch /tmp/ready; exec sleep 1000'
+    healthcheck:
+      test: ["CMD-SHELL", "test -f /tmp/ready"]
+      interval: 1s
+      retries: 30
+  web:
+    image: hello
+    command: sh -c 'echo web-up; exec sleep 1000'
+    depends_on:
+      db:
+        condition: service_healthy
+  broken:
+    image: hello
+    command: sleep 1000
+    healthcheck:
+      test: ["CMD", "false"]
+      interval: 1s
+      retries: 1
+    profiles: [broken]
+  waiter:
+    image: hello
+    command: sleep 1000
+    depends_on:
+      broken:
+        condition: service_healthy
+    profiles: [broken]
+"#;
+
+/// The first time a probe of `name` succeeded, and when `other` started.
+fn times(engine: &Engine, name: &str, other: &str) -> (String, String) {
+    let healthy = engine.ok(&[
+        "inspect",
+        "-f",
+        "{{range .State.Health.Log}}{{if eq .ExitCode 0}}{{.End}} {{end}}{{end}}",
+        name,
+    ]);
+    let started = engine.ok(&["inspect", "-f", "{{.State.StartedAt}}", other]);
+    (
+        healthy
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        started,
+    )
+}
+
+#[test]
+fn depends_on_service_healthy_waits_for_the_health_check() {
+    require_root!();
+    if let Some(reason) = missing() {
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let engine = Engine::start();
+    let project = engine.dir.path().join("healthy");
+    std::fs::create_dir_all(&project).expect("project");
+    std::fs::write(project.join("docker-compose.yml"), HEALTHY_PROJECT).expect("compose file");
+    let compose = |args: &[&str]| ok(&engine, &project, "hp", args);
+
+    compose(&["up", "-d"]);
+    assert_eq!(
+        engine.ok(&["inspect", "-f", "{{.State.Health.Status}}", "hp_db_1"]),
+        "healthy"
+    );
+    // web was created only once db had passed its check.
+    let (healthy, started) = times(&engine, "hp_db_1", "hp_web_1");
+    assert!(!healthy.is_empty());
+    assert!(
+        started > healthy,
+        "web started {started}, db healthy {healthy}"
+    );
+    let ps = engine.ok(&["ps", "--filter", "name=hp_db_1", "--format", "{{.Status}}"]);
+    assert!(ps.ends_with("(healthy)"), "{ps}");
+
+    // A dependency that turns unhealthy stops `up` with compose's error.
+    let out = run(
+        &engine,
+        &project,
+        "hp",
+        &["--profile", "broken", "up", "-d"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unhealthy"), "{stderr}");
+    assert_eq!(
+        engine.ok(&["inspect", "-f", "{{.State.Health.Status}}", "hp_broken_1"]),
+        "unhealthy"
+    );
+    assert!(!engine.docker(&["inspect", "hp_waiter_1"]).status.success());
+
+    compose(&["--profile", "broken", "down", "-v", "-t", "1"]);
+    assert!(names(&engine).is_empty());
 }

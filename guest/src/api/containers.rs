@@ -382,13 +382,20 @@ async fn attach(
     } else {
         None
     };
+    // A client without `Upgrade` gets the stream as the body, as from dockerd.
+    let upgrade = request.headers().contains_key(header::UPGRADE);
     if !flag(&params, "stream") {
         let tty = match &history {
             Some((tty, _)) => *tty,
             None => engine.container(&id).await?.record.lock().await.config.tty,
         };
-        let (response, on_upgrade) = super::hijack::upgrade(&mut request, tty);
         let history = history.map(|(_, lines)| lines);
+        if !upgrade {
+            let (response, pump) = super::hijack::body_stream(history, async { None }, tty);
+            tokio::spawn(pump);
+            return Ok(response);
+        }
+        let (response, on_upgrade) = super::hijack::upgrade(&mut request, tty);
         tokio::spawn(super::hijack::bridge_after(
             on_upgrade,
             history,
@@ -398,14 +405,25 @@ async fn attach(
         ));
         return Ok(response);
     }
+    // Such a client cannot send stdin, and must not close the container's.
+    let options = AttachOptions {
+        stdin: options.stdin && upgrade,
+        ..options
+    };
     let (tty, attached) = engine.attach(&id, options).await?;
-    let (response, on_upgrade) = super::hijack::upgrade(&mut request, tty);
     let session = async move {
         match attached {
             Attached::Now(session) => Some(session),
             Attached::Later(receiver) => receiver.await.ok().and_then(Result::ok),
         }
     };
+    if !upgrade {
+        let history = history.map(|(_, lines)| lines);
+        let (response, pump) = super::hijack::body_stream(history, session, tty);
+        tokio::spawn(pump);
+        return Ok(response);
+    }
+    let (response, on_upgrade) = super::hijack::upgrade(&mut request, tty);
     tokio::spawn(super::hijack::bridge_after(
         on_upgrade,
         history.map(|(_, lines)| lines),

@@ -72,6 +72,14 @@ async fn start(
     };
     let tty = exec.config.tty || body.tty;
     let stdin = exec.config.attach_stdin;
+    if on_upgrade.is_none() && !body.detach {
+        let (response, pump) = super::hijack::body_stream(None, async { Some(session) }, tty);
+        tokio::spawn(async move {
+            let code = pump.await;
+            engine.exec_finished(&id, code.unwrap_or(-1)).await;
+        });
+        return Ok(response);
+    }
     if body.detach || on_upgrade.is_none() {
         let engine = engine.clone();
         tokio::spawn(async move {

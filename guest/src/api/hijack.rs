@@ -138,6 +138,67 @@ where
     exit_code
 }
 
+/// The stream without an upgrade: a client that sent no `Upgrade` header
+/// still gets the output, as dockerd sends it, as a 200 answer's body
+/// (framed unless `tty`) that ends with the output. Such a client cannot
+/// send stdin: the process gets EOF at once. The future pumps the session
+/// into the body and answers the exit code when the session carried one.
+pub fn body_stream<F>(
+    history: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
+    session: F,
+    tty: bool,
+) -> (
+    Response<Body>,
+    impl std::future::Future<Output = Option<i64>> + Send,
+)
+where
+    F: std::future::Future<Output = Option<Session>> + Send,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap_or_default();
+    let pump = async move {
+        if let Some(mut history) = history {
+            while let Some(chunk) = history.recv().await {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return None;
+                }
+            }
+        }
+        let Session {
+            mut reader,
+            mut writer,
+            ..
+        } = session.await?;
+        let _ = writer.shutdown().await;
+        let mut exit_code = None;
+        while let Ok(Some((kind, payload))) = read_frame(&mut reader).await {
+            if kind == FRAME_EXIT {
+                exit_code = serde_json::from_slice::<ExitInfo>(&payload)
+                    .ok()
+                    .map(|e| e.exit_code);
+                continue;
+            }
+            let bytes = if tty { payload } else { frame(kind, &payload) };
+            if tx.send(Ok(bytes.into())).await.is_err() {
+                break;
+            }
+        }
+        exit_code
+    };
+    (response, pump)
+}
+
 /// Reports a failed exec start on the upgraded stream, as Docker does once
 /// the client has asked for an upgrade: the message on stdout, then EOF. The
 /// client then reads the exit code (126 or 127) from `GET /exec/{id}/json`.

@@ -187,7 +187,12 @@ fn image_config(config: &Config) -> ImageConfig {
         working_dir: config.working_dir.clone(),
         labels: (!config.labels.is_empty()).then(|| config.labels.clone()),
         stop_signal: config.stop_signal.clone(),
-        extra: BTreeMap::new(),
+        extra: config
+            .healthcheck
+            .iter()
+            .filter_map(|check| serde_json::to_value(check).ok())
+            .map(|check| ("Healthcheck".to_owned(), check))
+            .collect(),
     }
 }
 

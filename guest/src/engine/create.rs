@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::record::{now_rfc3339, ContainerRecord, ZERO_TIME};
 use super::{names, ContainerHandle, Engine, EngineError};
 use crate::image::ImageConfig;
-use crate::model::{Config, CreateRequest, HostConfig};
+use crate::model::{Config, CreateRequest, HealthConfig, HostConfig};
 
 /// What `create` answers.
 #[derive(Debug, serde::Serialize)]
@@ -89,6 +89,37 @@ pub fn merge_config(config: &mut Config, image: &ImageConfig) {
                 .or_insert_with(|| value.clone());
         }
     }
+    merge_healthcheck(&mut config.healthcheck, image);
+}
+
+/// The image's `HEALTHCHECK` under the request's `--health-*`: each field the
+/// request left empty (or zero) comes from the image, as Docker merges them.
+fn merge_healthcheck(own: &mut Option<HealthConfig>, image: &ImageConfig) {
+    let Some(from_image) = image
+        .extra
+        .get("Healthcheck")
+        .and_then(|v| serde_json::from_value::<HealthConfig>(v.clone()).ok())
+    else {
+        return;
+    };
+    let Some(own) = own else {
+        *own = Some(from_image);
+        return;
+    };
+    if own.test.is_empty() {
+        own.test = from_image.test;
+    }
+    for (mine, theirs) in [
+        (&mut own.interval, from_image.interval),
+        (&mut own.timeout, from_image.timeout),
+        (&mut own.start_period, from_image.start_period),
+        (&mut own.start_interval, from_image.start_interval),
+        (&mut own.retries, from_image.retries),
+    ] {
+        if *mine == 0 {
+            *mine = theirs;
+        }
+    }
 }
 
 /// Checks what the runtime cannot know: restart policy, network mode. Public
@@ -149,6 +180,9 @@ impl Engine {
             ));
         }
         validate_host_config(&host_config)?;
+        if let Some(check) = &config.healthcheck {
+            super::health::validate(check)?;
+        }
         crate::runtime::spec::validate(&host_config)
             .map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
         let image = self.images.resolve(&config.image)?;

@@ -35,7 +35,14 @@ fn since(time: &str) -> i64 {
 pub fn status_text(record: &ContainerRecord) -> String {
     let state = &record.state;
     match state.status.as_str() {
-        "running" => format!("Up {}", human_duration(since(&state.started_at))),
+        "running" => match state.health.as_ref().filter(|_| has_probe(record)) {
+            Some(health) => format!(
+                "Up {} ({})",
+                human_duration(since(&state.started_at)),
+                health_text(&health.status)
+            ),
+            None => format!("Up {}", human_duration(since(&state.started_at))),
+        },
         "paused" => format!("Up {} (Paused)", human_duration(since(&state.started_at))),
         "restarting" => format!(
             "Restarting ({}) {} ago",
@@ -50,6 +57,26 @@ pub fn status_text(record: &ContainerRecord) -> String {
         "removing" => "Removal In Progress".to_owned(),
         "dead" => "Dead".to_owned(),
         _ => "Created".to_owned(),
+    }
+}
+
+/// Docker's words for a health status in `Status`.
+fn health_text(status: &str) -> String {
+    match status {
+        super::health::STARTING => "health: starting".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+fn has_probe(record: &ContainerRecord) -> bool {
+    super::health::probe_command(&record.config).is_some()
+}
+
+/// A container's health for the `health` filter: a status, or `none`.
+fn health_of(record: &ContainerRecord) -> &str {
+    match &record.state.health {
+        Some(health) if has_probe(record) => &health.status,
+        _ => "none",
     }
 }
 
@@ -119,7 +146,17 @@ fn matches(record: &ContainerRecord, filters: &Filters) -> Result<bool, EngineEr
                     .iter()
                     .any(|m| m.name == *v || m.destination == *v || m.source == *v)
             }),
-            "health" | "isolation" | "is-task" | "publish" | "expose" | "before" | "since" => true,
+            "health" => {
+                for v in values {
+                    if !matches!(v.as_str(), "starting" | "healthy" | "unhealthy" | "none") {
+                        return Err(EngineError::InvalidParameter(format!(
+                            "Unrecognised filter value for health: {v}"
+                        )));
+                    }
+                }
+                values.iter().any(|v| v == health_of(record))
+            }
+            "isolation" | "is-task" | "publish" | "expose" | "before" | "since" => true,
             other => {
                 return Err(EngineError::InvalidParameter(format!(
                     "invalid filter '{other}'"

@@ -64,6 +64,7 @@ impl Engine {
                     record.state.pid = i64::from(reply.pid);
                     record.set_status(if reply.paused { "paused" } else { "running" });
                     self.restore_sandbox(&record).await;
+                    self.start_health(handle, &mut record, false);
                 }
                 let engine = self.clone();
                 let handle = handle.clone();

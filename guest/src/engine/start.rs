@@ -148,6 +148,7 @@ impl Engine {
         record.state.started_at = now_rfc3339();
         record.state.finished_at = super::record::ZERO_TIME.to_owned();
         record.monitor_pid = child.id().map_or(0, i64::from);
+        self.start_health(handle, record, true);
         self.save(record)?;
         handle.notify();
         self.publish_container(record, "start", BTreeMap::new());

@@ -48,6 +48,59 @@ pub struct Config {
     pub stop_timeout: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shell: Option<Vec<String>>,
+    /// `HEALTHCHECK` of the image, or `--health-*`; `["NONE"]` disables it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthConfig>,
+}
+
+/// `Config.Healthcheck`: the probe and its timing, durations in nanoseconds
+/// (0: the default), as Docker writes them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HealthConfig {
+    /// `[]` (inherit), `["NONE"]`, `["CMD", args…]` or `["CMD-SHELL", command]`.
+    #[serde(
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub test: Vec<String>,
+    #[serde(deserialize_with = "null_default", skip_serializing_if = "is_zero")]
+    pub interval: i64,
+    #[serde(deserialize_with = "null_default", skip_serializing_if = "is_zero")]
+    pub timeout: i64,
+    #[serde(deserialize_with = "null_default", skip_serializing_if = "is_zero")]
+    pub start_period: i64,
+    #[serde(deserialize_with = "null_default", skip_serializing_if = "is_zero")]
+    pub start_interval: i64,
+    #[serde(deserialize_with = "null_default", skip_serializing_if = "is_zero")]
+    pub retries: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// `State.Health`: the probe's verdict and its last results.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Health {
+    /// `starting`, `healthy` or `unhealthy`.
+    pub status: String,
+    pub failing_streak: i64,
+    /// The last five results, oldest first.
+    #[serde(deserialize_with = "null_default")]
+    pub log: Vec<HealthResult>,
+}
+
+/// One probe's result in `State.Health.Log`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HealthResult {
+    /// RFC 3339.
+    pub start: String,
+    pub end: String,
+    pub exit_code: i64,
+    pub output: String,
 }
 
 /// `HostConfig.RestartPolicy`.
@@ -207,6 +260,9 @@ pub struct State {
     pub error: String,
     pub started_at: String,
     pub finished_at: String,
+    /// Present once a container with a health check has started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
 }
 
 /// One entry of the inspect document's `Mounts`.

@@ -63,6 +63,12 @@ enum Command {
         /// The monitor.json the engine wrote.
         config: PathBuf,
     },
+    /// `docker cp` in a container's view (started by the engine; not for users).
+    #[command(hide = true)]
+    Cp {
+        /// The request, as JSON.
+        request: String,
+    },
 }
 
 /// Docker's daemon flags about the default bridge and the firewall.
@@ -165,6 +171,7 @@ fn main() -> anyhow::Result<()> {
         Command::Monitor { config } => {
             std::process::exit(vmctl_guest::runtime::monitor::main(&config));
         }
+        Command::Cp { request } => std::process::exit(vmctl_guest::runtime::cp::main(&request)),
         Command::Serve {
             root,
             exec_root,

@@ -4,6 +4,7 @@
 //! Handlers are thin: they parse the request, call one engine verb and render
 //! its answer. Errors become status codes in [`error`] only.
 
+pub mod archive;
 pub mod build;
 pub mod containers;
 pub mod df;
@@ -14,6 +15,7 @@ pub mod hijack;
 pub mod images;
 pub mod networks;
 pub mod pull;
+pub mod resources;
 pub mod swarm;
 pub mod system;
 pub mod version;
@@ -53,6 +55,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(system::routes())
         .merge(build::routes())
         .merge(containers::routes())
+        .merge(resources::routes())
+        .merge(archive::routes())
         .merge(events::routes())
         .merge(exec::routes())
         .merge(images::routes())

@@ -4,6 +4,7 @@
 //! State is on disk under [`Layout`]; the in-memory registry is rebuilt from it
 //! at start (live restore: containers whose monitor still runs are adopted).
 
+pub mod archive;
 pub mod attach;
 pub mod commit;
 pub mod create;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod etc;
 pub mod events;
 pub mod exec;
+pub mod health;
 pub mod inspect;
 pub mod layout;
 pub mod list;
@@ -22,7 +24,9 @@ pub mod record;
 pub mod remove;
 pub mod restore;
 pub mod start;
+pub mod stats;
 pub mod stop;
+pub mod update;
 
 pub use error::{EngineError, ErrorKind};
 pub use layout::Layout;

@@ -2,6 +2,8 @@
 //! and the per-container monitor process that runs it with libcontainer.
 
 pub mod caps;
+pub mod cgroups;
+pub mod cp;
 pub mod in_root;
 pub mod init;
 pub mod monitor;

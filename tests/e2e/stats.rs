@@ -344,7 +344,7 @@ fn update_refuses_with_dockerds_words_and_changes_nothing() {
             "10",
             "upd",
         ],
-        "Invalid value 0-a for cpuset cpus",
+        "Invalid value 0-a for cpuset cpus: invalid format: 0-a",
     );
     refused(
         &["update", "--restart", "always", "rmd"],

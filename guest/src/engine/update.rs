@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::{Engine, EngineError};
 use crate::model::{HostConfig, RestartPolicy};
 use crate::runtime::cgroups::{Hierarchy, Limits};
+use crate::runtime::spec::SpecError;
 
 /// The CFS period `NanoCpus` is expressed over (µs), as Docker uses.
 const NANO_CPUS_PERIOD: u64 = 100_000;
@@ -73,8 +74,15 @@ fn check_request(request: &UpdateRequest, hierarchy: &Hierarchy) -> Result<(), E
     if asked.memory == 0 {
         asked.memory_swap = 0;
     }
-    crate::runtime::spec::validate(&asked)
-        .map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
+    crate::runtime::spec::validate(&asked).map_err(|e| {
+        EngineError::InvalidParameter(match &e {
+            // dockerd adds the parser's words to these two.
+            SpecError::CpusetCpusSyntax(list) | SpecError::CpusetMemsSyntax(list) => {
+                format!("{e}: invalid format: {list}")
+            }
+            _ => e.to_string(),
+        })
+    })?;
     let realtime = request.cpu_realtime_period > 0 || request.cpu_realtime_runtime > 0;
     if realtime && !hierarchy.has_cpu_realtime() {
         return Err(EngineError::InvalidParameter(
@@ -245,12 +253,14 @@ impl Engine {
         let handle = self.container(key).await?;
         let hierarchy = Hierarchy::detect();
         request.kernel_memory = 0;
-        check_request(&request, &hierarchy)?;
         let mut warnings = Vec::new();
+        // Before the range check, as dockerd: an unsupported weight is
+        // dropped whatever its value.
         if request.blkio_weight > 0 && !hierarchy.has_blkio_weight() {
             warnings.push("Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded.".to_owned());
             request.blkio_weight = 0;
         }
+        check_request(&request, &hierarchy)?;
         let mut record = handle.record.lock().await;
         if matches!(record.state.status.as_str(), "removing" | "dead") {
             return Err(EngineError::Conflict(format!(
@@ -425,7 +435,7 @@ mod tests {
         );
         assert_eq!(
             check(r#"{"CpusetCpus": "0-a"}"#).unwrap(),
-            "Invalid value 0-a for cpuset cpus"
+            "Invalid value 0-a for cpuset cpus: invalid format: 0-a"
         );
         assert_eq!(
             check(r#"{"RestartPolicy": {"Name": "sometimes"}}"#).unwrap(),

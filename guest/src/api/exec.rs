@@ -86,14 +86,12 @@ async fn start(
             let mut session = session;
             let mut code = None;
             while let Ok(Some((kind, payload))) =
-                super::hijack::read_frame(&mut session.reader).await
+                crate::state::stream::read_frame(&mut session.reader).await
             {
-                if kind == crate::runtime::monitor::protocol::FRAME_EXIT {
-                    code = serde_json::from_slice::<crate::runtime::monitor::protocol::ExitInfo>(
-                        &payload,
-                    )
-                    .ok()
-                    .map(|e| e.exit_code);
+                if kind == crate::state::stream::FRAME_EXIT {
+                    code = serde_json::from_slice::<crate::engine::stream::ExitInfo>(&payload)
+                        .ok()
+                        .map(|e| e.exit_code);
                 }
             }
             engine.exec_finished(&id, code.unwrap_or(-1)).await;

@@ -5,31 +5,10 @@
 use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-use crate::runtime::monitor::client::Session;
-use crate::runtime::monitor::protocol::{frame, ExitInfo, FRAME_EXIT};
-
-/// Stream ids of Docker's multiplexed framing.
-pub const STDIN: u8 = 0;
-pub const STDOUT: u8 = 1;
-pub const STDERR: u8 = 2;
-
-/// Reads one frame; `None` at end of stream.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-) -> std::io::Result<Option<(u8, Vec<u8>)>> {
-    let mut header = [0u8; 8];
-    match reader.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).await?;
-    Ok(Some((header[0], payload)))
-}
+use crate::engine::stream::{ExitInfo, Session};
+use crate::state::stream::{frame, read_frame, FRAME_EXIT, STDOUT};
 
 /// The `101 UPGRADED` answer, and the future of the upgraded connection.
 pub fn upgrade(
@@ -215,33 +194,4 @@ pub async fn report_failure(on_upgrade: hyper::upgrade::OnUpgrade, tty: bool, me
     let _ = io.write_all(&bytes).await;
     let _ = io.flush().await;
     let _ = io.shutdown().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frame_header_is_big_endian_length() {
-        assert_eq!(
-            frame(STDERR, b"hi"),
-            vec![2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']
-        );
-    }
-
-    #[tokio::test]
-    async fn frames_read_back() {
-        let mut data = frame(STDOUT, b"abc");
-        data.extend(frame(STDIN, b""));
-        let mut reader = &data[..];
-        assert_eq!(
-            read_frame(&mut reader).await.unwrap(),
-            Some((1, b"abc".to_vec()))
-        );
-        assert_eq!(
-            read_frame(&mut reader).await.unwrap(),
-            Some((0, Vec::new()))
-        );
-        assert_eq!(read_frame(&mut reader).await.unwrap(), None);
-    }
 }

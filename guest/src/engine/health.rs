@@ -26,7 +26,8 @@ use super::record::{now_rfc3339, ContainerRecord};
 use super::{ContainerHandle, Engine, EngineError};
 use crate::model::{Config, Health, HealthConfig, HealthResult};
 use crate::runtime::monitor::client;
-use crate::runtime::monitor::protocol::{ExitInfo, Request, FRAME_EXIT};
+use crate::runtime::monitor::protocol::{ExitInfo, Request};
+use crate::state::stream::{read_frame, FRAME_EXIT};
 
 /// The longest output kept from one probe (Docker's `maxOutputLen`).
 pub const MAX_OUTPUT: usize = 4096;
@@ -356,9 +357,7 @@ impl Engine {
         let mut output = Limited::default();
         let mut code = None;
         let read = async {
-            while let Ok(Some((kind, payload))) =
-                crate::api::hijack::read_frame(&mut session.reader).await
-            {
+            while let Ok(Some((kind, payload))) = read_frame(&mut session.reader).await {
                 if kind == FRAME_EXIT {
                     code = serde_json::from_slice::<ExitInfo>(&payload)
                         .ok()
@@ -380,7 +379,7 @@ impl Engine {
             }
             // Its end, so probes do not pile up; the output is not read.
             let _ = tokio::time::timeout(KILL_WAIT, async {
-                while let Ok(Some(_)) = crate::api::hijack::read_frame(&mut session.reader).await {}
+                while let Ok(Some(_)) = read_frame(&mut session.reader).await {}
             })
             .await;
             self.exec_finished(exec_id, -1).await;

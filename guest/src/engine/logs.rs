@@ -70,7 +70,7 @@ impl LogOptions {
         Some(if tty {
             payload
         } else {
-            crate::runtime::monitor::protocol::frame(stream, &payload)
+            crate::state::stream::frame(stream, &payload)
         })
     }
 }

@@ -10,7 +10,7 @@ pub mod commit;
 pub mod create;
 pub mod error;
 pub mod etc;
-pub mod events;
+pub use crate::state::events;
 pub mod exec;
 pub mod health;
 pub mod inspect;
@@ -26,6 +26,7 @@ pub mod restore;
 pub mod start;
 pub mod stats;
 pub mod stop;
+pub mod stream;
 pub mod update;
 
 pub use error::{EngineError, ErrorKind};

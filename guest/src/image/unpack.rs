@@ -23,7 +23,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::{self, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -50,24 +50,10 @@ pub struct LayerStats {
 /// Wraps a layer blob in the decompressor its first bytes call for: gzip,
 /// zstd, or none.
 pub fn decompress<'a>(blob: impl Read + 'a) -> Result<Box<dyn Read + 'a>, ImageError> {
-    let mut reader = BufReader::new(blob);
-    let head = reader.fill_buf().map_err(|source| ImageError::ReadLayer {
+    crate::state::compress::decompress(blob).map_err(|source| ImageError::ReadLayer {
         entry: "(start)".to_owned(),
         source,
-    })?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let decoder = zstd::stream::read::Decoder::with_buffer(reader).map_err(|source| {
-            ImageError::ReadLayer {
-                entry: "(zstd header)".to_owned(),
-                source,
-            }
-        })?;
-        Ok(Box::new(decoder))
-    } else {
-        Ok(Box::new(reader))
-    }
+    })
 }
 
 /// Hashes a layer blob's uncompressed stream without unpacking it (for a

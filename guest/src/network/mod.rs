@@ -13,7 +13,6 @@
 //!   published ports, host-port reservations and the port-binding list.
 //! - `netlink.rs` (rtnetlink), `sysctl.rs`, `nft.rs` (nftables), `dns.rs`
 //!   (hickory): one kernel interface or protocol each.
-//! - `loopback.rs`: `lo` up in a fresh namespace (used by the monitor).
 
 pub mod attach;
 pub mod create;
@@ -21,7 +20,6 @@ pub mod dns;
 pub mod error;
 pub mod host_ports;
 pub mod ipam;
-pub mod loopback;
 pub mod manager;
 pub mod netlink;
 pub mod nft;

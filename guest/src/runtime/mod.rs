@@ -6,6 +6,7 @@ pub mod cgroups;
 pub mod cp;
 pub mod in_root;
 pub mod init;
+pub mod loopback;
 pub mod monitor;
 pub mod rootfs;
 pub mod seccomp;

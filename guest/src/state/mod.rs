@@ -1,11 +1,16 @@
 //! What every store of the engine stands on (images, volumes, networks,
 //! containers, builds): writing and measuring state files ([`files`]),
-//! telling time as Docker does ([`time`]), the kinds of errors the API
-//! turns into status codes ([`ErrorKind`]) and an error's words with its
-//! causes ([`error_chain`]). It depends on nothing of ours, so the stores
-//! and mechanisms need not reach into the engine or the API for these.
+//! telling time as Docker does ([`time`]), the event stream ([`events`]),
+//! compressed input ([`compress`]), Docker's multiplexed stream
+//! ([`stream`]), the kinds of errors the API turns into status codes
+//! ([`ErrorKind`]) and an error's words with its causes ([`error_chain`]).
+//! It depends on nothing of ours, so the stores and mechanisms need not
+//! reach into the engine or the API for these.
 
+pub mod compress;
+pub mod events;
 pub mod files;
+pub mod stream;
 pub mod time;
 
 /// How an error is reported to an API client.

@@ -29,7 +29,7 @@ pub use store::{Filters, PruneReport, Volume, VolumeStore};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::engine::events::EventBus;
+use crate::state::events::EventBus;
 use crate::state::ErrorKind;
 
 /// The only volume driver there is.

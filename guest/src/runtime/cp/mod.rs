@@ -232,7 +232,7 @@ fn run(request: &str, reply: &mut dyn FnMut(&Reply)) -> Result<(), CpError> {
                 chown: entered.chown,
             };
             let dest = unpack::destination(&absolute, &request.view)?;
-            let input = crate::image::unpack::decompress(std::io::stdin().lock())
+            let input = crate::state::compress::decompress(std::io::stdin().lock())
                 .map_err(|e| CpError::Tar(crate::state::error_chain(&e)))?;
             unpack::extract(dest, input, &options)
         }

@@ -134,7 +134,7 @@ fn setup(config: &MonitorConfig) -> Result<Created, MonitorError> {
         // The container inherits the monitor's namespace; exec'd processes
         // are forked from here too, so they land in it as well.
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(MonitorError::Netns)?;
-        crate::network::loopback::up().map_err(|e| {
+        super::loopback::up().map_err(|e| {
             MonitorError::Netns(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
         })?;
     }
@@ -277,7 +277,7 @@ pub fn write_exit(config: &MonitorConfig, exit: &ExitInfo) {
     let path = config.container_dir.join("exit.json");
     match serde_json::to_vec(exit) {
         Ok(bytes) => {
-            if let Err(e) = crate::engine::layout::write_atomic(&path, &bytes) {
+            if let Err(e) = crate::state::files::write_atomic(&path, &bytes) {
                 tracing::error!(id = %config.id, error = %e, "cannot write exit.json");
             }
         }

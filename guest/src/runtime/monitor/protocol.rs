@@ -12,19 +12,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Frame kind carrying the exit status of an exec session (JSON [`ExitInfo`]).
-pub const FRAME_EXIT: u8 = 3;
-
-/// Prefixes `payload` with the 8-byte header `[kind, 0, 0, 0, len(be32)]`:
-/// one frame of the monitor's stream, which is Docker's multiplexed format.
-pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + payload.len());
-    out.push(kind);
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
+pub use crate::state::stream::{frame, FRAME_EXIT};
 
 /// What the engine hands the monitor (as `monitor.json`) to run a container.
 #[derive(Debug, Clone, Serialize, Deserialize)]

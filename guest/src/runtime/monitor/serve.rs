@@ -191,7 +191,7 @@ fn reap(monitor: &Monitor) {
             *monitor.exit.borrow_mut() = Some(ExitInfo {
                 exit_code: code,
                 oom_killed: false,
-                finished_at: crate::engine::record::now_rfc3339(),
+                finished_at: crate::state::time::now_rfc3339(),
                 error: String::new(),
             });
             monitor.exited.notify_waiters();
@@ -552,7 +552,7 @@ fn write_exec_process(
     }
     let json =
         serde_json::to_vec(&process).map_err(|e| format!("cannot encode the exec process: {e}"))?;
-    crate::engine::layout::write_atomic(path, &json)
+    crate::state::files::write_atomic(path, &json)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
@@ -643,7 +643,7 @@ async fn exec(
     let exit = ExitInfo {
         exit_code: code,
         oom_killed: false,
-        finished_at: crate::engine::record::now_rfc3339(),
+        finished_at: crate::state::time::now_rfc3339(),
         error: String::new(),
     };
     let payload = serde_json::to_vec(&exit).map_err(std::io::Error::other)?;

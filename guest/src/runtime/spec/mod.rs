@@ -33,8 +33,8 @@ pub use validate::validate;
 use validate::*;
 
 use super::{caps, init, seccomp, user};
-use crate::engine::ErrorKind;
 use crate::model::container::{Config, HostConfig, MountPoint};
+use crate::state::ErrorKind;
 
 /// The smallest memory limit Docker accepts (6 MiB).
 const MIN_MEMORY: i64 = 6 * 1024 * 1024;

@@ -1,5 +1,6 @@
-//! The engine's event stream (`GET /events`): every lifecycle change is
-//! published here and fanned out to subscribers.
+//! The event stream (`GET /events`): every lifecycle change, of the engine's
+//! containers and of the stores' images, volumes and networks, is published
+//! here and fanned out to subscribers.
 
 use serde::Serialize;
 use std::collections::BTreeMap;

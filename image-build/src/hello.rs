@@ -13,9 +13,9 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::archive::{fixed_header, sha256_digest, write_archive, ArchiveImage, BlobSource};
-use crate::archive::{ArchiveError, ImageName};
-use crate::oci::{go_arch, Descriptor, MEDIA_CONFIG, MEDIA_LAYER};
+use vmctl_oci::archive::{fixed_header, sha256_digest, write_archive, ArchiveImage, BlobSource};
+use vmctl_oci::archive::{ArchiveError, ImageName};
+use vmctl_oci::image::{go_arch, Descriptor, MEDIA_CONFIG, MEDIA_LAYER};
 
 /// The full name the image is tagged with.
 pub const NAME: &str = "docker.io/library/hello:latest";
@@ -295,12 +295,12 @@ mod tests {
             entry.read_to_end(&mut data).unwrap();
             files.insert(path, data);
         }
-        let manifest: Vec<crate::oci::DockerManifestEntry> =
+        let manifest: Vec<vmctl_oci::image::DockerManifestEntry> =
             serde_json::from_slice(&files["manifest.json"]).unwrap();
         assert_eq!(manifest[0].repo_tags, vec![FAMILIAR_NAME.to_owned()]);
-        let index: crate::oci::Index = serde_json::from_slice(&files["index.json"]).unwrap();
+        let index: vmctl_oci::image::Index = serde_json::from_slice(&files["index.json"]).unwrap();
         assert_eq!(
-            index.manifests[0].annotations[crate::oci::ANNOTATION_REF_NAME],
+            index.manifests[0].annotations[vmctl_oci::image::ANNOTATION_REF_NAME],
             "latest"
         );
         assert!(files.contains_key("oci-layout"));

@@ -21,6 +21,9 @@ pub mod probe;
 pub mod registry;
 pub mod vm;
 
+#[cfg(test)]
+mod builtin_images_tests;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

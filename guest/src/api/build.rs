@@ -83,7 +83,7 @@ fn options(params: &Params, headers: &HeaderMap) -> ApiResult<BuildOptions> {
     }
     let platform = param(params, "platform");
     if !platform.is_empty() {
-        let own = format!("linux/{}", vmctl_image::oci::go_arch());
+        let own = format!("linux/{}", vmctl_oci::image::go_arch());
         let ok = platform == "linux" || platform == own || platform.starts_with(&format!("{own}/"));
         if !ok {
             return Err(ApiError::bad_request(format!(

@@ -77,7 +77,7 @@ async fn import(
     body: axum::body::Body,
 ) -> ApiResult<Response> {
     let platform = param(params, "platform");
-    let own = format!("linux/{}", vmctl_image::oci::go_arch());
+    let own = format!("linux/{}", vmctl_oci::image::go_arch());
     if !platform.is_empty() && platform != "linux" && platform != own {
         return Err(ApiError::bad_request(format!(
             "platform {platform} is not supported: this engine imports for {own} only"

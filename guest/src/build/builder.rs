@@ -339,7 +339,7 @@ impl Builder<'_> {
             file: match &base {
                 Some(id) => self.config_file(id)?,
                 None => ConfigFile {
-                    architecture: vmctl_image::oci::go_arch().to_owned(),
+                    architecture: vmctl_oci::image::go_arch().to_owned(),
                     os: "linux".to_owned(),
                     config: Some(ImageConfig {
                         env: Some(vec![
@@ -620,7 +620,7 @@ impl Builder<'_> {
         let now = crate::state::time::now_rfc3339();
         let mut file = state.file.clone();
         file.created = Some(now.clone());
-        file.history.push(vmctl_image::oci::History {
+        file.history.push(vmctl_oci::image::History {
             created: Some(now),
             created_by,
             author: file.author.clone(),

@@ -56,7 +56,7 @@ impl Engine {
             .collect::<Vec<_>>()
             .join(" ");
         let mut history = parent.history.clone();
-        history.push(vmctl_image::oci::History {
+        history.push(vmctl_oci::image::History {
             created: Some(now.clone()),
             created_by,
             author: request.author.clone(),
@@ -132,12 +132,12 @@ impl Engine {
         };
         let now = super::record::now_rfc3339();
         let file = ConfigFile {
-            architecture: vmctl_image::oci::go_arch().to_owned(),
+            architecture: vmctl_oci::image::go_arch().to_owned(),
             os: "linux".to_owned(),
             created: Some(now.clone()),
             comment: comment.clone(),
             config: Some(config),
-            history: vec![vmctl_image::oci::History {
+            history: vec![vmctl_oci::image::History {
                 created: Some(now),
                 comment,
                 ..Default::default()

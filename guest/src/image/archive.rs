@@ -7,7 +7,7 @@
 //! point anywhere) while its sha256 is computed; links are kept as a name map.
 //! [`plan`] then reads the JSON documents and says, per image, which staged
 //! files are its config and layers and which names it carries. Unpacking and
-//! committing is the store's job. Writing archives lives in `vmctl_image::archive`.
+//! committing is the store's job. Writing archives lives in `vmctl_oci::archive`.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -16,8 +16,8 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use vmctl_image::oci::{
-    self, Descriptor, DockerManifestEntry, Index, Manifest, ANNOTATION_IMAGE_NAME,
+use vmctl_oci::image::{
+    self as oci, Descriptor, DockerManifestEntry, Index, Manifest, ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
 };
 

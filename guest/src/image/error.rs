@@ -76,7 +76,7 @@ pub enum ImageError {
         source: serde_json::Error,
     },
     #[error("cannot write the image archive")]
-    Save(#[source] vmctl_image::archive::ArchiveError),
+    Save(#[source] vmctl_oci::archive::ArchiveError),
     /// A registry refused or failed a request; `message` is Docker's wording.
     #[error("{message}")]
     Registry { kind: ErrorKind, message: String },

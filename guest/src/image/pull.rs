@@ -190,7 +190,7 @@ impl std::fmt::Display for PlatformSpec {
 fn parse_platform(platform: &str) -> Result<PlatformSpec, ImageError> {
     let own = PlatformSpec {
         os: "linux".to_owned(),
-        architecture: vmctl_image::oci::go_arch().to_owned(),
+        architecture: vmctl_oci::image::go_arch().to_owned(),
         variant: None,
     };
     if platform.trim().is_empty() {

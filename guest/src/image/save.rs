@@ -1,12 +1,12 @@
 //! `docker save`: images of the store written as one tarball that is both a
-//! docker-archive and an OCI layout (see `vmctl_image::archive`).
+//! docker-archive and an OCI layout (see `vmctl_oci::archive`).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::PathBuf;
 
-use vmctl_image::archive::{write_archive, ArchiveImage, BlobSource, ImageName};
-use vmctl_image::oci::{Descriptor, MEDIA_CONFIG};
+use vmctl_oci::archive::{write_archive, ArchiveImage, BlobSource, ImageName};
+use vmctl_oci::image::{Descriptor, MEDIA_CONFIG};
 
 use super::reference::{self, Named};
 use super::store::lookup;

@@ -128,12 +128,12 @@ fn oci_layout_loads_with_compressed_layers() {
     let desc = |media: &str, bytes: &[u8]| serde_json::json!({"mediaType": media, "digest": of_bytes(bytes), "size": bytes.len()});
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": vmctl_image::oci::MEDIA_MANIFEST,
-        "config": desc(vmctl_image::oci::MEDIA_CONFIG, &config),
-        "layers": [desc(vmctl_image::oci::MEDIA_LAYER_GZIP, &gz), desc(vmctl_image::oci::MEDIA_LAYER_ZSTD, &zst)],
+        "mediaType": vmctl_oci::image::MEDIA_MANIFEST,
+        "config": desc(vmctl_oci::image::MEDIA_CONFIG, &config),
+        "layers": [desc(vmctl_oci::image::MEDIA_LAYER_GZIP, &gz), desc(vmctl_oci::image::MEDIA_LAYER_ZSTD, &zst)],
     }))
     .unwrap();
-    let mut entry = desc(vmctl_image::oci::MEDIA_MANIFEST, &manifest);
+    let mut entry = desc(vmctl_oci::image::MEDIA_MANIFEST, &manifest);
     entry["annotations"] =
         serde_json::json!({"org.opencontainers.image.ref.name": "localhost:5000/x:y"});
     let index = serde_json::json!({"schemaVersion": 2, "manifests": [entry]});
@@ -153,44 +153,6 @@ fn oci_layout_loads_with_compressed_layers() {
     assert!(image.layers[0].join("a").exists() && image.layers[1].join("b").exists());
     let digest_ref = format!("localhost:5000/x@{}", of_bytes(&manifest));
     assert_eq!(store.resolve(&digest_ref).unwrap().id, image.id);
-}
-
-#[test]
-fn hello_image_loads_and_has_busybox() {
-    if !std::path::Path::new("/bin/busybox").exists() {
-        eprintln!(
-            "SKIP: /bin/busybox is missing (install busybox-static); hello image test not run"
-        );
-        return;
-    }
-    let (_dir, store) = store();
-    let mut bytes = Vec::new();
-    vmctl_image::hello::build(std::path::Path::new("/bin/busybox"), &mut bytes).unwrap();
-    let loaded = store.load(bytes.as_slice()).unwrap();
-    assert_eq!(loaded[0].tags, vec!["hello:latest".to_owned()]);
-    let image = store.resolve("hello").unwrap();
-    let top = image.layers.last().unwrap();
-    assert!(top.join("bin/busybox").is_file());
-    assert_eq!(
-        std::fs::read_link(top.join("bin/sh")).unwrap(),
-        std::path::PathBuf::from("busybox")
-    );
-    assert_eq!(image.config.cmd.as_ref().unwrap()[0], "httpd");
-
-    // Save and load into another store: the same id comes back.
-    let mut saved = Vec::new();
-    store.save(&["hello".to_owned()], &mut saved).unwrap();
-    let (_dir2, other) = self::store();
-    let again = other.load(saved.as_slice()).unwrap();
-    assert_eq!(again[0].id, image.id);
-    assert_eq!(again[0].tags, vec!["hello:latest".to_owned()]);
-
-    // Built-in loading skips what is present.
-    let builtin = tempfile::tempdir().unwrap();
-    std::fs::write(builtin.path().join("hello.tar"), &bytes).unwrap();
-    assert!(store.load_builtin(builtin.path()).unwrap().is_empty());
-    let (_dir3, fresh) = self::store();
-    assert_eq!(fresh.load_builtin(builtin.path()).unwrap().len(), 1);
 }
 
 #[test]
@@ -384,7 +346,7 @@ fn step_upper(upper: &std::path::Path) {
 
 fn step_config() -> ConfigFile {
     ConfigFile {
-        history: vec![vmctl_image::oci::History {
+        history: vec![vmctl_oci::image::History {
             created_by: "/bin/sh -c #(nop) COPY dir:x in / ".to_owned(),
             ..Default::default()
         }],

@@ -3,7 +3,9 @@
 //! plus the `rootfs`/`history` parts of an image config.
 //!
 //! Types only, no I/O. Unknown fields are ignored when reading; what is written
-//! is deterministic (maps are `BTreeMap`s) so builds are reproducible.
+//! is deterministic (maps are `BTreeMap`s) so builds are reproducible. The
+//! guest engine reads and writes images with these (pull, load, save, commit,
+//! build); `vmctl-image` writes its `hello` image with them.
 
 use std::collections::BTreeMap;
 

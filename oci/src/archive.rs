@@ -12,15 +12,16 @@
 //! ```
 //!
 //! Entries are written in sorted order with fixed owners and mtimes, so the
-//! same images always give the same bytes. Reading archives is the guest's job
-//! (`vmctl_guest::image::archive`).
+//! same images always give the same bytes. Used by the guest's `docker save`
+//! and by `vmctl-image` for the built-in `hello` image; reading archives is
+//! the guest's job (`vmctl_guest::image::archive`).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 use sha2::{Digest, Sha256};
 
-use crate::oci::{
+use crate::image::{
     Descriptor, DockerManifestEntry, Index, Manifest, OciLayout, ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME, MEDIA_INDEX, MEDIA_MANIFEST,
 };

@@ -308,4 +308,161 @@ mod tests {
         );
         assert_eq!(split_tag("localhost:5000/x"), None);
     }
+
+    /// Blobs held in memory, by digest.
+    struct Memory(BTreeMap<String, Vec<u8>>);
+
+    impl BlobSource for Memory {
+        fn open(&mut self, digest: &str) -> io::Result<Box<dyn Read + '_>> {
+            let bytes = self.0.get(digest).ok_or(io::ErrorKind::NotFound)?;
+            Ok(Box::new(bytes.as_slice()))
+        }
+    }
+
+    fn blob(media_type: &str, bytes: &[u8], blobs: &mut Memory) -> Descriptor {
+        let digest = sha256_digest(bytes);
+        blobs.0.insert(digest.clone(), bytes.to_vec());
+        Descriptor {
+            media_type: media_type.to_owned(),
+            digest,
+            size: bytes.len() as u64,
+            ..Descriptor::default()
+        }
+    }
+
+    fn name(full: &str, familiar: &str) -> ImageName {
+        ImageName {
+            full: full.to_owned(),
+            familiar: familiar.to_owned(),
+        }
+    }
+
+    /// Two images sharing a base layer; the second has two names.
+    fn two_images(blobs: &mut Memory) -> Vec<ArchiveImage> {
+        use crate::image::{MEDIA_CONFIG, MEDIA_LAYER};
+        let base = blob(MEDIA_LAYER, b"base layer", blobs);
+        let top = blob(MEDIA_LAYER, b"top layer", blobs);
+        vec![
+            ArchiveImage {
+                config: blob(MEDIA_CONFIG, br#"{"n":1}"#, blobs),
+                layers: vec![base.clone()],
+                names: vec![name("docker.io/library/one:latest", "one:latest")],
+            },
+            ArchiveImage {
+                config: blob(MEDIA_CONFIG, br#"{"n":2}"#, blobs),
+                layers: vec![base, top],
+                names: vec![
+                    name("docker.io/library/two:1", "two:1"),
+                    name("localhost:5000/x:y", "localhost:5000/x:y"),
+                ],
+            },
+        ]
+    }
+
+    /// Path and bytes of every entry, in archive order.
+    fn entries(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in tar::Archive::new(archive).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            assert_eq!(entry.header().mtime().unwrap(), 0);
+            assert_eq!(entry.header().uid().unwrap(), 0);
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            out.push((path, bytes));
+        }
+        out
+    }
+
+    #[test]
+    fn archive_is_a_docker_archive_and_an_oci_layout_and_reproducible() {
+        let mut blobs = Memory(BTreeMap::new());
+        let images = two_images(&mut blobs);
+        let first = write_archive(Vec::new(), &images, &mut blobs).unwrap();
+        let second = write_archive(Vec::new(), &images, &mut blobs).unwrap();
+        assert_eq!(first, second, "the same images give the same bytes");
+
+        let entries = entries(&first);
+        let files: BTreeMap<&str, &[u8]> = entries
+            .iter()
+            .map(|(p, b)| (p.as_str(), b.as_slice()))
+            .collect();
+        assert_eq!(files.len(), entries.len(), "every entry written once");
+        // Two configs, two layers (the shared one once), two manifests, each
+        // named by its digest.
+        let mut blob_count = 0;
+        for (path, bytes) in &files {
+            if let Some(hex) = path.strip_prefix("blobs/sha256/").filter(|h| !h.is_empty()) {
+                assert_eq!(sha256_digest(bytes), format!("sha256:{hex}"), "{path}");
+                blob_count += 1;
+            }
+        }
+        assert_eq!(blob_count, 6);
+
+        let layout: OciLayout = serde_json::from_slice(files["oci-layout"]).unwrap();
+        assert_eq!(layout.image_layout_version, "1.0.0");
+        let index: Index = serde_json::from_slice(files["index.json"]).unwrap();
+        let names: Vec<(&str, &str)> = index
+            .manifests
+            .iter()
+            .map(|m| {
+                (
+                    m.annotations[ANNOTATION_IMAGE_NAME].as_str(),
+                    m.annotations[ANNOTATION_REF_NAME].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("docker.io/library/one:latest", "latest"),
+                ("docker.io/library/two:1", "1"),
+                ("localhost:5000/x:y", "y"),
+            ]
+        );
+        let manifest: Manifest = serde_json::from_slice(
+            files[format!("blobs/sha256/{}", &index.manifests[1].digest[7..]).as_str()],
+        )
+        .unwrap();
+        assert_eq!(manifest.config, images[1].config);
+        assert_eq!(manifest.layers, images[1].layers);
+        assert_eq!(index.manifests[1].digest, index.manifests[2].digest);
+
+        let docker: Vec<DockerManifestEntry> =
+            serde_json::from_slice(files["manifest.json"]).unwrap();
+        assert_eq!(docker.len(), 2);
+        assert_eq!(docker[1].repo_tags, ["two:1", "localhost:5000/x:y"]);
+        assert_eq!(docker[1].layers.len(), 2);
+        for path in std::iter::once(&docker[1].config).chain(&docker[1].layers) {
+            assert!(files.contains_key(path.as_str()), "{path} missing");
+        }
+        let repositories: BTreeMap<String, BTreeMap<String, String>> =
+            serde_json::from_slice(files["repositories"]).unwrap();
+        assert_eq!(
+            repositories["localhost:5000/x"]["y"],
+            images[1].layers[1].digest[7..]
+        );
+    }
+
+    #[test]
+    fn a_blob_shorter_than_its_descriptor_or_a_bad_digest_is_an_error() {
+        let mut blobs = Memory(BTreeMap::new());
+        let mut images = two_images(&mut blobs);
+        images[0].layers[0].size += 1;
+        let err = write_archive(Vec::new(), &images[..1], &mut blobs).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::BlobSize { expected, actual, .. } if expected == actual + 1),
+            "{err:?}"
+        );
+
+        let mut images = two_images(&mut blobs);
+        images[0].config.digest = "sha256:../../etc".to_owned();
+        let err = write_archive(Vec::new(), &images[..1], &mut blobs).unwrap_err();
+        assert!(matches!(err, ArchiveError::BadDigest(_)), "{err:?}");
+
+        let mut images = two_images(&mut blobs);
+        images[0].layers[0].digest = sha256_digest(b"not stored");
+        let err = write_archive(Vec::new(), &images[..1], &mut blobs).unwrap_err();
+        assert!(matches!(err, ArchiveError::ReadBlob { .. }), "{err:?}");
+    }
 }

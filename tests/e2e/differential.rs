@@ -328,6 +328,27 @@ const CASES: &[Case] = &[
         ],
     },
     Case {
+        // `docker cp`: a file and a directory in and out (running and
+        // stopped), a directory's contents, and dockerd's errors.
+        name: "cp",
+        steps: &[
+            Step("run -d --name cpbox hello sleep 1000", Code),
+            Step("cp Cargo.toml cpbox:/tmp/", All),
+            Step("cp src cpbox:/tmp/src", All),
+            Step("cp src/. cpbox:/root", All),
+            Step("exec cpbox sh -c 'cd /tmp && ls -R src /root && md5sum Cargo.toml'", All),
+            Step("cp cpbox:/tmp/Cargo.toml -", Code),
+            Step("cp cpbox:/tmp/src -", Code),
+            Step("cp cpbox:/nope -", All),
+            Step("cp Cargo.toml cpbox:/nope/x", All),
+            Step("cp Cargo.toml cpbox:/etc/passwd/x", All),
+            Step("create --name cpstopped hello true", Code),
+            Step("cp Cargo.toml cpstopped:/", All),
+            Step("cp cpstopped:/Cargo.toml -", Code),
+            Step("cp cpstopped:/nope -", All),
+        ],
+    },
+    Case {
         name: "rename",
         steps: &[
             Step("create --name before hello true", Code),
@@ -369,6 +390,48 @@ const CASES: &[Case] = &[
             Step("run -d --name waiter hello sh -c 'exit 7'", Code),
             Step("wait waiter", All),
             Step("wait nosuch", All),
+        ],
+    },
+    Case {
+        // `docker update`: dockerd's refusals, the record after an update,
+        // and `docker stats` of a stopped container.
+        name: "update",
+        steps: &[
+            Step("run -d --name upd hello sleep 1000", Code),
+            Step("update --memory 64m upd", All),
+            Step("update --memory 1m --memory-swap 2m upd", All),
+            Step("update --memory 64m --memory-swap 32m upd", All),
+            Step("update --cpus 1 --cpu-quota 50000 upd", All),
+            Step("update --memory 64m nosuch", All),
+            Step("update --cpuset-cpus 0-a upd", All),
+            Step("update --cpuset-cpus 4095 upd", All),
+            Step("update --memory-reservation 1m upd", All),
+            Step("update --restart sometimes upd", All),
+            Step("update --pids-limit 50 --restart on-failure:3 upd", All),
+            Step(
+                "inspect -f '{{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}' upd",
+                All,
+            ),
+            Step("update --pids-limit -1 upd", All),
+            Step("update --blkio-weight 300 upd", All),
+            Step("update --blkio-weight 5 upd", All),
+            Step("inspect -f '{{.HostConfig.BlkioWeight}}' upd", All),
+            Step("inspect -f '{{json .HostConfig.PidsLimit}}' upd", All),
+            Step("update --cpu-period 50000 upd", All),
+            Step("update --cpus 0.5 upd", All),
+            Step("run -d --rm --name rmd hello sleep 1000", Code),
+            Step("update --restart always rmd", All),
+            Step("stop -t 1 upd", Code),
+            Step(
+                "stats --no-stream --format '{{.Name}} {{.CPUPerc}} {{.MemUsage}} {{.NetIO}} {{.BlockIO}} {{.PIDs}}' upd",
+                All,
+            ),
+            Step("stats --no-stream nosuch", All),
+            Step("update --memory 64m --memory-swap 128m upd", All),
+            Step(
+                "inspect -f '{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.CpuPeriod}}' upd",
+                All,
+            ),
         ],
     },
     Case {

@@ -217,6 +217,22 @@ fn a_multi_arch_index_gives_each_platform_its_image() {
     let index_digest = registry::manifest_digest(&engine, "multi:1");
     assert!(out.contains(&format!("Digest: {index_digest}")), "{out}");
     assert_eq!(engine.ok(&["run", "--rm", &name]), "amd64");
+    // `GET /distribution/{name}/json`: the index and its platforms, unpulled.
+    let (code, answer) = distribution(&engine, &name);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["Descriptor"]["digest"], index_digest.as_str());
+    assert_eq!(
+        answer["Descriptor"]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let mut arches: Vec<&str> = answer["Platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["architecture"].as_str().unwrap())
+        .collect();
+    arches.sort();
+    assert_eq!(arches, ["amd64", "arm64"], "{answer}");
     assert_eq!(
         engine.ok(&["image", "inspect", "-f", "{{.Architecture}}", &name]),
         "amd64"
@@ -234,6 +250,23 @@ fn a_multi_arch_index_gives_each_platform_its_image() {
         &["pull", "--platform", "linux/s390x", &name],
         "no matching manifest for linux/s390x in the manifest list entries",
     );
+}
+
+/// `GET /distribution/{name}/json` on the engine's socket: status and body.
+fn distribution(engine: &Engine, name: &str) -> (u16, serde_json::Value) {
+    let host = engine.docker_host();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(host.trim_start_matches("unix://"))
+        .arg(format!("http://d/v1.41/distribution/{name}/json"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[test]
@@ -771,6 +804,17 @@ fn commit_then_run_and_push_then_pull_back() {
     let out = engine.ok(&["pull", &remote]);
     assert!(out.contains("Downloaded newer image"), "{out}");
     assert_eq!(engine.ok(&["run", "--rm", &remote]), "made");
+    // A single manifest's platform is its config's.
+    let (code, answer) = distribution(&engine, &remote);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        answer["Descriptor"]["digest"],
+        registry::manifest_digest(&engine, "committed:1").as_str()
+    );
+    assert_eq!(answer["Platforms"][0]["os"], "linux", "{answer}");
+    let (code, answer) = distribution(&engine, &registry::image("absent:1"));
+    assert_eq!(code, 404, "{answer}");
+    assert!(answer["message"].as_str().is_some(), "{answer}");
     // The built-in image (a plain-tar layer) pushes too.
     engine.ok(&["tag", "hello", &registry::image("hello:builtin")]);
     engine.ok(&["push", &registry::image("hello:builtin")]);

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod build;
 pub mod containers;
 pub mod df;
+pub mod distribution;
 pub mod error;
 pub mod events;
 pub mod exec;
@@ -61,6 +62,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(exec::routes())
         .merge(images::routes())
         .merge(pull::routes())
+        .merge(distribution::routes())
         .merge(df::routes())
         .merge(volumes::routes())
         .merge(networks::routes())

@@ -17,6 +17,7 @@ pub mod archive;
 pub mod changes;
 pub mod commit;
 pub mod digest;
+pub mod distribution;
 pub mod error;
 pub mod load;
 pub mod prune;
@@ -35,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::EmptyObject;
-use vmctl_image::oci::{History, RootFs};
+use vmctl_oci::image::{History, RootFs};
 
 pub use error::ImageError;
 pub use store::ImageStore;

@@ -53,14 +53,15 @@ class Sandbox:
         base = Path(os.environ.get("VMCTL_TEST_TMPDIR", "/tmp"))
         self.dir = Path(tempfile.mkdtemp(prefix=f"vmctl-sdk-{self.name}-", dir=base))
         self.socket = self.dir / "docker.sock"
-        self.cgroup_parent = f"vmctl-sdk-{self.dir.name.replace('.', '')}"
+        self.cgroup_parent = self.dir.name.replace(".", "")
         self.bridge = bridge
         self.keep = keep
         self.binary = binary
         self.log_path = self.dir / "engine.log"
         self.process = None
 
-    def command(self):
+    def command(self, images):
+        """The engine's command line (`images`: the built-in images' dir)."""
         raise NotImplementedError
 
     def start(self, images, suite_image, tags):

@@ -18,7 +18,7 @@ use tokio_stream::StreamExt;
 use super::error::{ApiError, ApiResult};
 use crate::engine::attach::{AttachOptions, Attached};
 use crate::engine::logs::{parse_time, LogOptions};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError};
 use crate::model::CreateRequest;
 
 type Params = Query<HashMap<String, String>>;
@@ -35,6 +35,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/containers/{id}/kill", post(kill))
         .route("/containers/{id}/wait", post(wait))
         .route("/containers/{id}", delete(remove))
+        .route("/containers/{id}/{alias}", delete(remove_link))
         .route("/containers/{id}/logs", get(logs))
         .route("/containers/{id}/attach", post(attach))
         .route("/containers/{id}/resize", post(resize))
@@ -192,6 +193,19 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `DELETE /containers/{parent}/{alias}?link=1`: `docker rm --link`.
+async fn remove_link(
+    State(engine): State<Arc<Engine>>,
+    Path((parent, alias)): Path<(String, String)>,
+    Query(params): Params,
+) -> ApiResult<StatusCode> {
+    if !flag(&params, "link") {
+        return Err(EngineError::NoSuchContainer(format!("{parent}/{alias}")).into());
+    }
+    engine.remove_link(&parent, &alias).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn pause(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     engine.pause(&id, true).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -287,12 +301,17 @@ async fn wait(
                 let record = handle.record.lock().await;
                 let stopped = !record.state.running && record.state.status != "restarting";
                 let code = record.state.exit_code;
-                let finished_changed = record.state.finished_at != initial_finish;
+                // A new exit time (a start resets it to zero, which is none).
+                let finished_changed = record.state.finished_at != initial_finish
+                    && record.state.finished_at != crate::engine::record::ZERO_TIME;
                 let removed = record.state.status == "removed";
+                // An exit ends the wait even when a restart policy brings
+                // the container straight back, as dockerd notifies its
+                // waiters on the way to `restarting`.
                 match condition.as_str() {
                     "removed" => removed.then_some(code),
-                    "next-exit" => (stopped && finished_changed || removed).then_some(code),
-                    _ => (stopped || removed).then_some(code),
+                    "next-exit" => (finished_changed || removed).then_some(code),
+                    _ => (stopped || finished_changed || removed).then_some(code),
                 }
             };
             if let Some(code) = done {
@@ -410,7 +429,8 @@ async fn attach(
         stdin: options.stdin && upgrade,
         ..options
     };
-    let (tty, attached) = engine.attach(&id, options).await?;
+    let detach_keys = params.get("detachKeys").map(String::as_str).unwrap_or("");
+    let (tty, attached) = engine.attach(&id, options, detach_keys).await?;
     let session = async move {
         match attached {
             Attached::Now(session) => Some(session),

@@ -45,13 +45,10 @@ async fn start(
     Path(id): Path<String>,
     mut request: Request,
 ) -> ApiResult<Response> {
-    let on_upgrade_wanted = request.headers().contains_key(axum::http::header::UPGRADE);
-    let (response, on_upgrade) = if on_upgrade_wanted {
-        let (response, on_upgrade) = super::hijack::upgrade(&mut request, false);
-        (Some(response), Some(on_upgrade))
-    } else {
-        (None, None)
-    };
+    let upgrade_wanted = request.headers().contains_key(axum::http::header::UPGRADE);
+    // Unknown and already started execs are refused before any upgrade.
+    let (_, stdin) = engine.exec_stream(&id).await?;
+    let upgrade = upgrade_wanted.then(|| super::hijack::upgrade(&mut request, false));
     let bytes = axum::body::to_bytes(request.into_body(), 1 << 20)
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
@@ -61,58 +58,63 @@ async fn start(
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?
     };
-    let ((exec, session), on_upgrade) = match (engine.exec_start(&id).await, on_upgrade) {
-        (Ok(started), on_upgrade) => (started, on_upgrade),
-        // The process did not start: once upgraded, Docker says so on the stream.
-        (Err(EngineError::Runtime(message)), Some(on_upgrade)) if !body.detach => {
-            tokio::spawn(super::hijack::report_failure(on_upgrade, body.tty, message));
-            return Ok(response.unwrap_or_default());
-        }
-        (Err(e), _) => return Err(e.into()),
-    };
-    let tty = exec.config.tty || body.tty;
-    let stdin = exec.config.attach_stdin;
-    if on_upgrade.is_none() && !body.detach {
-        let (response, pump) = super::hijack::body_stream(None, async { Some(session) }, tty);
-        tokio::spawn(async move {
-            let code = pump.await;
-            engine.exec_finished(&id, code.unwrap_or(-1)).await;
-        });
-        return Ok(response);
-    }
-    if body.detach || on_upgrade.is_none() {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            let mut session = session;
-            let mut code = None;
-            while let Ok(Some((kind, payload))) =
-                crate::state::stream::read_frame(&mut session.reader).await
-            {
-                if kind == crate::state::stream::FRAME_EXIT {
-                    code = serde_json::from_slice::<crate::engine::stream::ExitInfo>(&payload)
-                        .ok()
-                        .map(|e| e.exit_code);
-                }
+    // As dockerd: the start request's `Tty` decides the framing (raw, or
+    // multiplexed even for an exec with a TTY), whatever the exec was made
+    // with; the SDKs send it and read by it.
+    let tty = body.tty;
+    match upgrade {
+        Some((mut response, on_upgrade)) if !body.detach => {
+            if tty {
+                response.headers_mut().insert(
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("application/vnd.docker.raw-stream"),
+                );
             }
-            engine.exec_finished(&id, code.unwrap_or(-1)).await;
-        });
-        return Ok(StatusCode::OK.into_response());
+            tokio::spawn(async move {
+                let start = async {
+                    match engine.exec_start(&id).await {
+                        Ok((_, session)) => Ok(session),
+                        Err(EngineError::Runtime(message)) => Err(message),
+                        Err(e) => Err(e.to_string()),
+                    }
+                };
+                // A process that did not start keeps the code its start gave
+                // (126, 127).
+                let (started, code) =
+                    super::hijack::bridge_exec(on_upgrade, start, tty, stdin).await;
+                if started {
+                    engine.exec_finished(&id, code.unwrap_or(-1)).await;
+                }
+            });
+            Ok(response)
+        }
+        Some(_) | None if body.detach => {
+            let (_, mut session) = engine.exec_start(&id).await?;
+            tokio::spawn(async move {
+                let mut code = None;
+                while let Ok(Some((kind, payload))) =
+                    crate::state::stream::read_frame(&mut session.reader).await
+                {
+                    if kind == crate::state::stream::FRAME_EXIT {
+                        code = serde_json::from_slice::<crate::engine::stream::ExitInfo>(&payload)
+                            .ok()
+                            .map(|e| e.exit_code);
+                    }
+                }
+                engine.exec_finished(&id, code.unwrap_or(-1)).await;
+            });
+            Ok(StatusCode::OK.into_response())
+        }
+        _ => {
+            let (_, session) = engine.exec_start(&id).await?;
+            let (response, pump) = super::hijack::body_stream(None, async { Some(session) }, tty);
+            tokio::spawn(async move {
+                let code = pump.await;
+                engine.exec_finished(&id, code.unwrap_or(-1)).await;
+            });
+            Ok(response)
+        }
     }
-    let mut response = response.unwrap_or_default();
-    if tty {
-        response.headers_mut().insert(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/vnd.docker.raw-stream"),
-        );
-    }
-    let Some(on_upgrade) = on_upgrade else {
-        return Ok(StatusCode::OK.into_response());
-    };
-    tokio::spawn(async move {
-        let code = super::hijack::bridge(on_upgrade, async { Some(session) }, tty, stdin).await;
-        engine.exec_finished(&id, code.unwrap_or(-1)).await;
-    });
-    Ok(response)
 }
 
 async fn resize(

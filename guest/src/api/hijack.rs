@@ -59,14 +59,63 @@ pub async fn bridge_after<F>(
 where
     F: std::future::Future<Output = Option<Session>>,
 {
-    let upgraded = match on_upgrade.await {
-        Ok(upgraded) => upgraded,
+    let io = upgraded(on_upgrade).await?;
+    pump(io, history, session, tty, stdin).await
+}
+
+/// The exec's bridge: its process starts only once the `101` is out, as
+/// under dockerd, so its first output cannot reach a client that is still
+/// reading the answer's head (the Python SDK reads the socket beneath its
+/// buffered reader, and loses what that reader took). A start that fails is
+/// reported on the stream, as [`report_failure`] does. Answers whether the
+/// process started, and then its exit code if the stream carried one.
+pub async fn bridge_exec<F>(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    start: F,
+    tty: bool,
+    stdin: bool,
+) -> (bool, Option<i64>)
+where
+    F: std::future::Future<Output = Result<Session, String>>,
+{
+    let Some(io) = upgraded(on_upgrade).await else {
+        return (false, None);
+    };
+    match start.await {
+        Ok(session) => (
+            true,
+            pump(io, None, async { Some(session) }, tty, stdin).await,
+        ),
+        Err(message) => {
+            write_failure(io, tty, &message).await;
+            (false, None)
+        }
+    }
+}
+
+async fn upgraded(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+) -> Option<TokioIo<hyper::upgrade::Upgraded>> {
+    match on_upgrade.await {
+        Ok(upgraded) => Some(TokioIo::new(upgraded)),
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed");
-            return None;
+            None
         }
-    };
-    let mut io = TokioIo::new(upgraded);
+    }
+}
+
+/// Writes `history`, then pumps the session both ways until its output ends.
+async fn pump<F>(
+    mut io: TokioIo<hyper::upgrade::Upgraded>,
+    history: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
+    session: F,
+    tty: bool,
+    stdin: bool,
+) -> Option<i64>
+where
+    F: std::future::Future<Output = Option<Session>>,
+{
     if let Some(mut history) = history {
         while let Some(chunk) = history.recv().await {
             if io.write_all(&chunk).await.is_err() {
@@ -182,13 +231,12 @@ where
 /// the client has asked for an upgrade: the message on stdout, then EOF. The
 /// client then reads the exit code (126 or 127) from `GET /exec/{id}/json`.
 pub async fn report_failure(on_upgrade: hyper::upgrade::OnUpgrade, tty: bool, message: String) {
-    let mut io = match on_upgrade.await {
-        Ok(upgraded) => TokioIo::new(upgraded),
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
-    };
+    if let Some(io) = upgraded(on_upgrade).await {
+        write_failure(io, tty, &message).await;
+    }
+}
+
+async fn write_failure(mut io: TokioIo<hyper::upgrade::Upgraded>, tty: bool, message: &str) {
     let line = format!("{message}\r\n").into_bytes();
     let bytes = if tty { line } else { frame(STDOUT, &line) };
     let _ = io.write_all(&bytes).await;

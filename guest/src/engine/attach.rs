@@ -25,6 +25,35 @@ pub struct AttachOptions {
     pub stderr: bool,
 }
 
+/// Docker's default detach keys, ctrl-p then ctrl-q.
+pub const DEFAULT_DETACH_KEYS: &[u8] = &[0x10, 0x11];
+
+/// Docker's detach-key notation (`ctrl-p,ctrl-q`, `a`, `ctrl-@`…`ctrl-_`,
+/// `DEL`) as the bytes typed; empty text: the default.
+pub fn parse_detach_keys(text: &str) -> Result<Vec<u8>, EngineError> {
+    if text.is_empty() {
+        return Ok(DEFAULT_DETACH_KEYS.to_vec());
+    }
+    const CONTROL: &str = "@abcdefghijklmnopqrstuvwxyz[\\]^_";
+    text.split(',')
+        .map(|key| {
+            if key.len() == 1 {
+                return Ok(key.as_bytes()[0]);
+            }
+            if key == "DEL" {
+                return Ok(127);
+            }
+            key.strip_prefix("ctrl-")
+                .filter(|c| c.len() == 1)
+                .and_then(|c| CONTROL.find(c))
+                .map(|code| code as u8)
+                .ok_or_else(|| {
+                    EngineError::InvalidParameter(format!("Invalid detach keys ({text}) provided"))
+                })
+        })
+        .collect()
+}
+
 /// A connected attach, or one that connects when the container starts.
 pub enum Attached {
     Now(Session),
@@ -37,14 +66,19 @@ impl Engine {
         self: &Arc<Self>,
         key: &str,
         options: AttachOptions,
+        detach_keys: &str,
     ) -> Result<(bool, Attached), EngineError> {
+        let keys = parse_detach_keys(detach_keys)?;
         let handle = self.container(key).await?;
         let record = handle.record.lock().await;
         let tty = record.config.tty;
+        let stdin = options.stdin && record.config.open_stdin;
         let request = Request::Attach {
-            stdin: options.stdin && record.config.open_stdin,
+            stdin,
             stdout: options.stdout,
             stderr: options.stderr,
+            // As dockerd: the keys detach from a container with a TTY only.
+            detach_keys: if stdin && tty { keys } else { Vec::new() },
         };
         if record.state.status == "running" || record.state.status == "paused" {
             let socket = self.layout.monitor_socket(&record.id);
@@ -81,6 +115,29 @@ impl Engine {
                 .await
                 .map_err(|e| e.to_string());
             let _ = attach.connected.send(session);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys_in_dockers_notation() {
+        assert_eq!(parse_detach_keys("").unwrap(), vec![16, 17]);
+        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap(), vec![16, 17]);
+        assert_eq!(
+            parse_detach_keys("ctrl-@,a,DEL,ctrl-_").unwrap(),
+            vec![0, b'a', 127, 31]
+        );
+        assert_eq!(parse_detach_keys("ctrl-\\").unwrap(), vec![28]);
+        for bad in ["ctrl-", "ctrl-1", "ab", "ctrl-p,", "shift-a"] {
+            assert_eq!(
+                parse_detach_keys(bad).unwrap_err().to_string(),
+                format!("Invalid detach keys ({bad}) provided"),
+                "{bad}"
+            );
         }
     }
 }

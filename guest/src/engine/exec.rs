@@ -77,6 +77,14 @@ impl Engine {
             )));
         }
         config.validate()?;
+        if !config.detach_keys.is_empty()
+            && super::attach::parse_detach_keys(&config.detach_keys).is_err()
+        {
+            return Err(EngineError::InvalidParameter(format!(
+                "Invalid escape keys ({}) provided",
+                config.detach_keys
+            )));
+        }
         let id = super::names::new_id();
         self.execs.by_id.lock().await.insert(
             id.clone(),
@@ -131,6 +139,22 @@ impl Engine {
         }
     }
 
+    /// What an exec's stream will be (`tty`, `stdin`), for an exec that can
+    /// still start: unknown ones are 404, started ones 409, as `exec_start`
+    /// would answer.
+    pub async fn exec_stream(&self, exec_id: &str) -> Result<(bool, bool), EngineError> {
+        let execs = self.execs.by_id.lock().await;
+        let exec = execs
+            .get(exec_id)
+            .ok_or_else(|| EngineError::NoSuchExec(exec_id.to_owned()))?;
+        if exec.started {
+            return Err(EngineError::Conflict(format!(
+                "Error: Exec command {exec_id} has already run"
+            )));
+        }
+        Ok((exec.config.tty, exec.config.attach_stdin))
+    }
+
     /// Starts an exec instance; the session carries its stream.
     pub async fn exec_start(&self, exec_id: &str) -> Result<(ExecRecord, Session), EngineError> {
         let mut execs = self.execs.by_id.lock().await;
@@ -180,6 +204,13 @@ impl Engine {
                 tty: snapshot.config.tty,
                 stdin: snapshot.config.attach_stdin,
                 privileged: snapshot.config.privileged,
+                // As dockerd: the keys detach from an exec with a TTY only.
+                detach_keys: if snapshot.config.tty && snapshot.config.attach_stdin {
+                    super::attach::parse_detach_keys(&snapshot.config.detach_keys)
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
             };
             self.publish_container(
                 &record,

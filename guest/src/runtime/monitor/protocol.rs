@@ -56,6 +56,9 @@ pub struct ExecSpec {
     pub tty: bool,
     pub stdin: bool,
     pub privileged: bool,
+    /// The bytes that detach the client from the exec's stdin (none: never).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detach_keys: Vec<u8>,
 }
 
 /// A request from the engine.
@@ -71,6 +74,10 @@ pub enum Request {
         stdin: bool,
         stdout: bool,
         stderr: bool,
+        /// The bytes in stdin that detach this client (none: never): the
+        /// connection ends, the container's stdin stays open.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        detach_keys: Vec<u8>,
     },
     /// Send a signal to the container's init.
     Kill {

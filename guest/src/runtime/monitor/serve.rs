@@ -274,7 +274,8 @@ async fn handle(monitor: Rc<Monitor>, stream: UnixStream) {
             stdin,
             stdout,
             stderr,
-        } => attach(&monitor, stdin, stdout, stderr, reader, writer).await,
+            detach_keys,
+        } => attach(&monitor, stdin, stdout, stderr, detach_keys, reader, writer).await,
         Request::Kill { signal } => reply(&mut writer, &kill(&monitor, signal)).await,
         Request::KillExec { pid, signal } => {
             reply(&mut writer, &kill_exec(&monitor, pid, signal)).await
@@ -342,17 +343,79 @@ async fn wait(monitor: &Monitor, writer: &mut OwnedWriteHalf) -> std::io::Result
 }
 
 /// Feeds stdin from the connection until it is half-closed.
+/// How a client's stdin ended.
+#[derive(Debug, PartialEq)]
+enum Fed {
+    /// End of file from the client.
+    Eof,
+    /// The client typed its detach keys: it goes, stdin stays open.
+    Detached,
+}
+
+/// Copies a client's stdin into `target` until EOF, or until the client
+/// types `keys` (Docker's escape proxy: bytes that may begin the sequence
+/// are held back, and written after all if the sequence breaks off).
 async fn feed_stdin(
     mut reader: BufReader<OwnedReadHalf>,
     target: Rc<AsyncFdIo>,
-) -> std::io::Result<()> {
+    keys: &[u8],
+) -> std::io::Result<Fed> {
     let mut buf = vec![0u8; 32 * 1024];
+    let mut escape = Escape::new(keys);
     loop {
         let n = reader.read(&mut buf).await?;
         if n == 0 {
-            return Ok(());
+            target.write_all(&escape.held).await?;
+            return Ok(Fed::Eof);
         }
-        target.write_all(&buf[..n]).await?;
+        let (out, detached) = escape.feed(&buf[..n]);
+        target.write_all(&out).await?;
+        if detached {
+            return Ok(Fed::Detached);
+        }
+    }
+}
+
+/// The detach-key matcher over a byte stream.
+struct Escape<'a> {
+    keys: &'a [u8],
+    held: Vec<u8>,
+}
+
+impl<'a> Escape<'a> {
+    fn new(keys: &'a [u8]) -> Self {
+        Self {
+            keys,
+            held: Vec::new(),
+        }
+    }
+
+    /// What to pass on from `input`, and whether the keys were typed (what
+    /// came after them is dropped with the client).
+    fn feed(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
+        if self.keys.is_empty() {
+            return (input.to_vec(), false);
+        }
+        let mut out = Vec::with_capacity(input.len());
+        for &byte in input {
+            if byte == self.keys[self.held.len()] {
+                self.held.push(byte);
+                if self.held.len() == self.keys.len() {
+                    return (out, true);
+                }
+                continue;
+            }
+            out.append(&mut self.held);
+            if byte == self.keys[0] {
+                self.held.push(byte);
+                if self.keys.len() == 1 {
+                    return (out, true);
+                }
+            } else {
+                out.push(byte);
+            }
+        }
+        (out, false)
     }
 }
 
@@ -372,6 +435,7 @@ async fn attach(
     want_stdin: bool,
     stdout: bool,
     stderr: bool,
+    detach_keys: Vec<u8>,
     reader: BufReader<OwnedReadHalf>,
     mut writer: OwnedWriteHalf,
 ) -> std::io::Result<()> {
@@ -385,18 +449,42 @@ async fn attach(
     } else {
         None
     };
+    let (detached_tx, detached_rx) = oneshot::channel::<()>();
+    // Ready once the client detached; pending for ever if it never will (a
+    // dropped sender), so the loop below can poll it again and again.
+    let detached = async {
+        if detached_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(detached);
     if let Some(target) = target {
         let monitor = monitor.clone();
         spawn_local(async move {
-            let _ = feed_stdin(reader, target).await;
-            // Stdin closed by the client: with StdinOnce the container sees EOF.
-            if monitor.config.stdin_once && monitor.tty_master.is_none() {
-                monitor.stdin.borrow_mut().take();
+            match feed_stdin(reader, target, &detach_keys).await {
+                // The client detached: its stream ends, stdin stays open.
+                Ok(Fed::Detached) => {
+                    let _ = detached_tx.send(());
+                }
+                // Stdin closed by the client: with StdinOnce the container sees EOF.
+                _ => {
+                    if monitor.config.stdin_once && monitor.tty_master.is_none() {
+                        monitor.stdin.borrow_mut().take();
+                    }
+                }
             }
         });
+    } else {
+        drop(detached_tx);
     }
-    while let Some(frame) = frames.recv().await {
-        writer.write_all(&frame).await?;
+    loop {
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(frame) => writer.write_all(&frame).await?,
+                None => break,
+            },
+            () = &mut detached => break,
+        }
     }
     writer.shutdown().await
 }
@@ -619,15 +707,21 @@ async fn exec(
     let mut answer = Reply::ok();
     answer.pid = pid;
     reply(&mut writer, &answer).await?;
-    if let Some(target) = stdin_target.filter(|_| spec.stdin) {
-        spawn_local(async move {
-            let _ = feed_stdin(reader, target).await;
-        });
-    }
     let forwarder = spawn_local(async move {
         let result = forward_frames(rx, &mut writer).await;
         (writer, result)
     });
+    if let Some(target) = stdin_target.filter(|_| spec.stdin) {
+        let keys = spec.detach_keys.clone();
+        let client = forwarder.abort_handle();
+        spawn_local(async move {
+            // A client that detaches loses its stream (the connection
+            // closes); the process runs on, its output read and dropped.
+            if let Ok(Fed::Detached) = feed_stdin(reader, target, &keys).await {
+                client.abort();
+            }
+        });
+    }
     let code = done_rx.await.unwrap_or(-1);
     for mut reader in readers {
         // Output still buffered in a pipe after the exit gets two seconds (a
@@ -651,4 +745,24 @@ async fn exec(
         .write_all(&super::protocol::frame(FRAME_EXIT, &payload))
         .await?;
     writer.shutdown().await
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::Escape;
+
+    #[test]
+    fn detach_keys_are_matched_across_reads_and_held_bytes_come_back() {
+        let keys = [0x10, 0x11];
+        let mut escape = Escape::new(&keys);
+        assert_eq!(escape.feed(b"ab\x10"), (b"ab".to_vec(), false));
+        // The sequence breaks off: the held byte is written after all.
+        assert_eq!(escape.feed(b"c"), (b"\x10c".to_vec(), false));
+        assert_eq!(escape.feed(b"\x10\x10"), (b"\x10".to_vec(), false));
+        assert_eq!(escape.feed(b"\x11rest"), (Vec::new(), true));
+        let mut one = Escape::new(&[0x10]);
+        assert_eq!(one.feed(b"x\x10y"), (b"x".to_vec(), true));
+        let mut none = Escape::new(&[]);
+        assert_eq!(none.feed(b"\x10\x11"), (b"\x10\x11".to_vec(), false));
+    }
 }

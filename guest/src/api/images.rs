@@ -576,7 +576,14 @@ async fn load(
         let name = image.tags.first().unwrap_or(&image.id);
         publish(&engine, "load", &image.id, name);
     }
-    Ok(([(header::CONTENT_TYPE, "application/json")], lines).into_response())
+    // A stream, chunked as dockerd's: the SDKs read a load's answer line by
+    // line only when it is (else as one JSON document, which it is not).
+    let chunks = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(lines)) });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 async fn save_many(

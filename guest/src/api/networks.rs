@@ -41,9 +41,12 @@ pub fn routes() -> Router<Arc<Engine>> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 struct IpamConfig {
+    #[serde(deserialize_with = "null_default")]
     subnet: String,
-    #[serde(rename = "IPRange")]
+    // The SDKs send `null` for what they leave out.
+    #[serde(rename = "IPRange", deserialize_with = "null_default")]
     ip_range: String,
+    #[serde(deserialize_with = "null_default")]
     gateway: String,
 }
 

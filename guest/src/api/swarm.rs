@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
@@ -42,19 +43,23 @@ pub fn routes() -> Router<Arc<Engine>> {
     router
 }
 
+// Each refusal reads the (small) request body first, as Go's server does:
+// one answered before the client has sent it can reach the client as a
+// broken pipe instead of the message.
+
 fn unavailable(message: &str) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
 }
 
-async fn not_a_manager() -> ApiError {
+async fn not_a_manager(_body: Bytes) -> ApiError {
     unavailable(NOT_A_MANAGER)
 }
 
-async fn not_in_a_swarm() -> ApiError {
+async fn not_in_a_swarm(_body: Bytes) -> ApiError {
     unavailable(NOT_IN_A_SWARM)
 }
 
-async fn no_swarm_mode() -> ApiError {
+async fn no_swarm_mode(_body: Bytes) -> ApiError {
     unavailable(NO_SWARM_MODE)
 }
 
@@ -64,12 +69,12 @@ async fn plugins() -> Json<Value> {
 }
 
 /// Any one plugin: there is none (dockerd's 404 for a name it lacks).
-async fn no_such_plugin() -> ApiError {
+async fn no_such_plugin(_body: Bytes) -> ApiError {
     ApiError::not_found("plugin not found")
 }
 
 /// `POST /plugins/pull`: this engine runs no plugins.
-async fn plugin_pull() -> ApiError {
+async fn plugin_pull(_body: Bytes) -> ApiError {
     ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
         "plugins are not supported by vmctl's engine",

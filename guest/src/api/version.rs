@@ -23,6 +23,18 @@ fn split_version(path: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// The API version a request named in its path, for the few answers that
+/// changed between versions (absent: the newest).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestedVersion(pub (u32, u32));
+
+impl RequestedVersion {
+    /// Whether the request named a version before `major.minor`.
+    pub fn before(version: Option<&Self>, major: u32, minor: u32) -> bool {
+        version.is_some_and(|v| v.0 < (major, minor))
+    }
+}
+
 /// Checks the version prefix of a request and removes it from the path.
 pub fn strip_version(mut request: Request<Body>) -> Result<Request<Body>, ApiError> {
     let path = request.uri().path().to_owned();
@@ -51,6 +63,7 @@ pub fn strip_version(mut request: Request<Body>) -> Result<Request<Body>, ApiErr
     *request.uri_mut() = uri
         .parse::<Uri>()
         .map_err(|_| ApiError::bad_request(format!("invalid request path {path}")))?;
+    request.extensions_mut().insert(RequestedVersion(wanted));
     Ok(request)
 }
 

@@ -183,13 +183,18 @@ async fn remove(
 
 async fn prune(
     State(engine): State<Arc<Engine>>,
+    version: Option<axum::Extension<super::version::RequestedVersion>>,
     query: Result<Query<FiltersQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(query) = query?;
-    let filters = to_filters(
+    let mut filters = to_filters(
         parse_filters(query.filters.as_deref())?,
         &["label", "label!", "all"],
     )?;
+    // Before API 1.42 a prune took named volumes too (`all` came then).
+    if super::version::RequestedVersion::before(version.as_deref(), 1, 42) {
+        filters.all = true;
+    }
     // As for remove: creates wait until the prune is done.
     let users = engine.in_use().await;
     let in_use: HashSet<String> = users.volumes.keys().cloned().collect();

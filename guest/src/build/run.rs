@@ -97,7 +97,11 @@ pub async fn run(
             // the payload.
             let payload = frame.get(8..).unwrap_or_default();
             if !quiet && !payload.is_empty() {
-                let text = String::from_utf8_lossy(payload).into_owned();
+                let mut text = String::from_utf8_lossy(payload).into_owned();
+                // dockerd's classic builder shows a step's stderr in red.
+                if frame.first() == Some(&crate::state::stream::STDERR) {
+                    text = format!("\u{1b}[91m{text}\u{1b}[0m");
+                }
                 if tx.send(Message::Stream(text)).await.is_err() {
                     return;
                 }

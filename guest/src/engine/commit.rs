@@ -77,9 +77,20 @@ impl Engine {
             rootfs: parent.rootfs.clone(),
             history,
         };
-        let freeze = request.pause && running && !paused;
+        let mut freeze = request.pause && running && !paused;
         if freeze {
-            self.pause(&id, true).await?;
+            if let Err(e) = self.pause(&id, true).await {
+                // A container exiting as the commit starts has nothing to
+                // freeze (its monitor is gone): commit it stopped, as dockerd.
+                let handle = self.container(&id).await?;
+                if !handle
+                    .wait_stopped(Some(std::time::Duration::from_secs(5)))
+                    .await
+                {
+                    return Err(e);
+                }
+                freeze = false;
+            }
         }
         let upper = self.layout.container(&id).join("upper");
         let images = self.images.clone();

@@ -153,6 +153,34 @@ pub fn validate_host_config(host_config: &HostConfig) -> Result<(), EngineError>
     if host_config.network_mode == "container:" {
         return Err(EngineError::NotFoundNetwork("container:".to_owned()));
     }
+    if !matches!(host_config.runtime.as_str(), "" | "runc") {
+        return Err(EngineError::InvalidParameter(format!(
+            "unknown or invalid runtime name: {}",
+            host_config.runtime
+        )));
+    }
+    // Docker's built-in log drivers; any other name is a plugin, and this
+    // engine has none.
+    let driver = host_config.log_config.kind.as_str();
+    if !matches!(
+        driver,
+        "" | "json-file"
+            | "local"
+            | "none"
+            | "journald"
+            | "syslog"
+            | "gelf"
+            | "fluentd"
+            | "awslogs"
+            | "splunk"
+            | "etwlogs"
+            | "gcplogs"
+            | "logentries"
+    ) {
+        return Err(EngineError::InvalidParameter(format!(
+            "logger: no log driver named '{driver}' is registered"
+        )));
+    }
     Ok(())
 }
 
@@ -168,11 +196,13 @@ impl Engine {
             mut host_config,
             networking_config,
         } = request;
-        let name = match name.filter(|n| !n.is_empty()) {
-            Some(name) => names::validate(name)
-                .map_err(EngineError::InvalidParameter)?
-                .to_owned(),
-            None => names::random_name(),
+        let given = match name.filter(|n| !n.is_empty()) {
+            Some(name) => Some(
+                names::validate(name)
+                    .map_err(EngineError::InvalidParameter)?
+                    .to_owned(),
+            ),
+            None => None,
         };
         if config.image.is_empty() {
             return Err(EngineError::InvalidParameter(
@@ -203,6 +233,10 @@ impl Engine {
         if host_config.log_config.kind.is_empty() {
             host_config.log_config.kind = "json-file".to_owned();
         }
+        // The one runtime, under dockerd's default name (clients read it).
+        if host_config.runtime.is_empty() {
+            host_config.runtime = "runc".to_owned();
+        }
         let mut warnings = Vec::new();
         let networking = self
             .plan_networking(&config, &host_config, networking_config.as_ref())
@@ -222,6 +256,9 @@ impl Engine {
         // The registry stays locked from here to the insert, so the name and
         // the volumes' users cannot change under us.
         let mut registry = self.containers.write().await;
+        // A generated name never collides: another is drawn, as by Docker.
+        let name =
+            given.unwrap_or_else(|| names::unused_random_name(|n| registry.names.contains_key(n)));
         if let Some(existing) = registry.names.get(&name) {
             return Err(EngineError::NameInUse {
                 name,

@@ -13,8 +13,9 @@ pub fn endpoint_json(endpoint: &EndpointRecord, running: bool) -> Value {
         "IPAMConfig": endpoint.requested_ip.map(|ip| json!({"IPv4Address": ip.to_string()})),
         "Links": null,
         "Aliases": if endpoint.aliases.is_empty() { Value::Null } else { json!(endpoint.aliases) },
-        "MacAddress": endpoint.mac,
-        "DriverOpts": null,
+        // The address in use, else the one asked for (a created container).
+        "MacAddress": if endpoint.mac.is_empty() { &endpoint.requested_mac } else { &endpoint.mac },
+        "DriverOpts": if endpoint.driver_opts.is_empty() { Value::Null } else { json!(endpoint.driver_opts) },
         "NetworkID": endpoint.network_id,
         "EndpointID": endpoint.endpoint_id,
         "Gateway": endpoint.gateway.filter(|_| address.is_some()).map(|g| g.to_string()).unwrap_or_default(),

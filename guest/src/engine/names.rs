@@ -99,6 +99,28 @@ pub fn random_name() -> String {
     )
 }
 
+/// A random name that `taken` does not hold: a few draws, then (as Docker
+/// does when the two lists run short) a draw with digits added.
+pub fn unused_random_name(taken: impl Fn(&str) -> bool) -> String {
+    for _ in 0..10 {
+        let name = random_name();
+        if !taken(&name) {
+            return name;
+        }
+    }
+    let mut rng = rand::thread_rng();
+    loop {
+        let name = format!(
+            "{}{}",
+            random_name(),
+            rand::Rng::gen_range(&mut rng, 0..10_000)
+        );
+        if !taken(&name) {
+            return name;
+        }
+    }
+}
+
 /// Docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, an optional leading `/`.
 pub fn validate(name: &str) -> Result<&str, String> {
     let bare = name.strip_prefix('/').unwrap_or(name);
@@ -132,6 +154,10 @@ mod tests {
         assert!(validate("a b").is_err());
         assert!(validate("x").is_err());
         assert!(validate(&random_name()).is_ok());
+        // Every plain name taken: digits are added.
+        let name = unused_random_name(|n| !n.chars().last().unwrap().is_ascii_digit());
+        assert!(validate(&name).is_ok());
+        assert!(name.chars().last().unwrap().is_ascii_digit(), "{name}");
         assert_eq!(new_id().len(), 64);
     }
 }

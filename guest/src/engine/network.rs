@@ -49,6 +49,15 @@ pub fn endpoint_settings(
                 .collect()
         })
         .unwrap_or_default();
+    endpoint.driver_opts = value
+        .get("DriverOpts")
+        .and_then(Value::as_object)
+        .map(|opts| {
+            opts.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
     let mac = value
         .get("MacAddress")
         .and_then(Value::as_str)
@@ -214,7 +223,16 @@ impl Engine {
                     Some((Protocol::parse(protocol)?, port.parse().ok()?))
                 })
                 .collect();
-            targets.push((other.name.clone(), alias, LinkTarget { address, ports }));
+            let env = other.config.env.clone();
+            targets.push((
+                other.name.clone(),
+                alias,
+                LinkTarget {
+                    address,
+                    ports,
+                    env,
+                },
+            ));
         }
         targets
     }
@@ -481,6 +499,16 @@ pub fn link_env(own_name: &str, links: &[(String, String, LinkTarget)]) -> Vec<S
             env.push(format!("{base}_PORT={port}"));
             env.push(format!("{base}_PROTO={proto}"));
         }
+        // The linked container's own variables, but for what every image
+        // sets (as Docker leaves them out).
+        for entry in &target.env {
+            let Some((key, value)) = entry.split_once('=') else {
+                continue;
+            };
+            if key != "HOME" && key != "PATH" {
+                env.push(format!("{prefix}_ENV_{key}={value}"));
+            }
+        }
     }
     env
 }
@@ -509,6 +537,7 @@ mod tests {
         let target = LinkTarget {
             address: "172.17.0.2".parse().unwrap(),
             ports: vec![(Protocol::Tcp, 80)],
+            env: vec!["PATH=/bin".into(), "FOO=1".into(), "BAR=a=b".into()],
         };
         let env = link_env("client", &[("web".into(), "db".into(), target)]);
         assert_eq!(
@@ -520,6 +549,8 @@ mod tests {
                 "DB_PORT_80_TCP_ADDR=172.17.0.2",
                 "DB_PORT_80_TCP_PORT=80",
                 "DB_PORT_80_TCP_PROTO=tcp",
+                "DB_ENV_FOO=1",
+                "DB_ENV_BAR=a=b",
             ]
         );
     }

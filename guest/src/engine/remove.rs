@@ -70,6 +70,30 @@ impl Engine {
     }
 
     /// `docker rename`.
+    /// `docker rm --link PARENT/ALIAS`: the parent forgets that legacy link
+    /// (from its next start on; both containers stay). Anything that is not
+    /// one of its links is no such container, as for dockerd.
+    pub async fn remove_link(&self, parent: &str, alias: &str) -> Result<(), EngineError> {
+        let missing = || EngineError::NoSuchContainer(format!("{parent}/{alias}"));
+        let handle = self.container(parent).await.map_err(|_| missing())?;
+        let mut record = handle.record.lock().await;
+        let before = record.host_config.links.clone();
+        let mut links = before.clone().unwrap_or_default();
+        let Some(at) = links
+            .iter()
+            .position(|l| super::network::parse_link(l).1 == alias)
+        else {
+            return Err(missing());
+        };
+        links.remove(at);
+        record.host_config.links = (!links.is_empty()).then_some(links);
+        if let Err(e) = self.save(&record) {
+            record.host_config.links = before;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     pub async fn rename(&self, key: &str, new_name: &str) -> Result<(), EngineError> {
         let new_name = super::names::validate(new_name)
             .map_err(EngineError::InvalidParameter)?

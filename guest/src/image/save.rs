@@ -26,8 +26,9 @@ impl BlobSource for StoreBlobs {
 }
 
 impl ImageStore {
-    /// Writes the images `references` name to `out`. A tag saves that name;
-    /// an id saves the image with all its names.
+    /// Writes the images `references` name to `out`. A tag saves that name,
+    /// a bare repository name every tag of it in the store; an id saves the
+    /// image without names, as dockerd does (a load then names nothing).
     pub fn save(&self, references: &[String], out: impl Write) -> Result<(), ImageError> {
         let images = self.archive_images(references)?;
         let mut blobs = StoreBlobs {
@@ -41,60 +42,77 @@ impl ImageStore {
         let state = self.lock();
         let mut images: Vec<ArchiveImage> = Vec::new();
         for reference in references {
-            let id = lookup(&state, reference)?;
-            let tagged = Named::parse(reference)
+            // A bare repository name saves every tag of it; a tag saves that
+            // name; an id (or what else names an image) saves it unnamed.
+            let repository = Named::parse_name_only(reference)
                 .ok()
-                .map(|n| n.full())
-                .filter(|full| state.tags.get(full) == Some(&id));
-            let names: Vec<String> = match tagged {
-                Some(full) => vec![full],
-                None => state
-                    .tags
-                    .iter()
-                    .filter(|(_, v)| **v == id)
-                    .map(|(k, _)| k.clone())
-                    .collect(),
-            };
-            let names: Vec<ImageName> = names
-                .into_iter()
-                .map(|full| ImageName {
-                    familiar: reference::familiar(&full),
-                    full,
+                .filter(|n| n.tag.is_none() && n.digest.is_none())
+                .map(|n| format!("{}:", n.name));
+            let repository_tags: Vec<(String, String)> = repository
+                .map(|prefix| {
+                    state
+                        .tags
+                        .iter()
+                        .filter(|(tag, _)| tag.starts_with(&prefix))
+                        .map(|(tag, id)| (id.clone(), tag.clone()))
+                        .collect()
                 })
-                .collect();
-            if let Some(existing) = images.iter_mut().find(|i| i.config.digest == id) {
-                for name in names {
-                    if !existing.names.contains(&name) {
-                        existing.names.push(name);
-                    }
-                }
-                continue;
-            }
-            let image = &state.images[&id];
-            let config_path = self.blob_path(&id);
-            let config_size = std::fs::metadata(&config_path)
-                .map_err(|e| ImageError::io("stat", &config_path, e))?
-                .len();
-            images.push(ArchiveImage {
-                config: Descriptor {
-                    media_type: MEDIA_CONFIG.to_owned(),
-                    digest: id.clone(),
-                    size: config_size,
-                    ..Descriptor::default()
-                },
-                layers: image
-                    .meta
-                    .layers
-                    .iter()
-                    .map(|l| Descriptor {
-                        media_type: l.media_type.clone(),
-                        digest: l.digest.clone(),
-                        size: l.blob_size,
-                        ..Descriptor::default()
+                .unwrap_or_default();
+            let entries: Vec<(String, Vec<String>)> = if repository_tags.is_empty() {
+                let id = lookup(&state, reference)?;
+                let tagged = Named::parse(reference)
+                    .ok()
+                    .map(|n| n.full())
+                    .filter(|full| state.tags.get(full) == Some(&id));
+                vec![(id, tagged.into_iter().collect())]
+            } else {
+                repository_tags
+                    .into_iter()
+                    .map(|(id, tag)| (id, vec![tag]))
+                    .collect()
+            };
+            for (id, names) in entries {
+                let names: Vec<ImageName> = names
+                    .into_iter()
+                    .map(|full| ImageName {
+                        familiar: reference::familiar(&full),
+                        full,
                     })
-                    .collect(),
-                names,
-            });
+                    .collect();
+                if let Some(existing) = images.iter_mut().find(|i| i.config.digest == id) {
+                    for name in names {
+                        if !existing.names.contains(&name) {
+                            existing.names.push(name);
+                        }
+                    }
+                    continue;
+                }
+                let image = &state.images[&id];
+                let config_path = self.blob_path(&id);
+                let config_size = std::fs::metadata(&config_path)
+                    .map_err(|e| ImageError::io("stat", &config_path, e))?
+                    .len();
+                images.push(ArchiveImage {
+                    config: Descriptor {
+                        media_type: MEDIA_CONFIG.to_owned(),
+                        digest: id.clone(),
+                        size: config_size,
+                        ..Descriptor::default()
+                    },
+                    layers: image
+                        .meta
+                        .layers
+                        .iter()
+                        .map(|l| Descriptor {
+                            media_type: l.media_type.clone(),
+                            digest: l.digest.clone(),
+                            size: l.blob_size,
+                            ..Descriptor::default()
+                        })
+                        .collect(),
+                    names,
+                });
+            }
         }
         Ok(images)
     }

@@ -88,6 +88,9 @@ pub struct EndpointRecord {
     pub requested_ip: Option<Ipv4Addr>,
     /// `--mac-address` (or the endpoint's MacAddress).
     pub requested_mac: String,
+    /// The endpoint's `DriverOpts`, kept as dockerd keeps them (the bridge
+    /// driver acts on none of them).
+    pub driver_opts: BTreeMap<String, String>,
     /// The following are set while the container runs, cleared at its exit.
     pub endpoint_id: String,
     pub address: Option<Ipv4Net>,

@@ -91,6 +91,8 @@ impl Sandbox {
 pub struct LinkTarget {
     pub address: Ipv4Addr,
     pub ports: Vec<(Protocol, u16)>,
+    /// The linked container's environment (`ALIAS_ENV_*` for the linker).
+    pub env: Vec<String>,
 }
 
 /// What the engine asks for when a container starts.

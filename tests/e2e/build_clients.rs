@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bollard::query_parameters::BuildImageOptionsBuilder;
@@ -196,62 +195,6 @@ fn compose_builds_a_service_and_runs_it_on_the_project_network() {
 // ---------------------------------------------------------------------------
 // The Docker SDK for Python
 
-/// The version of the Docker SDK for Python the virtualenv holds.
-const SDK_VERSION: &str = "7.1.0";
-
-/// The python of a virtualenv holding the Docker SDK for Python, made once
-/// under target/ and kept (like `hello.tar`); or why it cannot be made
-/// (no python3-venv, PyPI out of reach).
-fn sdk_python() -> Result<PathBuf, String> {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            let venv = vmctl_tests::bin_dir().join("e2e-docker-sdk");
-            let ready = venv.join(format!("docker-{SDK_VERSION}.ready"));
-            if ready.exists() {
-                return Ok(venv.join("bin/python"));
-            }
-            // Made aside and renamed, so that a half-made one is never used.
-            let tmp =
-                vmctl_tests::bin_dir().join(format!(".e2e-docker-sdk.{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&tmp);
-            let run = |program: &Path, args: &[&str]| -> Result<(), String> {
-                let out = Command::new(program)
-                    .args(args)
-                    .stdin(Stdio::null())
-                    .output()
-                    .map_err(|e| format!("{}: {e}", program.display()))?;
-                if out.status.success() {
-                    return Ok(());
-                }
-                let _ = std::fs::remove_dir_all(&tmp);
-                Err(format!(
-                    "{} {args:?}: {}",
-                    program.display(),
-                    text(&out.stderr).trim()
-                ))
-            };
-            let python = Path::new(vmctl_tests::outside::python3());
-            run(python, &["-m", "venv", tmp.to_str().expect("utf-8 path")])?;
-            let pin = format!("docker=={SDK_VERSION}");
-            let pip = [
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                &pin,
-            ];
-            run(&tmp.join("bin/python"), &pip)?;
-            std::fs::write(tmp.join(format!("docker-{SDK_VERSION}.ready")), "")
-                .map_err(|e| e.to_string())?;
-            let _ = std::fs::remove_dir_all(&venv);
-            std::fs::rename(&tmp, &venv).map_err(|e| e.to_string())?;
-            Ok(venv.join("bin/python"))
-        })
-        .clone()
-}
-
 /// Builds with the SDK (argv: engine URL, context dir) and prints what it
 /// saw as one JSON object.
 const SDK_SCRIPT: &str = r#"
@@ -300,7 +243,7 @@ print(json.dumps(report))
 #[test]
 fn python_sdk_builds_with_args_target_labels_and_gzip_and_raises_build_error() {
     require_root!();
-    let python = match sdk_python() {
+    let python = match vmctl_tests::sdk::python() {
         Ok(python) => python,
         Err(reason) => {
             eprintln!("SKIPPED: no virtualenv with the Docker SDK for Python: {reason}");

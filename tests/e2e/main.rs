@@ -26,6 +26,7 @@ mod network_ports;
 mod network_user;
 mod pull;
 mod run;
+mod sdk_client;
 mod stats;
 mod vm;
 mod vm_hostile;

@@ -19,6 +19,7 @@ pub mod oci_layout;
 pub mod outside;
 pub mod probe;
 pub mod registry;
+pub mod sdk;
 pub mod vm;
 
 #[cfg(test)]

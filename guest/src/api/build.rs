@@ -255,7 +255,9 @@ async fn build(
         name => name.to_owned(),
     };
     let received = tokio::task::spawn_blocking(move || {
-        crate::build::index::Context::receive(reader, &tar, &dir, &dockerfile)
+        let mut context = crate::build::index::Context::receive(reader, &tar, &dir, &dockerfile)?;
+        context.drop_ignored(&dockerfile)?;
+        Ok::<_, crate::image::ImageError>(context)
     })
     .await
     .map_err(|e| ApiError::from(EngineError::Runtime(e.to_string())))?;

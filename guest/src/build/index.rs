@@ -61,6 +61,25 @@ pub struct Context {
     /// The Dockerfile's bytes, when it is a regular file of the context.
     dockerfile: Option<Vec<u8>>,
     unpacked: Mutex<bool>,
+    /// Paths `.dockerignore` drops (see [`Context::drop_ignored`]).
+    dropped: Vec<String>,
+}
+
+/// Removes the file `path` of the unpacked context, its parent reached
+/// inside the context (a context's own links cannot lead it out).
+fn remove_in_root(root: &Path, path: &str) -> Result<(), ImageError> {
+    let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let dir =
+        crate::runtime::in_root::open_path(root, if parent.is_empty() { "." } else { parent })
+            .map_err(|e| ImageError::io("open", root.join(parent), e))?;
+    match nix::unistd::unlinkat(
+        Some(std::os::fd::AsRawFd::as_raw_fd(&dir)),
+        name,
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(ImageError::io("remove", root.join(path), e.into())),
+    }
 }
 
 /// Reads everything through, writing it to `out` as it goes.
@@ -168,7 +187,39 @@ impl Context {
             entries,
             dockerfile: kept,
             unpacked: Mutex::new(false),
+            dropped: Vec::new(),
         })
+    }
+
+    /// Drops `.dockerignore` and the Dockerfile from the context when the
+    /// context's `.dockerignore` names them, as dockerd's classic builder
+    /// does (`super::dockerignore`). A Dockerfile is dropped only when the
+    /// index kept its bytes (one read from the unpacked context stays).
+    pub fn drop_ignored(&mut self, dockerfile: &str) -> Result<(), ImageError> {
+        const IGNORE: &str = ".dockerignore";
+        let Some((at, size)) = self
+            .entries
+            .get(IGNORE)
+            .filter(|e| e.kind == b'0' && e.size <= super::context::MAX_DOCKERFILE)
+            .and_then(|e| Some((e.offset?, e.size)))
+        else {
+            return Ok(());
+        };
+        let mut bytes = vec![0u8; size as usize];
+        File::open(&self.tar)
+            .and_then(|file| std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, at))
+            .map_err(|e| ImageError::io("read", &self.tar, e))?;
+        let patterns = super::dockerignore::Patterns::parse(&String::from_utf8_lossy(&bytes));
+        let dockerfile = clean_in_root(dockerfile);
+        for path in [IGNORE.to_owned(), dockerfile.clone()] {
+            if path == dockerfile && self.dockerfile.is_none() {
+                continue;
+            }
+            if patterns.excludes(&path) && self.entries.remove(&path).is_some() {
+                self.dropped.push(path);
+            }
+        }
+        Ok(())
     }
 
     /// The unpacked context, unpacking it the first time.
@@ -177,6 +228,9 @@ impl Context {
         if !*done {
             let file = File::open(&self.tar).map_err(|e| ImageError::io("open", &self.tar, e))?;
             super::context::unpack(file, &self.dir)?;
+            for path in &self.dropped {
+                remove_in_root(&self.dir, path)?;
+            }
             *done = true;
         }
         Ok(&self.dir)
@@ -587,6 +641,39 @@ mod tests {
         // The unpacked context holds what the tar held.
         let dir = ctx.unpacked().unwrap();
         assert_eq!(std::fs::read(dir.join("src/b.txt")).unwrap(), b"b");
+    }
+
+    #[test]
+    fn a_dockerignore_naming_the_dockerfile_and_itself_drops_them() {
+        let (_d, mut ctx) = context(
+            &[
+                ("Dockerfile", b"FROM x\n"),
+                (".dockerignore", b"Dockerfile\n.dockerignore\n"),
+                ("kept.txt", b"k"),
+            ],
+            &[],
+        );
+        ctx.drop_ignored("Dockerfile").unwrap();
+        let (sources, _) = found(ctx.lookup(&[".".to_owned()]).unwrap());
+        assert_eq!(sources, [""]);
+        assert!(ctx.entries.contains_key("kept.txt"));
+        assert!(!ctx.entries.contains_key("Dockerfile"));
+        assert!(!ctx.entries.contains_key(".dockerignore"));
+        // Its text was read before: the build still has it.
+        assert_eq!(ctx.dockerfile("Dockerfile").unwrap(), "FROM x\n");
+        let dir = ctx.unpacked().unwrap();
+        assert!(dir.join("kept.txt").exists());
+        assert!(!dir.join("Dockerfile").exists());
+        assert!(!dir.join(".dockerignore").exists());
+
+        // Not named: both stay.
+        let (_d, mut ctx) = context(
+            &[("Dockerfile", b"FROM x\n"), (".dockerignore", b"*.log\n")],
+            &[],
+        );
+        ctx.drop_ignored("Dockerfile").unwrap();
+        assert!(ctx.entries.contains_key("Dockerfile"));
+        assert!(ctx.entries.contains_key(".dockerignore"));
     }
 
     /// One entry of a test context: path, type, mode, mtime, data or link.

@@ -25,6 +25,7 @@ pub mod builder;
 pub mod context;
 pub mod copy;
 pub mod dockerfile;
+pub mod dockerignore;
 pub mod index;
 pub mod run;
 

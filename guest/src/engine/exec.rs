@@ -28,6 +28,8 @@ pub struct ExecConfig {
     pub user: String,
     pub working_dir: String,
     pub privileged: bool,
+    /// The SDKs write `detachKeys` (dockerd reads JSON keys in any case).
+    #[serde(alias = "detachKeys")]
     pub detach_keys: String,
     pub console_size: Option<[u16; 2]>,
 }

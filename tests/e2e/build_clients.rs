@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use bollard::query_parameters::BuildImageOptionsBuilder;
@@ -259,20 +259,7 @@ fn python_sdk_builds_with_args_target_labels_and_gzip_and_raises_build_error() {
             "FROM hello AS base\nARG WHO=nobody\nRUN echo \"$WHO\" > /who\nCMD [\"cat\", \"/who\"]\n\nFROM base AS other\nRUN echo never-built\n",
         )],
     );
-    let out = Command::new(&python)
-        .args(["-c", SDK_SCRIPT, &engine.docker_host()])
-        .arg(&ctx)
-        .stdin(Stdio::null())
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "the SDK script failed:\n{}\nengine log:\n{}",
-        text(&out.stderr),
-        vmctl_tests::tail(&engine.log(), 30)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("the SDK script's JSON");
+    let report = vmctl_tests::sdk::report(&python, SDK_SCRIPT, &engine, &[ctx.as_os_str()]);
 
     let id = report["id"].as_str().expect("id");
     assert_eq!(report["aux"], serde_json::json!([id]), "{report}");

@@ -5,8 +5,6 @@
 //! log driver and runtime it reads back; a load answered line by line; an
 //! API 1.41 volume prune; IPAM settings with nulls.
 
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
 use vmctl_tests::{require_root, Engine};
 
@@ -127,18 +125,7 @@ fn the_python_sdk_gets_dockers_semantics() {
         }
     };
     let engine = Engine::start();
-    let out = Command::new(&python)
-        .args(["-c", SCRIPT, &engine.docker_host()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "the SDK script failed:\n{}\nengine log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        vmctl_tests::tail(&engine.log(), 30)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
+    let report = vmctl_tests::sdk::report(&python, SCRIPT, &engine, &[]);
     assert_eq!(report["exec"], "hello\n", "{report}");
     assert_eq!(report["demux"], serde_json::json!(["out\n", "err\n"]));
     assert_eq!(report["tty"], "out\r\nerr\r\n");

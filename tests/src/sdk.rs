@@ -63,3 +63,26 @@ pub fn python() -> Result<PathBuf, String> {
         })
         .clone()
 }
+
+/// Runs `script` with the SDK's python (argv: the engine's URL, then
+/// `args`); it must succeed and print one JSON object, which is answered.
+pub fn report(
+    python: &Path,
+    script: &str,
+    engine: &crate::Engine,
+    args: &[&std::ffi::OsStr],
+) -> serde_json::Value {
+    let out = Command::new(python)
+        .args(["-c", script, &engine.docker_host()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "the SDK script failed:\n{}\nengine log:\n{}",
+        text(&out.stderr),
+        crate::tail(&engine.log(), 30)
+    );
+    serde_json::from_slice(&out.stdout).expect("the SDK script's JSON")
+}

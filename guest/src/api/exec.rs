@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use crate::engine::exec::ExecConfig;
+use crate::engine::stream;
 use crate::engine::{Engine, EngineError};
 
 pub fn routes() -> Router<Arc<Engine>> {
@@ -92,13 +93,9 @@ async fn start(
             let (_, mut session) = engine.exec_start(&id).await?;
             tokio::spawn(async move {
                 let mut code = None;
-                while let Ok(Some((kind, payload))) =
-                    crate::state::stream::read_frame(&mut session.reader).await
-                {
-                    if kind == crate::state::stream::FRAME_EXIT {
-                        code = serde_json::from_slice::<crate::engine::stream::ExitInfo>(&payload)
-                            .ok()
-                            .map(|e| e.exit_code);
+                while let Some(frame) = stream::next_frame(&mut session.reader).await {
+                    if let stream::Frame::Exit(exit) = frame {
+                        code = exit;
                     }
                 }
                 engine.exec_finished(&id, code.unwrap_or(-1)).await;

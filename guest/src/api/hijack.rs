@@ -7,8 +7,8 @@ use axum::http::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
-use crate::engine::stream::{ExitInfo, Session};
-use crate::state::stream::{frame, read_frame, FRAME_EXIT, STDOUT};
+use crate::engine::stream::{next_frame, Frame, Session};
+use crate::state::stream::{frame, STDOUT};
 
 /// The `101 UPGRADED` answer, and the future of the upgraded connection.
 pub fn upgrade(
@@ -144,13 +144,14 @@ where
         client_read
     });
     let mut exit_code = None;
-    while let Ok(Some((kind, payload))) = read_frame(&mut reader).await {
-        if kind == FRAME_EXIT {
-            exit_code = serde_json::from_slice::<ExitInfo>(&payload)
-                .ok()
-                .map(|e| e.exit_code);
-            continue;
-        }
+    while let Some(next) = next_frame(&mut reader).await {
+        let (kind, payload) = match next {
+            Frame::Exit(code) => {
+                exit_code = code;
+                continue;
+            }
+            Frame::Output { kind, payload } => (kind, payload),
+        };
         let result = if tty {
             client_write.write_all(&payload).await
         } else {
@@ -210,13 +211,14 @@ where
         } = session.await?;
         let _ = writer.shutdown().await;
         let mut exit_code = None;
-        while let Ok(Some((kind, payload))) = read_frame(&mut reader).await {
-            if kind == FRAME_EXIT {
-                exit_code = serde_json::from_slice::<ExitInfo>(&payload)
-                    .ok()
-                    .map(|e| e.exit_code);
-                continue;
-            }
+        while let Some(next) = next_frame(&mut reader).await {
+            let (kind, payload) = match next {
+                Frame::Exit(code) => {
+                    exit_code = code;
+                    continue;
+                }
+                Frame::Output { kind, payload } => (kind, payload),
+            };
             let bytes = if tty { payload } else { frame(kind, &payload) };
             if tx.send(Ok(bytes.into())).await.is_err() {
                 break;

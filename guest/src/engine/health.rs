@@ -23,11 +23,12 @@ use std::time::Duration;
 
 use super::exec::ExecConfig;
 use super::record::{now_rfc3339, ContainerRecord};
+use super::stream::{next_frame, Frame};
 use super::{ContainerHandle, Engine, EngineError};
 use crate::model::{Config, Health, HealthConfig, HealthResult};
 use crate::runtime::monitor::client;
-use crate::runtime::monitor::protocol::{ExitInfo, Request};
-use crate::state::stream::{read_frame, FRAME_EXIT};
+use crate::runtime::monitor::protocol::Request;
+use crate::state::stream::read_frame;
 
 /// The longest output kept from one probe (Docker's `maxOutputLen`).
 pub const MAX_OUTPUT: usize = 4096;
@@ -357,13 +358,10 @@ impl Engine {
         let mut output = Limited::default();
         let mut code = None;
         let read = async {
-            while let Ok(Some((kind, payload))) = read_frame(&mut session.reader).await {
-                if kind == FRAME_EXIT {
-                    code = serde_json::from_slice::<ExitInfo>(&payload)
-                        .ok()
-                        .map(|e| e.exit_code);
-                } else {
-                    output.push(&payload);
+            while let Some(frame) = next_frame(&mut session.reader).await {
+                match frame {
+                    Frame::Exit(exit) => code = exit,
+                    Frame::Output { payload, .. } => output.push(&payload),
                 }
             }
         };

@@ -1,8 +1,7 @@
 //! HEALTHCHECK: probes from `--health-*` and from the image, `State.Health`,
 //! `docker ps` showing `(healthy)`, the `health` filter, `health_status`
 //! events, a probe past its timeout killed, a flooding probe cut, and the
-//! probing going on across an engine restart. Plain HTTP clients get exec
-//! and attach output as the answer's body.
+//! probing going on across an engine restart.
 
 use std::time::Duration;
 
@@ -330,73 +329,4 @@ fn probing_goes_on_across_an_engine_restart() {
     assert_eq!(status_of(&engine, "web"), "unhealthy");
     engine.ok(&["exec", "web", "touch", "/tmp/ok"]);
     wait_status(&engine, "web", "healthy");
-}
-
-#[test]
-fn plain_http_clients_get_exec_and_attach_output_as_the_body() {
-    require_root!();
-    let engine = Engine::start();
-    engine.ok(&["run", "-d", "--name", "web", "hello"]);
-    let socket = engine.docker_host();
-    let socket = socket.trim_start_matches("unix://");
-    let curl = |args: &[&str]| {
-        let out = std::process::Command::new("curl")
-            .args(["-sS", "--unix-socket", socket])
-            .args(args)
-            .output()
-            .expect("curl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    let created = curl(&[
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        r#"{"AttachStdout":true,"AttachStderr":true,"Cmd":["sh","-c","echo out; echo err >&2; exit 4"]}"#,
-        "http://d/containers/web/exec",
-    ]);
-    let created: Value = serde_json::from_slice(&created).unwrap();
-    let exec_id = created["Id"].as_str().unwrap().to_owned();
-    let body = curl(&[
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        "{}",
-        &format!("http://d/exec/{exec_id}/start"),
-    ]);
-    // Docker's multiplexed frames: stdout, then stderr.
-    let mut frames = Vec::new();
-    let mut rest = &body[..];
-    while rest.len() >= 8 {
-        let len = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
-        frames.push((
-            rest[0],
-            String::from_utf8_lossy(&rest[8..8 + len]).into_owned(),
-        ));
-        rest = &rest[8 + len..];
-    }
-    frames.sort();
-    assert_eq!(
-        frames,
-        [(1, "out\n".to_owned()), (2, "err\n".to_owned())],
-        "{body:?}"
-    );
-    assert!(eventually(LONG, || {
-        let inspect: Value =
-            serde_json::from_slice(&curl(&[&format!("http://d/exec/{exec_id}/json")])).unwrap();
-        inspect["ExitCode"] == 4
-    }));
-
-    // attach logs=1&stream=0 without an upgrade: the logs as the body.
-    engine.ok(&["run", "--name", "said", "hello", "echo", "hello there"]);
-    let body = curl(&[
-        "-X",
-        "POST",
-        "http://d/containers/said/attach?logs=1&stream=0&stdout=1",
-    ]);
-    assert_eq!(&body[8..], b"hello there\n", "{body:?}");
 }

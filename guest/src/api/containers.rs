@@ -38,6 +38,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/containers/{id}/{alias}", delete(remove_link))
         .route("/containers/{id}/logs", get(logs))
         .route("/containers/{id}/attach", post(attach))
+        .route("/containers/{id}/attach/ws", get(attach_ws))
         .route("/containers/{id}/resize", post(resize))
         .route("/containers/{id}/pause", post(pause))
         .route("/containers/{id}/unpause", post(unpause))
@@ -452,4 +453,50 @@ async fn attach(
         options.stdin,
     ));
     Ok(response)
+}
+
+/// `GET /containers/{id}/attach/ws`: attach over a WebSocket, as dockerd
+/// offers it (browsers, the SDKs' `attach_socket(ws=True)`): the output as
+/// binary messages, raw (never multiplexed: the client cannot tell stdout
+/// from stderr), `logs=1` first; messages from the client are stdin.
+async fn attach_ws(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    Query(params): Params,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let options = AttachOptions {
+        stdin: flag(&params, "stdin"),
+        stdout: flag(&params, "stdout"),
+        stderr: flag(&params, "stderr"),
+    };
+    let history = if flag(&params, "logs") && (options.stdout || options.stderr) {
+        let history = LogOptions {
+            stdout: options.stdout,
+            stderr: options.stderr,
+            follow: false,
+            timestamps: false,
+            tail: None,
+            since: None,
+            until: None,
+        };
+        Some(engine.logs(&id, history).await?)
+    } else {
+        None
+    };
+    let attached = if flag(&params, "stream") {
+        let keys = params.get("detachKeys").map(String::as_str).unwrap_or("");
+        Some(engine.attach(&id, options, keys).await?)
+    } else {
+        engine.container(&id).await?;
+        None
+    };
+    let session = async move {
+        match attached {
+            Some((_, Attached::Now(session))) => Some(session),
+            Some((_, Attached::Later(receiver))) => receiver.await.ok().and_then(Result::ok),
+            None => None,
+        }
+    };
+    Ok(upgrade.on_upgrade(move |socket| super::hijack::bridge_ws(socket, history, session)))
 }

@@ -229,6 +229,91 @@ where
     (response, pump)
 }
 
+/// The WebSocket attach: `history` (the logs so far, framed unless `tty`)
+/// and then the session's output go to the client as raw binary messages;
+/// the client's messages go to the session as stdin, its close as EOF.
+pub async fn bridge_ws<F>(
+    socket: axum::extract::ws::WebSocket,
+    history: Option<(bool, tokio::sync::mpsc::Receiver<bytes::Bytes>)>,
+    session: F,
+) where
+    F: std::future::Future<Output = Option<Session>>,
+{
+    use axum::extract::ws::Message;
+    use futures::{SinkExt, StreamExt};
+    let (mut sink, mut incoming) = socket.split();
+    if let Some((tty, mut history)) = history {
+        let mut pending = Vec::new();
+        while let Some(chunk) = history.recv().await {
+            let payloads = if tty {
+                vec![chunk.to_vec()]
+            } else {
+                pending.extend_from_slice(&chunk);
+                unframe(&mut pending)
+            };
+            for payload in payloads {
+                if sink.send(Message::Binary(payload.into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let Some(Session {
+        mut reader,
+        mut writer,
+        ..
+    }) = session.await
+    else {
+        let _ = sink.close().await;
+        return;
+    };
+    let input = tokio::spawn(async move {
+        while let Some(Ok(message)) = incoming.next().await {
+            let bytes = match message {
+                Message::Binary(bytes) => bytes.to_vec(),
+                Message::Text(text) => text.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    while let Some(next) = next_frame(&mut reader).await {
+        if let Frame::Output { payload, .. } = next {
+            if sink.send(Message::Binary(payload.into())).await.is_err() {
+                break;
+            }
+        }
+    }
+    let _ = sink.close().await;
+    input.abort();
+}
+
+/// The payloads of the whole frames at the start of `buffer` (taken out of
+/// it; a partial frame stays for the next chunk).
+fn unframe(buffer: &mut Vec<u8>) -> Vec<Vec<u8>> {
+    let mut payloads = Vec::new();
+    let mut at = 0;
+    while buffer.len() - at >= 8 {
+        let len = u32::from_be_bytes([
+            buffer[at + 4],
+            buffer[at + 5],
+            buffer[at + 6],
+            buffer[at + 7],
+        ]) as usize;
+        if buffer.len() - at - 8 < len {
+            break;
+        }
+        payloads.push(buffer[at + 8..at + 8 + len].to_vec());
+        at += 8 + len;
+    }
+    buffer.drain(..at);
+    payloads
+}
+
 /// Reports a failed exec start on the upgraded stream, as Docker does once
 /// the client has asked for an upgrade: the message on stdout, then EOF. The
 /// client then reads the exit code (126 or 127) from `GET /exec/{id}/json`.
@@ -244,4 +329,22 @@ async fn write_failure(mut io: TokioIo<hyper::upgrade::Upgraded>, tty: bool, mes
     let _ = io.write_all(&bytes).await;
     let _ = io.flush().await;
     let _ = io.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_come_apart_across_chunks() {
+        let mut stream = frame(1, b"one");
+        stream.extend(frame(2, b"two"));
+        let (first, rest) = stream.split_at(13);
+        let mut buffer = first.to_vec();
+        assert_eq!(unframe(&mut buffer), vec![b"one".to_vec()]);
+        assert_eq!(buffer.len(), 2);
+        buffer.extend_from_slice(rest);
+        assert_eq!(unframe(&mut buffer), vec![b"two".to_vec()]);
+        assert!(buffer.is_empty());
+    }
 }

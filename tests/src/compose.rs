@@ -28,12 +28,25 @@ pub fn missing() -> Option<String> {
 /// `docker-compose -p NAME ARGS` in `project` (builds through the API, not
 /// the CLI).
 pub fn run(engine: &Engine, project: &Path, name: &str, args: &[&str]) -> Output {
+    let config = engine.dir.path().join("docker-config");
+    run_at(&engine.docker_host(), &config, project, name, args)
+}
+
+/// [`run`] against any engine: `docker_host` as `DOCKER_HOST` gives it (a
+/// VM's socket), with the client configuration in `docker_config`.
+pub fn run_at(
+    docker_host: &str,
+    docker_config: &Path,
+    project: &Path,
+    name: &str,
+    args: &[&str],
+) -> Output {
     Command::new("docker-compose")
         .args(["--ansi", "never", "-p", name])
         .args(args)
         .current_dir(project)
-        .env("DOCKER_HOST", engine.docker_host())
-        .env("DOCKER_CONFIG", engine.dir.path().join("docker-config"))
+        .env("DOCKER_HOST", docker_host)
+        .env("DOCKER_CONFIG", docker_config)
         .env("COMPOSE_DOCKER_CLI_BUILD", "0")
         .env("DOCKER_BUILDKIT", "0")
         .stdin(Stdio::null())

@@ -1,6 +1,6 @@
 //! Debian's docker-compose 1.29 running a project against a standalone
 //! engine: a user network with a service alias, `depends_on`, a named
-//! volume, a bind mount, a published port, `exec`, `logs`, `scale`,
+//! volume, a bind mount, a published port, `exec`, `logs` (and `-f`), `scale`,
 //! `restart`, and `down -v` leaving nothing; `depends_on` with
 //! `condition: service_healthy` waiting for the engine's health checks.
 
@@ -122,8 +122,38 @@ fn a_project_with_a_user_network_aliases_volumes_and_ports_comes_up_and_goes() {
         "{running}"
     );
 
+    // `logs -f` follows until the services stop.
+    let follow = std::process::Command::new("docker-compose")
+        .args([
+            "--ansi",
+            "never",
+            "-p",
+            "proj",
+            "logs",
+            "-f",
+            "--no-color",
+            "db",
+        ])
+        .current_dir(&project)
+        .env("DOCKER_HOST", engine.docker_host())
+        .env("DOCKER_CONFIG", engine.dir.path().join("docker-config"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-compose logs -f");
+    std::thread::sleep(Duration::from_secs(2));
+
     // Down with volumes leaves no container, network or volume.
     compose(&["down", "-v", "-t", "1"]);
+    let followed = follow
+        .wait_with_output()
+        .expect("logs -f ends with the services");
+    assert!(
+        String::from_utf8_lossy(&followed.stdout).contains("db-up"),
+        "{}",
+        String::from_utf8_lossy(&followed.stdout)
+    );
     assert!(names(&engine).is_empty());
     assert!(!engine
         .ok(&["network", "ls", "--format", "{{.Name}}"])

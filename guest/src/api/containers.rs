@@ -374,34 +374,57 @@ async fn logs(
         .unwrap_or_default())
 }
 
+/// The streams an attach asks for (`stdin`, `stdout`, `stderr`).
+fn attach_options(params: &HashMap<String, String>) -> AttachOptions {
+    AttachOptions {
+        stdin: flag(params, "stdin"),
+        stdout: flag(params, "stdout"),
+        stderr: flag(params, "stderr"),
+    }
+}
+
+/// What `logs=1` sends before the stream: the output so far, with whether
+/// the container has a TTY (its frames are raw then).
+async fn attach_history(
+    engine: &Arc<Engine>,
+    id: &str,
+    params: &HashMap<String, String>,
+    options: AttachOptions,
+) -> ApiResult<Option<(bool, tokio::sync::mpsc::Receiver<Bytes>)>> {
+    if !(flag(params, "logs") && (options.stdout || options.stderr)) {
+        return Ok(None);
+    }
+    let history = LogOptions {
+        stdout: options.stdout,
+        stderr: options.stderr,
+        follow: false,
+        timestamps: false,
+        tail: None,
+        since: None,
+        until: None,
+    };
+    Ok(Some(engine.logs(id, history).await?))
+}
+
+/// The monitor session of an attach: now, or once the container starts.
+async fn attach_session(attached: Attached) -> Option<crate::engine::stream::Session> {
+    match attached {
+        Attached::Now(session) => Some(session),
+        Attached::Later(receiver) => receiver.await.ok().and_then(Result::ok),
+    }
+}
+
 async fn attach(
     State(engine): State<Arc<Engine>>,
     Path(id): Path<String>,
     Query(params): Params,
     mut request: Request,
 ) -> ApiResult<Response> {
-    let options = AttachOptions {
-        stdin: flag(&params, "stdin"),
-        stdout: flag(&params, "stdout"),
-        stderr: flag(&params, "stderr"),
-    };
+    let options = attach_options(&params);
     // As dockerd: `logs=1` sends the output so far first; `stream=0`
     // ends there (the SDKs' non-streamed attach), without waiting on the
     // container at all.
-    let history = if flag(&params, "logs") && (options.stdout || options.stderr) {
-        let history = LogOptions {
-            stdout: options.stdout,
-            stderr: options.stderr,
-            follow: false,
-            timestamps: false,
-            tail: None,
-            since: None,
-            until: None,
-        };
-        Some(engine.logs(&id, history).await?)
-    } else {
-        None
-    };
+    let history = attach_history(&engine, &id, &params, options).await?;
     // A client without `Upgrade` gets the stream as the body, as from dockerd.
     let upgrade = request.headers().contains_key(header::UPGRADE);
     if !flag(&params, "stream") {
@@ -432,12 +455,7 @@ async fn attach(
     };
     let detach_keys = params.get("detachKeys").map(String::as_str).unwrap_or("");
     let (tty, attached) = engine.attach(&id, options, detach_keys).await?;
-    let session = async move {
-        match attached {
-            Attached::Now(session) => Some(session),
-            Attached::Later(receiver) => receiver.await.ok().and_then(Result::ok),
-        }
-    };
+    let session = attach_session(attached);
     if !upgrade {
         let history = history.map(|(_, lines)| lines);
         let (response, pump) = super::hijack::body_stream(history, session, tty);
@@ -465,36 +483,18 @@ async fn attach_ws(
     Query(params): Params,
     upgrade: axum::extract::ws::WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    let options = AttachOptions {
-        stdin: flag(&params, "stdin"),
-        stdout: flag(&params, "stdout"),
-        stderr: flag(&params, "stderr"),
-    };
-    let history = if flag(&params, "logs") && (options.stdout || options.stderr) {
-        let history = LogOptions {
-            stdout: options.stdout,
-            stderr: options.stderr,
-            follow: false,
-            timestamps: false,
-            tail: None,
-            since: None,
-            until: None,
-        };
-        Some(engine.logs(&id, history).await?)
-    } else {
-        None
-    };
+    let options = attach_options(&params);
+    let history = attach_history(&engine, &id, &params, options).await?;
     let attached = if flag(&params, "stream") {
         let keys = params.get("detachKeys").map(String::as_str).unwrap_or("");
-        Some(engine.attach(&id, options, keys).await?)
+        Some(engine.attach(&id, options, keys).await?.1)
     } else {
         engine.container(&id).await?;
         None
     };
     let session = async move {
         match attached {
-            Some((_, Attached::Now(session))) => Some(session),
-            Some((_, Attached::Later(receiver))) => receiver.await.ok().and_then(Result::ok),
+            Some(attached) => attach_session(attached).await,
             None => None,
         }
     };

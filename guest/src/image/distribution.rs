@@ -6,17 +6,13 @@
 //! An index names its platforms itself; a single manifest's platform is its
 //! config's, fetched (bounded like a pull's) and checked against its digest.
 
-use oci_client::manifest::{
-    OciDescriptor, IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE,
-    OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
-};
+use oci_client::manifest::{OciDescriptor, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
 use serde_json::{json, Map, Value};
 
 use super::pull::Puller;
 use super::reference::{familiar, Named};
-use super::{digest, registry, ImageError};
-use crate::state::ErrorKind;
+use super::ImageError;
 
 /// The largest manifest or config read (as a pull's).
 const MAX_DOCUMENT: usize = 4 << 20;
@@ -35,26 +31,8 @@ impl Puller {
             .expect("the registry itself is always an endpoint");
         let shown = familiar(&named.full());
         let repo = familiar(&named.name);
-        let accepted = [
-            OCI_IMAGE_INDEX_MEDIA_TYPE,
-            IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-            OCI_IMAGE_MEDIA_TYPE,
-            IMAGE_MANIFEST_MEDIA_TYPE,
-        ];
-        let (bytes, _) = endpoint
-            .client
-            .pull_manifest_raw(&endpoint.reference, auth, &accepted)
-            .await
-            .map_err(|e| registry::translate(e, &shown, &repo, true))?;
-        let manifest_digest = digest::of_bytes(&bytes);
-        if let Some(wanted) = &named.digest {
-            if *wanted != manifest_digest {
-                return Err(ImageError::Registry {
-                    kind: ErrorKind::InvalidParameter,
-                    message: format!("manifest verification failed for digest {wanted}: the registry sent {manifest_digest}"),
-                });
-            }
-        }
+        let (bytes, manifest_digest) =
+            super::pull::top_manifest(named, &endpoint, auth, &shown).await?;
         let manifest = document(&bytes, &shown)?;
         let media_type = manifest["mediaType"]
             .as_str()
@@ -77,27 +55,8 @@ impl Puller {
                         file: format!("manifest of {shown}"),
                         source,
                     })?;
-                if config.size < 0 || config.size as usize > MAX_DOCUMENT {
-                    return Err(ImageError::Unsupported(format!(
-                        "{shown}: unsupported image config {} ({} bytes)",
-                        config.digest, config.size
-                    )));
-                }
-                let mut config_bytes = Vec::new();
-                endpoint
-                    .client
-                    .pull_blob(&endpoint.reference, &config, &mut config_bytes)
-                    .await
-                    .map_err(|e| registry::translate(e, &shown, &repo, false))?;
-                if digest::of_bytes(&config_bytes) != config.digest {
-                    return Err(ImageError::Registry {
-                        kind: ErrorKind::InvalidParameter,
-                        message: format!(
-                            "image config verification failed for digest {}",
-                            config.digest
-                        ),
-                    });
-                }
+                let config_bytes =
+                    super::pull::config_blob(&endpoint, &config, &shown, &repo).await?;
                 vec![platform_of(&document(&config_bytes, &shown)?)]
             }
         };

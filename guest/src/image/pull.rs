@@ -567,26 +567,8 @@ async fn resolve_at(
     let shown = super::reference::familiar(&what);
     let repo = super::reference::familiar(&named.name);
     let translate = |e, manifest| registry::translate(e, &shown, &repo, manifest);
-    let accepted = [
-        OCI_IMAGE_INDEX_MEDIA_TYPE,
-        IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-        OCI_IMAGE_MEDIA_TYPE,
-        IMAGE_MANIFEST_MEDIA_TYPE,
-    ];
     let client = &endpoint.client;
-    let (bytes, _) = client
-        .pull_manifest_raw(&endpoint.reference, auth, &accepted)
-        .await
-        .map_err(|e| translate(e, true))?;
-    let manifest_digest = digest::of_bytes(&bytes);
-    if let Some(wanted_digest) = &named.digest {
-        if *wanted_digest != manifest_digest {
-            return Err(ImageError::Registry {
-                kind: ErrorKind::InvalidParameter,
-                message: format!("manifest verification failed for digest {wanted_digest}: the registry sent {manifest_digest}"),
-            });
-        }
-    }
+    let (bytes, manifest_digest) = top_manifest(named, &endpoint, auth, &shown).await?;
     let mut manifest = parse_manifest(&bytes, &shown)?;
     if let Some(entries) = manifest.manifests.take() {
         let chosen = entries
@@ -634,27 +616,8 @@ async fn resolve_at(
         .config
         .clone()
         .ok_or_else(|| ImageError::Unsupported(format!("{shown}: the manifest has no config")))?;
-    if digest::hex_part(&config_desc.digest).is_none() || config_desc.size as u64 > MAX_SMALL_BLOB {
-        return Err(ImageError::Unsupported(format!(
-            "{shown}: unsupported image config {} ({} bytes)",
-            config_desc.digest, config_desc.size
-        )));
-    }
-    let mut config_bytes = Vec::new();
-    client
-        .pull_blob(&endpoint.reference, &config_desc, &mut config_bytes)
-        .await
-        .map_err(|e| translate(e, false))?;
-    let id = digest::of_bytes(&config_bytes);
-    if id != config_desc.digest {
-        return Err(ImageError::Registry {
-            kind: ErrorKind::InvalidParameter,
-            message: format!(
-                "image config verification failed for digest {}",
-                config_desc.digest
-            ),
-        });
-    }
+    let config_bytes = config_blob(&endpoint, &config_desc, &shown, &repo).await?;
+    let id = config_desc.digest.clone();
     let config: ConfigFile =
         serde_json::from_slice(&config_bytes).map_err(|source| ImageError::BadJson {
             file: format!("config {id}"),
@@ -709,6 +672,69 @@ async fn resolve_at(
         config,
         layers,
     })
+}
+
+/// The manifest (or index) `named` points at, as the registry sent it, and
+/// its digest, checked against the one `named` gives.
+pub(super) async fn top_manifest(
+    named: &Named,
+    endpoint: &Endpoint,
+    auth: &RegistryAuth,
+    shown: &str,
+) -> Result<(Bytes, String), ImageError> {
+    let repo = super::reference::familiar(&named.name);
+    let accepted = [
+        OCI_IMAGE_INDEX_MEDIA_TYPE,
+        IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+        OCI_IMAGE_MEDIA_TYPE,
+        IMAGE_MANIFEST_MEDIA_TYPE,
+    ];
+    let (bytes, _) = endpoint
+        .client
+        .pull_manifest_raw(&endpoint.reference, auth, &accepted)
+        .await
+        .map_err(|e| registry::translate(e, shown, &repo, true))?;
+    let manifest_digest = digest::of_bytes(&bytes);
+    if let Some(wanted_digest) = &named.digest {
+        if *wanted_digest != manifest_digest {
+            return Err(ImageError::Registry {
+                kind: ErrorKind::InvalidParameter,
+                message: format!("manifest verification failed for digest {wanted_digest}: the registry sent {manifest_digest}"),
+            });
+        }
+    }
+    Ok((bytes, manifest_digest))
+}
+
+/// An image config's bytes, bounded and checked against its digest.
+pub(super) async fn config_blob(
+    endpoint: &Endpoint,
+    config: &OciDescriptor,
+    shown: &str,
+    repo: &str,
+) -> Result<Vec<u8>, ImageError> {
+    if digest::hex_part(&config.digest).is_none() || config.size as u64 > MAX_SMALL_BLOB {
+        return Err(ImageError::Unsupported(format!(
+            "{shown}: unsupported image config {} ({} bytes)",
+            config.digest, config.size
+        )));
+    }
+    let mut bytes = Vec::new();
+    endpoint
+        .client
+        .pull_blob(&endpoint.reference, config, &mut bytes)
+        .await
+        .map_err(|e| registry::translate(e, shown, repo, false))?;
+    if digest::of_bytes(&bytes) != config.digest {
+        return Err(ImageError::Registry {
+            kind: ErrorKind::InvalidParameter,
+            message: format!(
+                "image config verification failed for digest {}",
+                config.digest
+            ),
+        });
+    }
+    Ok(bytes)
 }
 
 fn parse_manifest(bytes: &[u8], shown: &str) -> Result<Manifest, ImageError> {

@@ -32,7 +32,18 @@ use ipnet::Ipv4Net;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use vmctl_proto::forward::{read_datagram, write_datagram, ForwardHeader, ForwardReply, Origin};
+use vmctl_proto::framing::{pump, Framed};
 use vmctl_proto::ports::Protocol;
+
+/// How much a forward stream takes from the host before the service must
+/// read (the vsock receive buffer; the kernel's default is 256 KiB). With
+/// the default, a bulk upload stalls each time the target is slower than
+/// the host for a moment: the host waits for a credit update, a round trip
+/// through the emulated device, before it sends more. 2 MiB took a bare
+/// relay in the VM from 2.7× to 1.8× the time of raw vsock for 64 MiB
+/// (`vmctl-bench vm-ports-ideas`, BENCHMARKS.md). It is an upper bound of
+/// what waits in the kernel per stream, not an allocation.
+const STREAM_BUFFER: u64 = 2 << 20;
 
 /// How long a UDP flow lives without a datagram either way.
 pub const UDP_IDLE: Duration = Duration::from_secs(60);
@@ -160,7 +171,7 @@ impl Limits {
 }
 
 /// Serves one forward stream until both directions end.
-pub async fn handle<S>(stream: S)
+pub async fn handle<S>(stream: Framed<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -168,7 +179,7 @@ where
 }
 
 /// [`handle`] under `limits`.
-pub async fn handle_within<S>(mut stream: S, limits: &'static Limits)
+pub async fn handle_within<S>(mut stream: Framed<S>, limits: &'static Limits)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -201,7 +212,7 @@ async fn reply<S: AsyncWrite + Unpin>(stream: &mut S, reply: ForwardReply) -> st
     stream.flush().await
 }
 
-async fn tcp<S>(mut stream: S, header: ForwardHeader) -> std::io::Result<()>
+async fn tcp<S>(mut stream: Framed<S>, header: ForwardHeader) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -219,9 +230,7 @@ where
     };
     let _ = target.set_nodelay(true);
     reply(&mut stream, ForwardReply::Connected).await?;
-    tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut target, 64 * 1024, 64 * 1024)
-        .await
-        .map(drop)
+    pump(&mut stream, &mut target).await.map(drop)
 }
 
 async fn udp<S>(mut stream: S, header: ForwardHeader) -> std::io::Result<()>
@@ -293,7 +302,8 @@ pub fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         super::file_events::start(secret.clone());
         let port = vmctl_proto::VSOCK_PORT_FORWARD;
-        let mut listener = super::vsock::AuthListener::bind(port, secret)?;
+        let mut listener =
+            super::vsock::AuthListener::bind_with_buffer(port, secret, Some(STREAM_BUFFER))?;
         tracing::info!(port, "forward service up");
         loop {
             match listener.accept().await {
@@ -329,18 +339,23 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// The host's end of a forward stream.
+    type Host = Framed<tokio::io::DuplexStream>;
+
+    /// A host end and the service's end of one forward stream.
+    fn stream() -> (Host, Framed<tokio::io::DuplexStream>) {
+        let (host, guest) = tokio::io::duplex(1 << 16);
+        (Framed::new(host), Framed::new(guest))
+    }
+
     /// A `vmctl port` rule's header: these tests reach listeners on the
     /// VM's loopback, which only rules may.
-    async fn send_header(
-        stream: &mut tokio::io::DuplexStream,
-        protocol: Protocol,
-        target: std::net::SocketAddr,
-    ) {
+    async fn send_header(stream: &mut Host, protocol: Protocol, target: std::net::SocketAddr) {
         send_header_from(stream, protocol, target, Origin::Rule).await
     }
 
     async fn send_header_from(
-        stream: &mut tokio::io::DuplexStream,
+        stream: &mut Host,
         protocol: Protocol,
         target: std::net::SocketAddr,
         origin: Origin,
@@ -352,6 +367,7 @@ mod tests {
         }
         .encode();
         stream.write_all(&header).await.unwrap();
+        stream.flush().await.unwrap();
     }
 
     fn limits(max: usize, max_flows: usize) -> &'static Limits {
@@ -366,7 +382,7 @@ mod tests {
         target: &str,
         origin: Origin,
     ) -> ForwardReply {
-        let (mut host, guest) = tokio::io::duplex(1024);
+        let (mut host, guest) = stream();
         tokio::spawn(handle_within(guest, limits));
         send_header_from(&mut host, protocol, target.parse().unwrap(), origin).await;
         ForwardReply::read(&mut host).await.unwrap()
@@ -414,7 +430,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         for to in [&target, &target, &other, &other] {
-            let (mut host, guest) = tokio::io::duplex(1024);
+            let (mut host, guest) = stream();
             tokio::spawn(handle_within(guest, limits));
             send_header(&mut host, Protocol::Udp, to.parse().unwrap()).await;
             assert_eq!(
@@ -461,9 +477,8 @@ mod tests {
                 .await
                 .unwrap();
         });
-        let (host, guest) = tokio::io::duplex(1 << 16);
+        let (mut host, guest) = stream();
         tokio::spawn(handle(guest));
-        let mut host = host;
         send_header(&mut host, Protocol::Tcp, target).await;
         assert_eq!(
             ForwardReply::read(&mut host).await.unwrap(),
@@ -481,7 +496,7 @@ mod tests {
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let target = free.local_addr().unwrap();
         drop(free);
-        let (mut host, guest) = tokio::io::duplex(1024);
+        let (mut host, guest) = stream();
         tokio::spawn(handle(guest));
         send_header(&mut host, Protocol::Tcp, target).await;
         match ForwardReply::read(&mut host).await.unwrap() {
@@ -501,7 +516,7 @@ mod tests {
                 echo.send_to(&buffer[..n], from).await.unwrap();
             }
         });
-        let (mut host, guest) = tokio::io::duplex(1 << 16);
+        let (mut host, guest) = stream();
         tokio::spawn(handle(guest));
         send_header(&mut host, Protocol::Udp, target).await;
         assert_eq!(

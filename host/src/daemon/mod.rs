@@ -268,6 +268,10 @@ fn forced_accelerator() -> Result<Option<Accelerator>, DaemonError> {
     Ok(Some(accel))
 }
 
+/// Forward streams kept open and proven ahead of the connections that take
+/// them: a burst beyond this connects as before.
+const FORWARD_POOL: usize = 4;
+
 async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, DaemonError> {
     let hypervisor = hypervisor::detect(machine.config.arch())?;
     let nic_subnet = hypervisor.nic_subnet();
@@ -294,7 +298,15 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
         Arc::new(Authenticated::new(transport, secret.clone()));
     let previous = VmStatus::load(&machine.paths).ok().flatten();
     // Before the guest runs: its engine reserves ports as it starts containers.
-    let (forwarder, host_ports) = start_forwarder(&machine, transport.clone(), nic_subnet);
+    // Forwarded connections take streams opened ahead (`vsock::pool`).
+    let forwards: Arc<dyn VsockTransport> = Arc::new(crate::vsock::pool::PooledTransport(
+        crate::vsock::pool::Pooled::new(
+            transport.clone(),
+            vmctl_proto::VSOCK_PORT_FORWARD,
+            FORWARD_POOL,
+        ),
+    ));
+    let (forwarder, host_ports) = start_forwarder(&machine, forwards, nic_subnet);
 
     let mut adopted_backend = backend_paths
         .as_ref()

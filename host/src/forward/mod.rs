@@ -63,32 +63,36 @@ pub async fn open_forward(
     target: SocketAddr,
     origin: Origin,
 ) -> Option<GuestStream> {
-    let mut guest = match connect_forward(transport).await {
-        Ok(guest) => guest,
-        Err(e) => {
-            tracing::warn!(%target, error = %crate::error_chain(&e), "cannot reach the guest's forwarder");
-            return None;
-        }
-    };
     let header = ForwardHeader {
         protocol,
         target,
         origin,
     };
-    if guest.write_all(&header.encode()).await.is_err() || guest.flush().await.is_err() {
-        return None;
-    }
-    match ForwardReply::read(&mut guest).await {
-        Ok(ForwardReply::Connected) => Some(guest),
-        Ok(ForwardReply::Failed(message)) => {
-            tracing::debug!(%target, %protocol, %message, "the guest could not reach the target");
-            None
+    // A stream opened ahead (`crate::vsock::pool`) may have ended since
+    // without showing it yet: a second try takes a fresh one.
+    for attempt in 0..2 {
+        let mut guest = match connect_forward(transport).await {
+            Ok(guest) => guest,
+            Err(e) => {
+                tracing::warn!(%target, error = %crate::error_chain(&e), "cannot reach the guest's forwarder");
+                return None;
+            }
+        };
+        if guest.write_all(&header.encode()).await.is_err() || guest.flush().await.is_err() {
+            continue;
         }
-        Err(e) => {
-            tracing::debug!(%target, error = %e, "no answer from the guest's forwarder");
-            None
+        match ForwardReply::read(&mut guest).await {
+            Ok(ForwardReply::Connected) => return Some(guest),
+            Ok(ForwardReply::Failed(message)) => {
+                tracing::debug!(%target, %protocol, %message, "the guest could not reach the target");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(%target, attempt, error = %e, "no answer from the guest's forwarder");
+            }
         }
     }
+    None
 }
 
 /// Connects to the guest's forward service. A refusal while the guest is up

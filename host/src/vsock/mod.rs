@@ -20,6 +20,7 @@ pub mod auth;
 pub mod hybrid;
 #[cfg(target_os = "linux")]
 pub mod kernel;
+pub mod pool;
 pub mod vhost_user;
 
 use std::future::Future;

@@ -89,7 +89,7 @@ fn parse_args() -> Result<Args> {
             name if shares::NAMES.contains(&name) => args.benches.push(arg),
             "-h" | "--help" => {
                 println!(
-                    "usage: vmctl-bench [all|runtime|api|network|network-setup|network-throughput|pull|build|build-host-fs|vm|vm-boot|vm-api|vm-ports|shares]... \
+                    "usage: vmctl-bench [all|runtime|api|network|network-setup|network-throughput|pull|build|build-host-fs|vm|vm-boot|vm-api|vm-ports|vm-ports-ideas|shares]... \
                      [--json FILE] [--runs N] [--warmups N]"
                 );
                 std::process::exit(0);
@@ -162,8 +162,8 @@ fn run() -> Result<()> {
                 let table = reports.iter().map(|r| r.table()).collect::<String>();
                 (table, reports.iter().map(|r| r.json()).collect())
             }
-            "vm-ports" => {
-                let reports = vm_ports::run(args.runs, args.warmups)?;
+            ports if vm_ports::NAMES.contains(&ports) => {
+                let reports = vm_ports::run(ports, args.runs, args.warmups)?;
                 let table = reports.iter().map(|r| r.table()).collect::<String>();
                 (table, reports.iter().map(|r| r.json()).collect())
             }

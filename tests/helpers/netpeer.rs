@@ -3,6 +3,9 @@
 //! a scratch container image inside the VM.
 //!
 //!   netpeer udp-echo PORT      answers every datagram with "echo:" + it
+//!   netpeer udp-sink PORT      counts the bytes of the datagrams it gets;
+//!                              answers `?` with the count (8 bytes,
+//!                              big-endian), `!` resets it
 //!   netpeer tcp-echo PORT      echoes each connection's bytes, half-close kept
 //!   netpeer tcp-sink PORT      per connection: an 8-byte big-endian length N,
 //!                              N bytes read and dropped, N echoed back as the
@@ -20,6 +23,17 @@
 //!                              `answer-bytes N`, `answer TEXT`, `end …`)
 //!   netpeer tcp-get ADDR:PORT  a client: connects (5 s limit), sends an HTTP
 //!                              GET, and prints `answer TEXT` or `error …`
+//!   netpeer vsock-relay PORT ADDR:PORT copy|splice
+//!                              a bare relay (the forward bench's ideas, no
+//!                              framing, no secret): each AF_VSOCK
+//!                              connection on PORT is joined to a TCP
+//!                              connection to ADDR:PORT, half-close kept;
+//!                              `copy` moves bytes through a buffer with
+//!                              read/write, `splice` through a pipe
+//!                              without a user-space copy
+//!
+//! `NETPEER_VSOCK_BUFFER=BYTES` sets the vsock listeners' receive buffer
+//! (`SO_VM_SOCKETS_BUFFER_SIZE`; the kernel's default is 256 KiB).
 //!
 //! Every server prints "ready" on stdout once it listens.
 
@@ -41,6 +55,25 @@ fn main() {
             return tcp_get(target);
         }
     }
+    if let [_, mode, port, target, how] = args.as_slice() {
+        if mode == "vsock-relay" {
+            let port = port.parse().expect("PORT");
+            let target: std::net::SocketAddr = target.parse().expect("ADDR:PORT");
+            let splice = match how.as_str() {
+                "copy" => false,
+                "splice" => true,
+                other => panic!("vsock-relay: copy or splice, not {other}"),
+            };
+            let listener = listen_vsock(port);
+            ready();
+            loop {
+                let Some(file) = accept_vsock(listener) else {
+                    continue;
+                };
+                std::thread::spawn(move || relay(file, target, splice));
+            }
+        }
+    }
     let (mode, port) = match args.as_slice() {
         [_, mode, port] => (mode.as_str(), port.parse::<u32>().expect("PORT")),
         _ => {
@@ -50,6 +83,7 @@ fn main() {
     };
     match mode {
         "udp-echo" => udp_echo(port as u16),
+        "udp-sink" => udp_sink(port as u16),
         "tcp-echo" => serve_tcp(port as u16, echo),
         "tcp-sink" => serve_tcp(port as u16, sink),
         "vsock-echo" => serve_vsock(port, echo),
@@ -77,6 +111,25 @@ fn udp_echo(port: u16) {
         let mut answer = b"echo:".to_vec();
         answer.extend_from_slice(&buffer[..n]);
         let _ = socket.send_to(&answer, from);
+    }
+}
+
+fn udp_sink(port: u16) {
+    let socket = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
+    ready();
+    let mut buffer = vec![0u8; 65536];
+    let mut count = 0u64;
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buffer) else {
+            continue;
+        };
+        match &buffer[..n] {
+            b"?" => {
+                let _ = socket.send_to(&count.to_be_bytes(), from);
+            }
+            b"!" => count = 0,
+            _ => count += n as u64,
+        }
     }
 }
 
@@ -157,7 +210,25 @@ extern "C" {
     fn accept4(fd: i32, address: *mut u8, length: *mut u32, flags: i32) -> i32;
     fn shutdown(fd: i32, how: i32) -> i32;
     fn connect(fd: i32, address: *const SockaddrVm, length: u32) -> i32;
+    fn setsockopt(fd: i32, level: i32, name: i32, value: *const u64, length: u32) -> i32;
+    fn read(fd: i32, buffer: *mut u8, count: usize) -> isize;
+    fn write(fd: i32, buffer: *const u8, count: usize) -> isize;
+    fn pipe2(fds: *mut i32, flags: i32) -> i32;
+    fn fcntl(fd: i32, command: i32, argument: i32) -> i32;
+    fn close(fd: i32) -> i32;
+    fn splice(
+        fd_in: i32,
+        off_in: *mut i64,
+        fd_out: i32,
+        off_out: *mut i64,
+        length: usize,
+        flags: u32,
+    ) -> isize;
 }
+
+const SO_VM_SOCKETS_BUFFER_SIZE: i32 = 0;
+const SO_VM_SOCKETS_BUFFER_MAX_SIZE: i32 = 2;
+const F_SETPIPE_SZ: i32 = 1031;
 
 struct Vsock(std::fs::File);
 
@@ -192,7 +263,9 @@ fn check(what: &str, result: i32) -> i32 {
     result
 }
 
-fn serve_vsock(port: u32, handle: fn(Box<dyn Stream>)) {
+/// A listening AF_VSOCK socket on `port` (any CID), its buffer set from
+/// `NETPEER_VSOCK_BUFFER` (accepted sockets inherit it).
+fn listen_vsock(port: u32) -> i32 {
     let address = SockaddrVm {
         family: AF_VSOCK as u16,
         reserved1: 0,
@@ -205,20 +278,127 @@ fn serve_vsock(port: u32, handle: fn(Box<dyn Stream>)) {
     let fd = check("socket", unsafe {
         socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0)
     });
+    if let Some(size) = std::env::var("NETPEER_VSOCK_BUFFER")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let length = std::mem::size_of::<u64>() as u32;
+        // SAFETY: setsockopt with a u64 value, as AF_VSOCK's options take.
+        // The maximum first: a size above it is clamped.
+        check("buffer max", unsafe {
+            setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_MAX_SIZE, &size, length)
+        });
+        check("buffer size", unsafe {
+            setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE, &size, length)
+        });
+    }
     let length = std::mem::size_of::<SockaddrVm>() as u32;
     check("bind", unsafe { bind(fd, &address, length) });
     check("listen", unsafe { listen(fd, 128) });
+    fd
+}
+
+fn accept_vsock(listener: i32) -> Option<std::fs::File> {
+    // SAFETY: accept4 without a peer address.
+    let client = unsafe {
+        accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            SOCK_CLOEXEC,
+        )
+    };
+    if client < 0 {
+        return None;
+    }
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    Some(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(client) }))
+}
+
+fn serve_vsock(port: u32, handle: fn(Box<dyn Stream>)) {
+    let listener = listen_vsock(port);
     ready();
     loop {
-        // SAFETY: accept4 without a peer address.
-        let client =
-            unsafe { accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), SOCK_CLOEXEC) };
-        if client < 0 {
-            continue;
+        if let Some(file) = accept_vsock(listener) {
+            std::thread::spawn(move || handle(Box::new(Vsock(file))));
         }
-        // SAFETY: accept4 returned a new descriptor that nothing else owns.
-        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(client) });
-        std::thread::spawn(move || handle(Box::new(Vsock(file))));
+    }
+}
+
+/// `vsock-relay`: one vsock connection joined to one TCP connection.
+fn relay(vsock: std::fs::File, target: std::net::SocketAddr, splice: bool) {
+    use std::os::fd::AsRawFd;
+    let Ok(tcp) = std::net::TcpStream::connect(target) else {
+        return;
+    };
+    let _ = tcp.set_nodelay(true);
+    let (vsock_in, tcp_in) = (vsock.as_raw_fd(), tcp.as_raw_fd());
+    let pump = move |from: i32, to: i32| {
+        if splice {
+            pump_splice(from, to)
+        } else {
+            pump_copy(from, to)
+        }
+        // SAFETY: shutdown(2) of the write side of a descriptor alive
+        // for the whole relay (both threads end before the drops below).
+        unsafe { shutdown(to, 1) };
+    };
+    let back = std::thread::spawn(move || pump(tcp_in, vsock_in));
+    pump(vsock_in, tcp_in);
+    let _ = back.join();
+    drop((vsock, tcp));
+}
+
+fn pump_copy(from: i32, to: i32) {
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        // SAFETY: read(2)/write(2) into and out of a buffer we own.
+        let n = unsafe { read(from, buffer.as_mut_ptr(), buffer.len()) };
+        if n <= 0 {
+            return;
+        }
+        let mut done = 0;
+        while done < n as usize {
+            let m = unsafe { write(to, buffer[done..].as_ptr(), n as usize - done) };
+            if m <= 0 {
+                return;
+            }
+            done += m as usize;
+        }
+    }
+}
+
+fn pump_splice(from: i32, to: i32) {
+    const SPLICE_F_MOVE: u32 = 1;
+    let mut pipe = [0i32; 2];
+    // SAFETY: pipe2 fills the two descriptors.
+    check("pipe2", unsafe { pipe2(pipe.as_mut_ptr(), SOCK_CLOEXEC) });
+    // A pipe of 1 MiB: a splice moves up to that much at once.
+    unsafe { fcntl(pipe[1], F_SETPIPE_SZ, 1 << 20) };
+    let null = std::ptr::null_mut();
+    loop {
+        // SAFETY: splice(2) between descriptors we hold.
+        let n = unsafe { splice(from, null, pipe[1], null, 1 << 20, SPLICE_F_MOVE) };
+        if n <= 0 {
+            break;
+        }
+        let mut left = n as usize;
+        while left > 0 {
+            let m = unsafe { splice(pipe[0], null, to, null, left, SPLICE_F_MOVE) };
+            if m <= 0 {
+                left = usize::MAX;
+                break;
+            }
+            left -= m as usize;
+        }
+        if left == usize::MAX {
+            break;
+        }
+    }
+    // SAFETY: the pipe's two descriptors, closed once.
+    unsafe {
+        close(pipe[0]);
+        close(pipe[1]);
     }
 }
 

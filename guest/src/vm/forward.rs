@@ -35,16 +35,6 @@ use vmctl_proto::forward::{read_datagram, write_datagram, ForwardHeader, Forward
 use vmctl_proto::framing::{pump, Framed};
 use vmctl_proto::ports::Protocol;
 
-/// How much a forward stream takes from the host before the service must
-/// read (the vsock receive buffer; the kernel's default is 256 KiB). With
-/// the default, a bulk upload stalls each time the target is slower than
-/// the host for a moment: the host waits for a credit update, a round trip
-/// through the emulated device, before it sends more. 2 MiB took a bare
-/// relay in the VM from 2.7× to 1.8× the time of raw vsock for 64 MiB
-/// (`vmctl-bench vm-ports-ideas`, BENCHMARKS.md). It is an upper bound of
-/// what waits in the kernel per stream, not an allocation.
-const STREAM_BUFFER: u64 = 2 << 20;
-
 /// How long a UDP flow lives without a datagram either way.
 pub const UDP_IDLE: Duration = Duration::from_secs(60);
 
@@ -302,8 +292,10 @@ pub fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         super::file_events::start(secret.clone());
         let port = vmctl_proto::VSOCK_PORT_FORWARD;
-        let mut listener =
-            super::vsock::AuthListener::bind_with_buffer(port, secret, Some(STREAM_BUFFER))?;
+        // The kernel's 256 KiB of vsock credit per stream: 2 MiB made a
+        // port rule's bulk upload 1.3× faster but a published port's 1.7×
+        // slower (`vmctl-bench vm-ports`, BENCHMARKS.md).
+        let mut listener = super::vsock::AuthListener::bind(port, secret)?;
         tracing::info!(port, "forward service up");
         loop {
             match listener.accept().await {

@@ -36,24 +36,7 @@ pub struct AuthListener {
 impl AuthListener {
     /// Listens on vsock `port` (any CID); must run inside a tokio runtime.
     pub fn bind(port: u32, secret: Secret) -> anyhow::Result<Self> {
-        Self::bind_with_buffer(port, secret, None)
-    }
-
-    /// [`AuthListener::bind`] whose streams take up to `buffer` bytes from
-    /// the host before it must wait for the service to read them (the
-    /// receive credit vsock grants, `SO_VM_SOCKETS_BUFFER_SIZE`; the
-    /// kernel's default is 256 KiB), where given.
-    pub fn bind_with_buffer(
-        port: u32,
-        secret: Secret,
-        buffer: Option<u64>,
-    ) -> anyhow::Result<Self> {
         let listener = bind(port)?;
-        if let Some(bytes) = buffer {
-            set_buffer(&listener, bytes).with_context(|| {
-                format!("cannot set vsock port {port}'s buffer to {bytes} bytes")
-            })?;
-        }
         let (sender, proven) = mpsc::channel(QUEUE);
         tokio::spawn(admit(listener, port, secret, sender));
         Ok(Self { port, proven })
@@ -134,30 +117,6 @@ pub fn connect_host(port: u32, limit: Duration) -> std::io::Result<std::os::fd::
     setsockopt(&fd, sockopt::SendTimeout, &limit)?;
     connect(fd.as_raw_fd(), &VsockAddr::new(HOST_CID, port))?;
     Ok(fd)
-}
-
-/// Sets a vsock socket's receive buffer (accepted streams inherit a
-/// listener's): the largest size first, since a size above it is clamped.
-fn set_buffer(socket: &impl std::os::fd::AsRawFd, bytes: u64) -> std::io::Result<()> {
-    // linux/vm_sockets.h, at level AF_VSOCK; the values are u64.
-    const SO_VM_SOCKETS_BUFFER_SIZE: libc::c_int = 0;
-    const SO_VM_SOCKETS_BUFFER_MAX_SIZE: libc::c_int = 2;
-    for option in [SO_VM_SOCKETS_BUFFER_MAX_SIZE, SO_VM_SOCKETS_BUFFER_SIZE] {
-        // SAFETY: setsockopt(2) with a pointer to a u64 and its size.
-        let result = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::AF_VSOCK,
-                option,
-                (&bytes as *const u64).cast(),
-                std::mem::size_of::<u64>() as libc::socklen_t,
-            )
-        };
-        if result != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// A vsock listener on `port` (any CID) whose accept queue holds

@@ -79,6 +79,41 @@ fn tcp(port: u16) -> Result<Box<dyn Conn>> {
     Ok(Box::new(stream))
 }
 
+/// A blocking framed stream (`vmctl_proto::framing`'s wire format): each
+/// write one frame, reads across frames.
+struct FramedConn {
+    stream: std::os::unix::net::UnixStream,
+    /// Payload of the current frame not read yet.
+    left: usize,
+}
+
+impl Read for FramedConn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.left == 0 {
+            let mut header = [0u8; 4];
+            self.stream.read_exact(&mut header)?;
+            self.left = u32::from_be_bytes(header) as usize;
+            if self.left == 0 {
+                return Ok(0);
+            }
+        }
+        let want = buf.len().min(self.left);
+        let n = self.stream.read(&mut buf[..want])?;
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+impl Write for FramedConn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.write_all(&vmctl_proto::framing::frame(buf))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One VM of the bench: a private home, its machine started, netpeer loaded.
 struct Machine {
     home: VmHome,
@@ -311,6 +346,39 @@ pub fn run(name: &str, runs: Option<usize>, warmups: Option<usize>) -> Result<Ve
             move |echo| tcp(if echo { qemu_echo } else { qemu_sink }),
         ),
     ];
+    // The guest's forward service reached straight over raw vsock, as the
+    // daemon reaches it (secret, framing, header), without the daemon.
+    let secret = std::fs::read(home.machine_run("default").join("vm.secret"))?;
+    let secret = vmctl_proto::auth::Secret::from_bytes(&secret)?;
+    let vsock = home.machine_run("default").join("vm.vsock");
+    paths.insert(
+        1,
+        Path::new(
+            "forward service",
+            "raw vsock → the guest's forward service → 127.0.0.1 in the VM (no daemon)",
+            move |echo| {
+                let port = if echo { ECHO } else { SINK };
+                let stream = crate::vm::hybrid_connect(&vsock, vmctl_proto::VSOCK_PORT_FORWARD)?;
+                stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+                let mut conn = FramedConn { stream, left: 0 };
+                vmctl_proto::auth::connect_blocking(
+                    &mut conn,
+                    &secret,
+                    vmctl_proto::VSOCK_PORT_FORWARD,
+                )?;
+                let header = vmctl_proto::forward::ForwardHeader {
+                    protocol: vmctl_proto::ports::Protocol::Tcp,
+                    target: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                    origin: vmctl_proto::forward::Origin::Rule,
+                };
+                conn.write_all(&header.encode())?;
+                let mut reply = [0u8; 1];
+                conn.read_exact(&mut reply)?;
+                ensure!(reply[0] == 0, "the forward service refused");
+                Ok(Box::new(conn) as Box<dyn Conn>)
+            },
+        ),
+    );
     if let Some((_, forwards)) = &before {
         let (echo, sink) = forwards.rule;
         paths.push(Path::new(
@@ -803,8 +871,8 @@ fn daemon_usage(pid: u32) -> Result<(u64, usize)> {
 /// before, at the peak and after.
 fn soak(daemon: u32, port: u16) -> Result<Report> {
     // The baseline after a first few connections (lazy allocations).
-    for _ in 0..50 {
-        round_trip(tcp(port)?.as_mut())?;
+    for i in 0..50 {
+        round_trip(tcp(port)?.as_mut()).with_context(|| format!("warm-up connection {i}"))?;
     }
     std::thread::sleep(Duration::from_secs(2));
     let (rss_before, fds_before) = daemon_usage(daemon)?;
@@ -880,7 +948,9 @@ fn soak(daemon: u32, port: u16) -> Result<Report> {
     let mut expected = vec![0u8; CHUNK];
     let mut intact = true;
     loop {
-        let n = reader.read(&mut buffer)?;
+        let n = reader
+            .read(&mut buffer)
+            .with_context(|| format!("1 GiB echo, after {got} bytes back"))?;
         if n == 0 {
             break;
         }
@@ -893,7 +963,10 @@ fn soak(daemon: u32, port: u16) -> Result<Report> {
             }
         }
     }
-    writer.join().expect("writer thread")?;
+    writer
+        .join()
+        .expect("writer thread")
+        .context("1 GiB echo, writing")?;
     let echo_took = started.elapsed();
     drop(reader);
     std::thread::sleep(Duration::from_secs(2));

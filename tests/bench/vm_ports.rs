@@ -220,18 +220,23 @@ impl Machine {
             ("udp-echo", UDP_ECHO, published.0),
             ("udp-sink", UDP_SINK, published.1),
         ] {
-            let publish = format!("127.0.0.1:{on}:{port}/udp");
-            self.docker(&[
-                "run",
-                "-d",
-                "-p",
-                &publish,
-                vmctl_tests::netpeer::IMAGE,
-                mode,
-                &port.to_string(),
-            ])?;
+            self.published_peer(&format!("127.0.0.1:{on}:{port}/udp"), mode, port)?;
         }
         Ok(published)
+    }
+
+    /// netpeer `mode` on `port` in a bridged container published as
+    /// `publish`; its id.
+    fn published_peer(&self, publish: &str, mode: &str, port: u16) -> Result<String> {
+        self.docker(&[
+            "run",
+            "-d",
+            "-p",
+            publish,
+            vmctl_tests::netpeer::IMAGE,
+            mode,
+            &port.to_string(),
+        ])
     }
 
     /// The TCP echo and sink on the VM's loopback behind two `vmctl port`
@@ -250,16 +255,7 @@ impl Machine {
             ("tcp-echo", ECHO, published.0),
             ("tcp-sink", SINK, published.1),
         ] {
-            let publish = format!("127.0.0.1:{on}:{port}");
-            let id = self.docker(&[
-                "run",
-                "-d",
-                "-p",
-                &publish,
-                vmctl_tests::netpeer::IMAGE,
-                mode,
-                &port.to_string(),
-            ])?;
+            let id = self.published_peer(&format!("127.0.0.1:{on}:{port}"), mode, port)?;
             bridged.push(self.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &id])?);
         }
         Ok(Forwards {

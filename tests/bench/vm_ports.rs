@@ -849,6 +849,31 @@ const CHURN_THREADS: usize = 8;
 /// Bytes echoed through one connection, checked on their way back.
 const SOAK_TRANSFER: usize = 1 << 30;
 
+/// `ss` lines of TCP and unix sockets holding unread or unsent bytes (for a
+/// stalled transfer: which hop holds the data).
+fn queued_sockets() -> String {
+    let mut out = String::new();
+    for family in ["-tanp", "-xanp"] {
+        let Ok(ss) = std::process::Command::new("ss").arg(family).output() else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&ss.stdout).lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // unix: Netid State Recv-Q Send-Q …; tcp: State Recv-Q Send-Q …
+            let queues = if family == "-xanp" {
+                fields.get(2..4)
+            } else {
+                fields.get(1..3)
+            };
+            if queues.is_some_and(|q| q.iter().any(|v| v.parse::<u64>().is_ok_and(|n| n > 0))) {
+                out += line;
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 /// The daemon's resident memory (KiB) and open descriptors.
 fn daemon_usage(pid: u32) -> Result<(u64, usize)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -944,9 +969,12 @@ fn soak(daemon: u32, port: u16) -> Result<Report> {
     let mut expected = vec![0u8; CHUNK];
     let mut intact = true;
     loop {
-        let n = reader
-            .read(&mut buffer)
-            .with_context(|| format!("1 GiB echo, after {got} bytes back"))?;
+        let n = reader.read(&mut buffer).with_context(|| {
+            format!(
+                "1 GiB echo, after {got} bytes back; sockets with queued bytes on the desktop:\n{}",
+                queued_sockets()
+            )
+        })?;
         if n == 0 {
             break;
         }

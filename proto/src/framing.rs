@@ -351,6 +351,51 @@ impl Outbound {
     }
 }
 
+/// A blocking view of a framed stream (a handshake, a synchronous client):
+/// writes go out as one frame each, up to [`MAX_FRAME`]; reads take payload
+/// bytes across frames (a zero-length frame, the peer's half-close, reads
+/// as the end). `S` may be a `&mut` of the stream.
+pub struct FramedSync<S> {
+    inner: S,
+    /// Payload bytes of the current frame not read yet.
+    left: usize,
+}
+
+impl<S: std::io::Read + std::io::Write> FramedSync<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner, left: 0 }
+    }
+}
+
+impl<S: std::io::Read + std::io::Write> std::io::Read for FramedSync<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            let mut len = [0u8; 4];
+            self.inner.read_exact(&mut len)?;
+            self.left = u32::from_be_bytes(len) as usize;
+            if self.left == 0 {
+                return Ok(0);
+            }
+        }
+        let want = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+impl<S: std::io::Read + std::io::Write> std::io::Write for FramedSync<S> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(MAX_FRAME);
+        self.inner.write_all(&frame(&data[..n]))?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Encodes `data` as one frame (for simple synchronous clients).
 pub fn frame(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 4);

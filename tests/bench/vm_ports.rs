@@ -79,41 +79,6 @@ fn tcp(port: u16) -> Result<Box<dyn Conn>> {
     Ok(Box::new(stream))
 }
 
-/// A blocking framed stream (`vmctl_proto::framing`'s wire format): each
-/// write one frame, reads across frames.
-struct FramedConn {
-    stream: std::os::unix::net::UnixStream,
-    /// Payload of the current frame not read yet.
-    left: usize,
-}
-
-impl Read for FramedConn {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.left == 0 {
-            let mut header = [0u8; 4];
-            self.stream.read_exact(&mut header)?;
-            self.left = u32::from_be_bytes(header) as usize;
-            if self.left == 0 {
-                return Ok(0);
-            }
-        }
-        let want = buf.len().min(self.left);
-        let n = self.stream.read(&mut buf[..want])?;
-        self.left -= n;
-        Ok(n)
-    }
-}
-
-impl Write for FramedConn {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.stream.write_all(&vmctl_proto::framing::frame(buf))?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// One VM of the bench: a private home, its machine started, netpeer loaded.
 struct Machine {
     home: VmHome,
@@ -356,7 +321,7 @@ pub fn run(name: &str, runs: Option<usize>, warmups: Option<usize>) -> Result<Ve
                 let port = if echo { ECHO } else { SINK };
                 let stream = crate::vm::hybrid_connect(&vsock, vmctl_proto::VSOCK_PORT_FORWARD)?;
                 stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-                let mut conn = FramedConn { stream, left: 0 };
+                let mut conn = vmctl_proto::framing::FramedSync::new(stream);
                 vmctl_proto::auth::connect_blocking(
                     &mut conn,
                     &secret,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use vmctl_proto::auth::{self, Secret};
 use vmctl_proto::forward::{HostPortRequest, HostPortResponse};
+use vmctl_proto::framing::FramedSync;
 use vmctl_proto::ports::PortBinding;
 
 /// How long the host may take to answer.
@@ -114,51 +115,6 @@ fn read_frame(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
         if out.ends_with(b"\n") {
             return Ok(out);
         }
-    }
-}
-
-/// A blocking view of a framed stream, for the handshake: writes go out as
-/// one frame each, reads take payload bytes across frames (a zero-length
-/// frame, the peer's half-close, reads as the end).
-struct FramedSync<'a, S> {
-    inner: &'a mut S,
-    /// Payload bytes of the current frame not read yet.
-    left: usize,
-}
-
-impl<'a, S: Read + Write> FramedSync<'a, S> {
-    fn new(inner: &'a mut S) -> Self {
-        Self { inner, left: 0 }
-    }
-}
-
-impl<S: Read + Write> Read for FramedSync<'_, S> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.left == 0 {
-            let mut len = [0u8; 4];
-            self.inner.read_exact(&mut len)?;
-            self.left = u32::from_be_bytes(len) as usize;
-            if self.left == 0 {
-                return Ok(0);
-            }
-        }
-        let want = buf.len().min(self.left);
-        let n = self.inner.read(&mut buf[..want])?;
-        self.left -= n;
-        Ok(n)
-    }
-}
-
-impl<S: Read + Write> Write for FramedSync<'_, S> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let n = data.len().min(vmctl_proto::framing::MAX_FRAME);
-        self.inner
-            .write_all(&vmctl_proto::framing::frame(&data[..n]))?;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 

@@ -37,7 +37,7 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
     echo "== installing qemu-system-x86"
     apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
 fi
-# 0.3.0 with vmctl's fix for a paused VM (vendor/vhost-device-vsock/VMCTL-PATCH.md).
+# 0.3.0 with vmctl's fixes: a paused VM, a stream busy both ways (vendor/vhost-device-vsock/VMCTL-PATCH.md).
 vendor/vhost-device-vsock/install.sh
 if ! command -v virtiofsd >/dev/null && [ ! -x "$HOME/.cargo/bin/virtiofsd" ]; then
     echo "== installing virtiofsd (the VM's shares of your files)"

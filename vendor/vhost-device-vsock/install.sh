@@ -13,7 +13,7 @@ for bin in "$(command -v vhost-device-vsock || true)" "$HOME/.cargo/bin/vhost-de
         exit 0
     fi
 done
-echo "installing vhost-device-vsock $want (vendor/vhost-device-vsock: 0.3.0 with vmctl's fix for a paused VM)"
+echo "installing vhost-device-vsock $want (vendor/vhost-device-vsock: 0.3.0 with vmctl's fixes for a paused VM and for a stream busy both ways)"
 target=$(mktemp -d)
 trap 'rm -rf "$target"' EXIT
 cargo install -q --locked --force --path "$here" --target-dir "$target"

@@ -437,14 +437,25 @@ impl VhostUserVsockThread {
                 let key = self.thread_backend.listener_map.get(&fd).unwrap();
                 let conn = self.thread_backend.conn_map.get_mut(key).unwrap();
 
-                if evset.bits() == epoll::Events::EPOLLOUT.bits() {
+                // VMCTL PATCH: flush on every event that says writable, not
+                // only on one that says nothing else. 0.3.0 flushed only when
+                // the event was EPOLLOUT alone; with traffic both ways the
+                // host socket is mostly readable too, so its events came as
+                // EPOLLIN|EPOLLOUT, took the read path below (which leaves
+                // epoll until the read is done) and the tx buffer was never
+                // flushed: the guest, out of credit, stopped sending, and a
+                // bidirectional stream stalled for good.
+                let readable = evset.intersects(
+                    epoll::Events::EPOLLIN | epoll::Events::EPOLLHUP | epoll::Events::EPOLLERR,
+                );
+                if evset.contains(epoll::Events::EPOLLOUT) {
                     // Flush any remaining data from the tx buffer
                     match conn.tx_buf.flush_to(&mut conn.stream) {
                         Ok(cnt) => {
                             if cnt > 0 {
                                 conn.fwd_cnt += Wrapping(cnt as u32);
                                 conn.rx_queue.enqueue(RxOps::CreditUpdate);
-                            } else {
+                            } else if !readable {
                                 // If no remaining data to flush, try to disable EPOLLOUT
                                 if Self::epoll_modify(epoll_fd, fd, epoll::Events::EPOLLIN).is_err()
                                 {
@@ -459,7 +470,9 @@ impl VhostUserVsockThread {
                             log::debug!("Error: {e:?}");
                         }
                     }
-                    return;
+                    if !readable {
+                        return;
+                    }
                 }
 
                 // Unregister stream from the epoll, register when connection is
@@ -982,6 +995,9 @@ mod tests {
         );
 
         let vring = VringRwLock::new(mem, 0x1000).unwrap();
+        // VMCTL PATCH: a ring that is not ready is left alone (Ok), so the
+        // ring is made ready for the failures below to be reached.
+        vring.set_queue_ready(true);
 
         // memory is not configured, so processing TX should fail
         assert!(t.process_tx(&vring, false).is_err());
@@ -1096,5 +1112,61 @@ mod tests {
         vs2.read(&mut buf).unwrap_err();
 
         t.process_backend_evt(EventSet::empty());
+    }
+
+    /// VMCTL PATCH: an event that says readable and writable at once (both
+    /// directions busy) flushes the tx buffer as well as queueing the read.
+    #[test]
+    fn test_vsock_thread_readable_and_writable_flushes() {
+        use std::os::unix::net::UnixStream;
+
+        use vm_memory::VolatileSlice;
+
+        use crate::rxqueue::RxQueue;
+
+        let test_dir = tempdir().expect("Could not create a temp test directory.");
+        let cid_map: Arc<RwLock<CidMap>> = Arc::new(RwLock::new(HashMap::new()));
+        let mut t = VhostUserVsockThread::new(
+            BackendType::UnixDomainSocket(test_dir.path().join("flush.vsock")),
+            3,
+            CONN_TX_BUF_SIZE,
+            vec![String::from("default")],
+            cid_map,
+        )
+        .unwrap();
+        let (ours, mut app) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let fd = ours.as_raw_fd();
+        t.add_new_connection_from_host(fd, StreamType::Unix(ours), 1024, 1234);
+        VhostUserVsockThread::epoll_register(
+            t.get_epoll_fd(),
+            fd,
+            epoll::Events::EPOLLIN | epoll::Events::EPOLLOUT,
+        )
+        .unwrap();
+        let key = ConnMapKey::new(1024, 1234);
+
+        // The guest's bytes that the host application did not take at once
+        // wait in the tx buffer; meanwhile the application wrote too.
+        let mut guest_bytes = b"from the guest".to_vec();
+        let conn = t.thread_backend.conn_map.get_mut(&key).unwrap();
+        conn.connect = true;
+        conn.rx_queue = RxQueue::new();
+        conn.tx_buf
+            .push(&VolatileSlice::from(&mut guest_bytes[..]))
+            .unwrap();
+        app.write_all(b"from the host").unwrap();
+
+        t.handle_event(fd, epoll::Events::EPOLLIN | epoll::Events::EPOLLOUT);
+
+        let conn = t.thread_backend.conn_map.get(&key).unwrap();
+        assert!(conn.tx_buf.is_empty(), "the tx buffer was not flushed");
+        assert_eq!(conn.fwd_cnt, Wrapping(guest_bytes.len() as u32));
+        assert!(conn.rx_queue.contains(RxOps::CreditUpdate.bitmask()));
+        assert!(conn.rx_queue.contains(RxOps::Rw.bitmask()));
+        let mut got = vec![0u8; guest_bytes.len()];
+        app.read_exact(&mut got).unwrap();
+        assert_eq!(got, guest_bytes);
+        test_dir.close().unwrap();
     }
 }

@@ -163,7 +163,22 @@ impl<S: AsRawFd + ReadVolatile + Write + WriteVolatile + IsHybridVsock> VsockCon
                     .subslice(0, max_read_len)
                     .expect("subslicing should work since length was checked");
                 // Read data from the stream directly into the buffer
-                if let Ok(read_cnt) = self.stream.read_volatile(&mut buf) {
+                let read = self.stream.read_volatile(&mut buf);
+                // VMCTL PATCH: a read that finds nothing (the event that
+                // queued it was stale) puts the stream back into epoll. 0.3.0
+                // left it out (it leaves epoll while a read is queued and came
+                // back only after a read that got data), so neither the host's
+                // next bytes nor the writable event that flushes the tx buffer
+                // was ever seen again. The packet tells the guest our credit
+                // instead of carrying no operation at all.
+                if let Err(vm_memory::VolatileMemoryError::IOError(e)) = &read {
+                    if e.kind() == ErrorKind::WouldBlock {
+                        pkt.set_op(VSOCK_OP_CREDIT_UPDATE);
+                        self.reregister();
+                        return Ok(());
+                    }
+                }
+                if let Ok(read_cnt) = read {
                     if read_cnt == 0 {
                         // If no data was read then the stream was closed down unexpectedly.
                         // Send a shutdown packet to the guest-side application.
@@ -176,23 +191,7 @@ impl<S: AsRawFd + ReadVolatile + Write + WriteVolatile + IsHybridVsock> VsockCon
                         pkt.set_op(VSOCK_OP_RW).set_len(read_cnt as u32);
 
                         // Re-register the stream file descriptor for read and write events
-                        if VhostUserVsockThread::epoll_modify(
-                            self.epoll_fd,
-                            self.stream.as_raw_fd(),
-                            epoll::Events::EPOLLIN | epoll::Events::EPOLLOUT,
-                        )
-                        .is_err()
-                        {
-                            if let Err(e) = VhostUserVsockThread::epoll_register(
-                                self.epoll_fd,
-                                self.stream.as_raw_fd(),
-                                epoll::Events::EPOLLIN | epoll::Events::EPOLLOUT,
-                            ) {
-                                // TODO: let's move this logic out of this func, and handle it
-                                // properly
-                                error!("epoll_register failed: {e:?}, but proceed further.");
-                            }
-                        };
+                        self.reregister();
                     }
 
                     // Update the rx_cnt with the amount of data in the vsock packet.
@@ -262,22 +261,7 @@ impl<S: AsRawFd + ReadVolatile + Write + WriteVolatile + IsHybridVsock> VsockCon
                 // Already updated the credit
 
                 // Re-register the stream file descriptor for read and write events
-                if VhostUserVsockThread::epoll_modify(
-                    self.epoll_fd,
-                    self.stream.as_raw_fd(),
-                    epoll::Events::EPOLLIN | epoll::Events::EPOLLOUT,
-                )
-                .is_err()
-                {
-                    if let Err(e) = VhostUserVsockThread::epoll_register(
-                        self.epoll_fd,
-                        self.stream.as_raw_fd(),
-                        epoll::Events::EPOLLIN | epoll::Events::EPOLLOUT,
-                    ) {
-                        // TODO: let's move this logic out of this func, and handle it properly
-                        error!("epoll_register failed: {e:?}, but proceed further.");
-                    }
-                };
+                self.reregister();
             }
             VSOCK_OP_CREDIT_REQUEST => {
                 // Send back this connection's credit information
@@ -360,6 +344,18 @@ impl<S: AsRawFd + ReadVolatile + Write + WriteVolatile + IsHybridVsock> VsockCon
         }
 
         Ok(())
+    }
+
+    /// Listens again for the stream's EPOLLIN and EPOLLOUT (VMCTL PATCH: one
+    /// function for what 0.3.0 wrote out twice, and now a third caller).
+    fn reregister(&self) {
+        let fd = self.stream.as_raw_fd();
+        let events = epoll::Events::EPOLLIN | epoll::Events::EPOLLOUT;
+        if VhostUserVsockThread::epoll_modify(self.epoll_fd, fd, events).is_err() {
+            if let Err(e) = VhostUserVsockThread::epoll_register(self.epoll_fd, fd, events) {
+                error!("epoll_register failed: {e:?}, but proceed further.");
+            }
+        }
     }
 
     /// Initialize all header fields in the vsock packet.
@@ -897,5 +893,55 @@ mod tests {
         let shutdown_response = conn_local.send_pkt(&pkt);
         shutdown_response.unwrap();
         assert!(conn_local.rx_queue.contains(RxOps::Reset.bitmask()));
+    }
+
+    /// VMCTL PATCH: a queued read that finds nothing puts the stream back
+    /// into epoll (0.3.0 left it out for good) and tells the guest our credit.
+    #[test]
+    fn test_vsock_conn_empty_read_reregisters() {
+        use std::os::unix::net::UnixStream;
+
+        use crate::thread_backend::StreamType;
+
+        let head_params = HeadParams::new(PKT_HEADER_SIZE, 5);
+        let (ours, mut app) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let fd = ours.as_raw_fd();
+        let epoll_fd = epoll::create(true).unwrap();
+        let mut conn = VsockConnection::new_local_init(
+            StreamType::Unix(ours),
+            VSOCK_HOST_CID,
+            5000,
+            3,
+            5001,
+            epoll_fd,
+            CONN_TX_BUF_SIZE,
+        );
+        conn.connect = true;
+        conn.peer_buf_alloc = CONN_TX_BUF_SIZE;
+        let (mem, mut descr_chain) = prepare_desc_chain_vsock(true, &head_params, 1, 5);
+        let mem = mem.memory();
+        let mut pkt =
+            VsockPacket::from_rx_virtq_chain(mem.deref(), &mut descr_chain, CONN_TX_BUF_SIZE)
+                .unwrap();
+
+        // The thread took the stream out of epoll when it queued this read
+        // (here it never was in); nothing is there to read.
+        conn.rx_queue.enqueue(RxOps::Rw);
+        conn.recv_pkt(&mut pkt).unwrap();
+        assert_eq!(pkt.op(), VSOCK_OP_CREDIT_UPDATE);
+        assert_eq!(pkt.len(), 0);
+        assert_eq!(conn.rx_cnt, Wrapping(0));
+
+        // Back in epoll: the application's next bytes wake the thread.
+        app.write_all(b"hello").unwrap();
+        let mut events = [epoll::Event::new(epoll::Events::empty(), 0); 4];
+        let n = epoll::wait(epoll_fd, 10_000, &mut events).unwrap();
+        assert_eq!(n, 1);
+        let (bits, data) = (events[0].events, events[0].data);
+        assert_eq!(data, fd as u64);
+        assert_ne!(bits & epoll::Events::EPOLLIN.bits(), 0);
+        // SAFETY: the test created epoll_fd and closes it once, here.
+        drop(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(epoll_fd) });
     }
 }

@@ -13,6 +13,7 @@ pub mod engine_client;
 pub mod file_events;
 pub mod forward;
 pub mod hypervisor;
+pub mod link;
 pub mod machine;
 pub mod process;
 pub mod shares;

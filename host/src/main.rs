@@ -42,6 +42,10 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
     },
+    /// A machine's forward link: its network namespace and tap (its daemon
+    /// starts it).
+    #[command(hide = true, name = "__forward-link")]
+    ForwardLink { socket: std::path::PathBuf },
 }
 
 fn init_logging(daemon: bool) {
@@ -71,6 +75,7 @@ fn main() {
                 | vmctl::cli::machine::MachineCommand::Supervise(_)
         ) | Command::VmmVz { .. }
             | Command::ShareGuard { .. }
+            | Command::ForwardLink { .. }
     );
     init_logging(daemon);
     let result = match cli.command {
@@ -91,6 +96,7 @@ fn main() {
             .map(|()| 0)
             .map_err(|e| vmctl::error_chain(&e)),
         Command::ShareGuard { root, command } => share_guard(&root, &command),
+        Command::ForwardLink { socket } => forward_link(&socket),
         Command::Container(command) => block_on(async {
             let docker = vmctl::cli::engine::connect(cli.host.as_deref(), &cli.machine)
                 .await
@@ -112,6 +118,16 @@ fn main() {
 #[cfg(target_os = "linux")]
 fn share_guard(root: &std::path::Path, command: &[std::ffi::OsString]) -> Result<i32, String> {
     vmctl::shares::guard::run(root, command).map_err(|e| format!("share guard: {e}"))
+}
+
+#[cfg(target_os = "linux")]
+fn forward_link(socket: &std::path::Path) -> Result<i32, String> {
+    vmctl::link::helper::run(socket).map_err(|e| format!("forward link: {e}"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn forward_link(_: &std::path::Path) -> Result<i32, String> {
+    Err("the forward link runs on Linux only".into())
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -50,6 +50,29 @@ pub const CMDLINE_BIND: &str = "vmctl.bind";
 /// Published ports may not target it, and user networks may not overlap it.
 pub const CMDLINE_NIC_SUBNET: &str = "vmctl.nic_subnet";
 
+/// The forward link (Linux with QEMU): a second NIC whose far end is a
+/// tap in a network namespace of the daemon's, through which published TCP
+/// ports reach containers with the host kernel doing TCP with the guest's:
+/// under emulation, far faster than a relay over vsock (BENCHMARKS.md,
+/// issue 19). Kernel command-line key, present when the VM has the link:
+/// the guest's address on it, `ADDRESS/PREFIX`.
+pub const CMDLINE_LINK: &str = "vmctl.link";
+
+/// The link NIC's MAC address: how the guest tells it from its own NIC.
+pub const LINK_MAC: &str = "52:54:00:76:6d:6c";
+
+/// The desktop's side of the link (the helper's namespace).
+pub const LINK_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 19, 249, 1);
+
+/// The guest's side of the link.
+pub const LINK_GUEST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 19, 249, 2);
+
+/// The link's prefix length: the two addresses and nothing else.
+pub const LINK_PREFIX: u8 = 30;
+
+/// The link's MTU: large frames are what makes it fast under emulation.
+pub const LINK_MTU: u32 = 65_520;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error(

@@ -484,6 +484,129 @@ fn published_ports_reach_containers_and_follow_every_reset() {
     assert!(home.processes().is_empty(), "{:?}", home.processes());
 }
 
+/// The first line a connection to 127.0.0.1:`port` is told.
+fn first_line(port: u16) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut said = String::new();
+    stream.read_to_string(&mut said)?;
+    Ok(said.lines().next().unwrap_or_default().to_owned())
+}
+
+/// `size` bytes of a pattern through the TCP echo on 127.0.0.1:`port`, both
+/// directions at once, half-closed at the end; whether all came back intact.
+fn echo_bulk(port: u16, size: usize) -> std::io::Result<bool> {
+    let pattern = |at: usize| (at % 251) as u8;
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut writer = stream.try_clone()?;
+    let sending = std::thread::spawn(move || -> std::io::Result<()> {
+        let chunk: Vec<u8> = (0..size).map(pattern).collect();
+        for piece in chunk.chunks(256 * 1024) {
+            writer.write_all(piece)?;
+        }
+        writer.shutdown(Shutdown::Write)
+    });
+    let mut back = Vec::with_capacity(size);
+    (&stream).read_to_end(&mut back)?;
+    sending.join().expect("writer")?;
+    Ok(back.len() == size && back.iter().enumerate().all(|(at, b)| *b == pattern(at)))
+}
+
+/// Published TCP ports go through the forward link (the VM's second NIC,
+/// `vmctl::link`): the container's peer is the link's desktop side, bulk
+/// both ways at once arrives whole, half-close kept. And the link is a dead
+/// end for a container: a listener the desktop has on all its addresses
+/// is not reached through it.
+#[test]
+fn published_ports_take_the_forward_link_which_leads_nowhere_else() {
+    require_vm!();
+    let home = VmHome::new();
+    home.ok(&[
+        "machine", "init", "--cpus", "2", "--memory", "1024", "--disk", "2",
+    ]);
+    home.ok(&["machine", "start"]);
+    let host = home.docker_host();
+    let netpeer = vmctl_tests::netpeer::image_tar().display().to_string();
+    home.docker_ok(&host, &["load", "-q", "-i", &netpeer]);
+    let image = vmctl_tests::netpeer::IMAGE;
+
+    let link_host = vmctl_proto::forward::LINK_HOST;
+    home.docker_ok(
+        &host,
+        &[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1:18190:7",
+            image,
+            "tcp-peer",
+            "7",
+        ],
+    );
+    let mut said = String::new();
+    assert!(
+        eventually(LONG, || {
+            said = first_line(18190).unwrap_or_default();
+            said.starts_with(&format!("peer {link_host}:"))
+        }),
+        "the container's peer was not the link ({said:?})\n{}",
+        vmctl_tests::tail(&home.daemon_log("default"), 20)
+    );
+
+    home.docker_ok(
+        &host,
+        &[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1:18191:7",
+            image,
+            "tcp-echo",
+            "7",
+        ],
+    );
+    assert!(
+        eventually(LONG, || echo_once(18191, b"ping")
+            .is_ok_and(|b| b == b"ping")),
+        "the echo never answered"
+    );
+    assert!(
+        echo_bulk(18191, 64 << 20).expect("64 MiB through the echo"),
+        "64 MiB did not come back intact"
+    );
+    let echo = forward_on(&home, 18191).expect("port ls shows the echo");
+    assert!(
+        echo["stats"]["bytes_out"].as_u64().unwrap_or(0) >= 64 << 20,
+        "{echo}"
+    );
+
+    // Hostile: a container knocks on the link's desktop side at a port the
+    // desktop listens on (all addresses): nothing answers, nothing arrives.
+    let desktop = TcpListener::bind("0.0.0.0:0").expect("a desktop listener");
+    desktop.set_nonblocking(true).expect("non-blocking");
+    let port = desktop.local_addr().expect("its port").port();
+    let knock = home.docker_ok(
+        &host,
+        &[
+            "run",
+            "--rm",
+            image,
+            "tcp-get",
+            &format!("{link_host}:{port}"),
+        ],
+    );
+    assert!(
+        knock.starts_with("error"),
+        "the link led somewhere: {knock}"
+    );
+    assert!(
+        matches!(desktop.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a container reached the desktop through the link"
+    );
+    home.ok(&["machine", "stop"]);
+}
+
 #[test]
 fn port_rules_are_vm_only_and_bad_specs_refused() {
     require_vm!();

@@ -11,6 +11,8 @@
 //!                              N bytes read and dropped, N echoed back as the
 //!                              8-byte answer (no half-close needed: raw
 //!                              hybrid vsock has none)
+//!   netpeer tcp-peer PORT      per connection: `peer ADDR:PORT` (where it
+//!                              came from), then closes
 //!   netpeer vsock-echo PORT    tcp-echo on AF_VSOCK (any CID)
 //!   netpeer vsock-sink PORT    tcp-sink on AF_VSOCK
 //!   netpeer vsock-forge CID PORT MESSAGE
@@ -77,7 +79,7 @@ fn main() {
     let (mode, port) = match args.as_slice() {
         [_, mode, port] => (mode.as_str(), port.parse::<u32>().expect("PORT")),
         _ => {
-            eprintln!("usage: netpeer udp-echo|tcp-echo|tcp-sink|vsock-echo|vsock-sink PORT");
+            eprintln!("usage: netpeer udp-echo|tcp-echo|tcp-sink|tcp-peer|vsock-echo|vsock-sink PORT");
             std::process::exit(2);
         }
     };
@@ -86,6 +88,7 @@ fn main() {
         "udp-sink" => udp_sink(port as u16),
         "tcp-echo" => serve_tcp(port as u16, echo),
         "tcp-sink" => serve_tcp(port as u16, sink),
+        "tcp-peer" => tcp_peer(port as u16),
         "vsock-echo" => serve_vsock(port, echo),
         "vsock-sink" => serve_vsock(port, sink),
         _ => {
@@ -141,6 +144,18 @@ trait Stream: Read + Write + Send + 'static {
 impl Stream for std::net::TcpStream {
     fn close_write(&self) {
         let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+/// Tells each connection the address it came from (`peer ADDR:PORT`), then
+/// closes it: which way a forwarded connection arrived.
+fn tcp_peer(port: u16) {
+    let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+    ready();
+    for mut stream in listener.incoming().flatten() {
+        if let Ok(peer) = stream.peer_addr() {
+            let _ = writeln!(stream, "peer {peer}");
+        }
     }
 }
 

@@ -166,6 +166,46 @@ fn network() {
     if let Err(e) = dhcp::start(super::engine::INTERFACE) {
         tracing::warn!(error = %e, "cannot start udhcpc");
     }
+    link();
+}
+
+/// The forward link (`vmctl.link=ADDRESS/PREFIX`, the NIC whose MAC is
+/// `LINK_MAC`): the desktop's daemon reaches published container ports
+/// through it, its own TCP talking to the containers' (the VM routes).
+/// Up with its large MTU and our address; no route beyond the link.
+fn link() {
+    let cmdline = super::cmdline::read();
+    let Some(address) = super::cmdline::value(&cmdline, vmctl_proto::forward::CMDLINE_LINK) else {
+        return;
+    };
+    let Some(interface) = interface_with_mac(vmctl_proto::forward::LINK_MAC) else {
+        tracing::warn!("the kernel command line names a forward link but no NIC has its MAC");
+        return;
+    };
+    let mtu = vmctl_proto::forward::LINK_MTU.to_string();
+    let steps: [&[&str]; 2] = [
+        &["link", "set", &interface, "mtu", &mtu, "up"],
+        &["addr", "add", address, "dev", &interface],
+    ];
+    for step in steps {
+        let status = Command::new("/bin/busybox").arg("ip").args(step).status();
+        if !status.is_ok_and(|s| s.success()) {
+            tracing::warn!(?step, "cannot set up the forward link");
+            return;
+        }
+    }
+    tracing::info!(%interface, address, "forward link up");
+}
+
+/// The network interface whose MAC address is `mac` (lower case).
+fn interface_with_mac(mac: &str) -> Option<String> {
+    std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let address = std::fs::read_to_string(entry.path().join("address")).ok()?;
+            (address.trim() == mac).then(|| entry.file_name().to_string_lossy().into_owned())
+        })
 }
 
 /// Kernel settings a container host needs beyond the defaults of a 1 GiB VM.

@@ -249,6 +249,7 @@ fn vm_spec(
         },
         secret: paths.boot_secret(),
         shares,
+        link_tap: None,
     };
     Ok((spec, backend))
 }
@@ -271,6 +272,10 @@ fn forced_accelerator() -> Result<Option<Accelerator>, DaemonError> {
 /// Forward streams kept open and proven ahead of the connections that take
 /// them: a burst beyond this connects as before.
 const FORWARD_POOL: usize = 4;
+
+/// How long the guest has to answer on the forward link once it runs
+/// before published ports give up on it (and stay on vsock).
+const LINK_PATIENCE: Duration = Duration::from_secs(30);
 
 async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, DaemonError> {
     let hypervisor = hypervisor::detect(machine.config.arch())?;
@@ -338,6 +343,10 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
             status.error = None;
             status.save(&machine.paths)?;
             tracing::info!(vm = %machine.paths.name, "adopted the running VM");
+            if let Some(link) = crate::link::Link::adopt(&machine.paths.link_socket()) {
+                link.watch(LINK_PATIENCE);
+                forwarder.set_link(link);
+            }
             return Ok(Running {
                 machine,
                 vm,
@@ -363,6 +372,16 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
 
     machine.size_disk()?;
     secret.set(secret::renew(&machine.paths.boot_secret())?);
+    let link = if hypervisor.name() == "qemu" && crate::link::wanted() {
+        crate::link::Link::prepare(&machine.paths.link_socket()).await
+    } else {
+        None
+    };
+    if let Some((_, tap)) = &link {
+        spec.link_tap = Some(*tap);
+        spec.cmdline.push(' ');
+        spec.cmdline.push_str(&crate::link::Link::cmdline_word());
+    }
     let mut status = VmStatus::new(State::Starting);
     status.hypervisor = hypervisor.name().to_owned();
     status.started_at = Some(unix_now());
@@ -391,6 +410,10 @@ async fn start_or_adopt(roots: &Roots, machine: Machine) -> Result<Running, Daem
     status.guest_kernel = Some(booted.health.kernel);
     status.save(&machine.paths)?;
     tracing::info!(vm = %machine.paths.name, accel = %booted.accelerator, boot_ms = booted.boot.as_millis() as u64, "VM running");
+    if let Some((link, _)) = link {
+        link.watch(LINK_PATIENCE);
+        forwarder.set_link(link);
+    }
     Ok(Running {
         machine,
         vm: booted.vm,

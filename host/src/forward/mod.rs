@@ -40,7 +40,13 @@ pub struct Route {
     /// A published port or the user's own rule.
     pub origin: Origin,
     pub gate: std::sync::Arc<gate::Gate>,
+    /// The forward link, once the machine has one (`crate::link`):
+    /// published TCP ports take it instead of vsock while it is ready.
+    pub link: LinkSlot,
 }
+
+/// Where the forwarder and its routes find the machine's forward link.
+pub type LinkSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::link::Link>>>;
 
 /// Copies bytes both ways until both directions ended. An EOF on one side
 /// becomes a write shutdown on the other (half-close), so a client that

@@ -101,6 +101,7 @@ pub struct Forwarder {
     gate: Arc<Gate>,
     /// Reservations a second ([`policy::RESERVE_RATE`]).
     bucket: Mutex<TokenBucket>,
+    link: super::LinkSlot,
 }
 
 fn key_of(binding: &PortBinding) -> Key {
@@ -129,7 +130,14 @@ impl Forwarder {
             entries: Mutex::new(BTreeMap::new()),
             gate,
             bucket: Mutex::new(TokenBucket::reservations()),
+            link: Default::default(),
         })
+    }
+
+    /// From now on, published TCP ports may take the forward link (while
+    /// it is ready): every listener's route sees it, old and new.
+    pub fn set_link(&self, link: Arc<crate::link::Link>) {
+        let _ = self.link.set(link);
     }
 
     /// The policy's verdict on a reservation of `binding` (rate, addresses,
@@ -461,6 +469,7 @@ impl Forwarder {
             target,
             origin,
             gate: self.gate.clone(),
+            link: self.link.clone(),
         }
     }
 

@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
 use tokio::net::{TcpListener, TcpStream};
+use vmctl_proto::forward::Origin;
 use vmctl_proto::ports::Protocol;
 
 use super::stats::Stats;
@@ -58,15 +61,31 @@ async fn connection(
     let target = route.target;
     let _active = stats.open();
     let _ = client.set_nodelay(true);
-    let Some(guest) =
-        super::open_forward(transport.as_ref(), Protocol::Tcp, target, route.origin).await
-    else {
-        return;
-    };
     let mut client = Counted {
         inner: client,
         read: &stats.bytes_in,
         written: &stats.bytes_out,
+    };
+    // A published port (a container's address, never the VM's loopback,
+    // which only vsock reaches) through the link when it is up.
+    let link = route.link.get().filter(|link| link.ready());
+    if let (Some(link), Origin::Published, SocketAddr::V4(to)) = (link, route.origin, target) {
+        let guest = match link.connect_tcp(to).await {
+            Ok(guest) => guest,
+            Err(e) => {
+                tracing::debug!(%target, error = %e, "the target did not answer through the link");
+                return;
+            }
+        };
+        if let Err(e) = super::pipe(&mut client, guest).await {
+            tracing::debug!(%target, error = %e, "forwarded connection ended with an error");
+        }
+        return;
+    }
+    let Some(guest) =
+        super::open_forward(transport.as_ref(), Protocol::Tcp, target, route.origin).await
+    else {
+        return;
     };
     if let Err(e) = super::pipe(&mut client, guest).await {
         tracing::debug!(%target, error = %e, "forwarded connection ended with an error");

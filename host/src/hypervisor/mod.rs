@@ -55,6 +55,9 @@ pub struct VmSpec {
     /// names each one). QEMU: a `vhost-user-fs-pci` device on each one's
     /// virtiofsd socket; VZ: its own virtio-fs devices.
     pub shares: Vec<crate::shares::ShareDevice>,
+    /// The forward link's tap (a descriptor the daemon holds open; Linux
+    /// with QEMU: a second NIC, see `crate::link`). `None`: no link.
+    pub link_tap: Option<i32>,
 }
 
 /// How the guest's vsock device is provided.

@@ -349,6 +349,7 @@ mod tests {
             vsock: super::super::VsockDevice::Kernel { cid: 3 },
             secret: dir.join("vm.secret"),
             shares: Vec::new(),
+            link_tap: None,
         }
     }
 

@@ -137,6 +137,10 @@ impl MachinePaths {
     pub fn vsock_socket(&self) -> PathBuf {
         self.run.join("vm.vsock")
     }
+    /// The forward link helper's socket (`crate::link`).
+    pub fn link_socket(&self) -> PathBuf {
+        self.run.join("link.sock")
+    }
     /// The vhost-user socket of share `index`'s virtiofsd (QEMU).
     pub fn share_socket(&self, index: usize) -> PathBuf {
         self.run.join(format!("share-{index}.sock"))

@@ -73,7 +73,11 @@ fn free_port() -> Result<u16> {
 }
 
 fn tcp(port: u16) -> Result<Box<dyn Conn>> {
-    let stream = TcpStream::connect(("127.0.0.1", port))?;
+    tcp_to(std::net::Ipv4Addr::LOCALHOST, port)
+}
+
+fn tcp_to(address: std::net::Ipv4Addr, port: u16) -> Result<Box<dyn Conn>> {
+    let stream = TcpStream::connect((address, port))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     Ok(Box::new(stream))
@@ -98,7 +102,12 @@ struct Forwards {
 impl Machine {
     /// Inits and starts a machine (from `image`, else the default image),
     /// with QEMU's `hostfwd` rules where given, and loads netpeer.
-    fn start(image: Option<PathBuf>, vmctl: Option<PathBuf>, hostfwd: &str) -> Result<Machine> {
+    fn start(
+        image: Option<PathBuf>,
+        vmctl: Option<PathBuf>,
+        hostfwd: &str,
+        env: Option<(String, String)>,
+    ) -> Result<Machine> {
         let machine = Machine {
             home: VmHome::new(),
             docker_host: String::new(),
@@ -113,6 +122,9 @@ impl Machine {
             }
             if !hostfwd.is_empty() {
                 command.env("VMCTL_QEMU_HOSTFWD", hostfwd);
+            }
+            if let Some((key, value)) = &env {
+                command.env(key, value);
             }
         };
         machine.vmctl(&init, with)?;
@@ -247,7 +259,7 @@ pub fn run(name: &str, runs: Option<usize>, warmups: Option<usize>) -> Result<Ve
         "tcp:127.0.0.1:{qemu_echo}-:{ECHO};tcp:127.0.0.1:{qemu_sink}-:{SINK};\
          udp:127.0.0.1:{qemu_udp_echo}-:{UDP_ECHO};udp:127.0.0.1:{qemu_udp_sink}-:{UDP_SINK}"
     );
-    let machine = Machine::start(None, None, &hostfwd)?;
+    let machine = Machine::start(None, None, &hostfwd, None)?;
     let home = &machine.home;
     for (mode, port) in [
         ("vsock-echo", VSOCK_ECHO),
@@ -263,12 +275,19 @@ pub fn run(name: &str, runs: Option<usize>, warmups: Option<usize>) -> Result<Ve
         bridged,
     } = machine.forwards()?;
     // `VMCTL_BENCH_BEFORE=DIR`: a second VM from the image in DIR (an
-    // earlier guest), run by `VMCTL_BENCH_BEFORE_VMCTL` (an earlier vmctl)
-    // where given, whose two forwards join the same interleaved runs.
+    // earlier guest; `-`: this one), run by `VMCTL_BENCH_BEFORE_VMCTL` (an
+    // earlier vmctl) where given, with `VMCTL_BENCH_BEFORE_ENV=KEY=VALUE` in
+    // its environment (`VMCTL_LINK=0`: published ports over vsock), whose
+    // two forwards join the same interleaved runs.
     let before = match std::env::var_os("VMCTL_BENCH_BEFORE") {
         Some(dir) if !ideas => {
             let vmctl = std::env::var_os("VMCTL_BENCH_BEFORE_VMCTL").map(PathBuf::from);
-            let before = Machine::start(Some(PathBuf::from(dir)), vmctl, "")?;
+            let image = (dir != "-").then(|| PathBuf::from(dir));
+            let env = std::env::var("VMCTL_BENCH_BEFORE_ENV").ok().and_then(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            });
+            let before = Machine::start(image, vmctl, "", env)?;
             let forwards = before.forwards()?;
             Some((before, forwards))
         }
@@ -430,6 +449,34 @@ pub fn run(name: &str, runs: Option<usize>, warmups: Option<usize>) -> Result<Ve
             }
             paths.push(Path::new(name, note, on(echo_port, sink_port)));
         }
+    }
+    // VMCTL_BENCH_NIC=ADDRESS (vm-ports-ideas): the VM's second NIC, a
+    // QEMU `-netdev tap` that a $VMCTL_QEMU wrapper added (BENCHMARKS.md),
+    // gets ADDRESS/24 and MTU 65520, and a row reaches the VM's echo and
+    // sink through it: published ports through the NIC, with the host
+    // kernel's TCP standing in for a user-space TCP/IP stack in the daemon
+    // (what vpnkit and gvisor-tap-vsock are), at its best.
+    if let (true, Ok(address)) = (ideas, std::env::var("VMCTL_BENCH_NIC")) {
+        let tar = vmctl_tests::builtin_images().join("hello.tar");
+        machine.docker(&["load", "-q", "-i", &tar.display().to_string()])?;
+        let setup = format!("ip link set eth1 mtu 65520 up && ip addr add {address}/24 dev eth1");
+        machine.docker(&[
+            "run",
+            "--rm",
+            "--privileged",
+            "--network",
+            "host",
+            "hello:latest",
+            "sh",
+            "-c",
+            &setup,
+        ])?;
+        let address: std::net::Ipv4Addr = address.parse().context("VMCTL_BENCH_NIC")?;
+        paths.push(Path::new(
+            "NIC: tap, host TCP",
+            "host kernel TCP → tap → QEMU virtio-net (MTU 65520) → TCP in the VM",
+            move |echo| tcp_to(address, if echo { ECHO } else { SINK }),
+        ));
     }
     // Every far end answers before anything is timed.
     for path in &paths {
@@ -856,6 +903,14 @@ fn daemon_usage(pid: u32) -> Result<(u64, usize)> {
 /// byte, through a published port; the daemon's memory and descriptors
 /// before, at the peak and after.
 fn soak(daemon: u32, port: u16) -> Result<Report> {
+    // VMCTL_BENCH_SOAK_CHURN=N: N connections per round instead (0: the
+    // echo alone, to chase a stall quickly).
+    let churn_count = match std::env::var("VMCTL_BENCH_SOAK_CHURN") {
+        Ok(n) => n
+            .parse()
+            .context("VMCTL_BENCH_SOAK_CHURN: a number of connections")?,
+        Err(_) => CHURN,
+    };
     // The baseline after a first few connections (lazy allocations).
     for i in 0..50 {
         round_trip(tcp(port)?.as_mut()).with_context(|| format!("warm-up connection {i}"))?;
@@ -871,7 +926,7 @@ fn soak(daemon: u32, port: u16) -> Result<Report> {
                 .map(|_| {
                     scope.spawn(|| {
                         let mut samples = Vec::new();
-                        for _ in 0..CHURN / CHURN_THREADS {
+                        for _ in 0..churn_count / CHURN_THREADS {
                             let began = Instant::now();
                             match tcp(port).and_then(|mut c| round_trip(c.as_mut())) {
                                 Ok(()) => samples.push(began.elapsed()),
@@ -968,14 +1023,14 @@ fn soak(daemon: u32, port: u16) -> Result<Report> {
     churn.samples = samples;
     let mut echo = Series::new("1 GiB echo", "out and back on one connection, checked");
     echo.samples.push(echo_took);
-    let ok = 2 * (CHURN / CHURN_THREADS * CHURN_THREADS) - failed;
+    let ok = 2 * (churn_count / CHURN_THREADS * CHURN_THREADS) - failed;
     Ok(Report {
         bench: "vm-ports-soak",
         workload: format!(
-            "{CHURN} connections through a published port in {:.1} s ({:.0}/s), twice, then 1 GiB echoed \
+            "{churn_count} connections through a published port in {:.1} s ({:.0}/s), twice, then 1 GiB echoed \
              ({:.0} MiB/s each way); the host daemon's memory and descriptors",
             churn_took.as_secs_f64(),
-            CHURN as f64 / churn_took.as_secs_f64(),
+            churn_count as f64 / churn_took.as_secs_f64(),
             1024.0 / echo_took.as_secs_f64(),
         ),
         runs: 1,
@@ -987,11 +1042,11 @@ fn soak(daemon: u32, port: u16) -> Result<Report> {
         goals: vec![
             format!(
                 "churn: {ok} of {} connections answered (two rounds): {}",
-                2 * CHURN,
+                2 * churn_count,
                 if failed == 0 { "met" } else { "missed" }
             ),
             format!(
-                "daemon memory after each churn: {rss_churn} KiB, then {rss_churn2} KiB ({:+} KiB for the second {CHURN})",
+                "daemon memory after each churn: {rss_churn} KiB, then {rss_churn2} KiB ({:+} KiB for the second {churn_count})",
                 rss_churn2 as i64 - rss_churn as i64
             ),
             format!(

@@ -513,9 +513,9 @@ fn echo_bulk(port: u16, size: usize) -> std::io::Result<bool> {
     Ok(back.len() == size && back.iter().enumerate().all(|(at, b)| *b == pattern(at)))
 }
 
-/// Published TCP ports go through the forward link (the VM's second NIC,
-/// `vmctl::link`): the container's peer is the link's desktop side, bulk
-/// both ways at once arrives whole, half-close kept. And the link is a dead
+/// Published ports go through the forward link (the VM's second NIC,
+/// `vmctl::link`): the container's peer is the link's desktop side, for TCP
+/// and UDP; bulk both ways at once arrives whole, half-close kept. And the link is a dead
 /// end for a container: a listener the desktop has on all its addresses
 /// is not reached through it.
 #[test]
@@ -552,6 +552,48 @@ fn published_ports_take_the_forward_link_which_leads_nowhere_else() {
         }),
         "the container's peer was not the link ({said:?})\n{}",
         vmctl_tests::tail(&home.daemon_log("default"), 20)
+    );
+
+    // A `vmctl port` rule to a port of the VM itself: through the link too.
+    home.docker_ok(
+        &host,
+        &["run", "-d", "--network", "host", image, "tcp-peer", "7107"],
+    );
+    home.ok(&["port", "add", "peer", "18193:7107"]);
+    assert!(
+        eventually(LONG, || {
+            said = first_line(18193).unwrap_or_default();
+            said.starts_with(&format!("peer {link_host}:"))
+        }),
+        "the rule's connection did not come through the link ({said:?})"
+    );
+
+    // UDP: each client's flow has its own socket on the link.
+    home.docker_ok(
+        &host,
+        &[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1:18192:7/udp",
+            image,
+            "udp-peer",
+            "7",
+        ],
+    );
+    let client = UdpSocket::bind("127.0.0.1:0").expect("a UDP client");
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut answer = None;
+    assert!(
+        eventually(LONG, || {
+            answer = udp_round_trip(&client, 18192, "who");
+            answer
+                .as_deref()
+                .is_some_and(|a| a.starts_with(&format!("peer {link_host}:")))
+        }),
+        "UDP did not come through the link: {answer:?}"
     );
 
     home.docker_ok(

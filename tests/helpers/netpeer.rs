@@ -13,6 +13,7 @@
 //!                              hybrid vsock has none)
 //!   netpeer tcp-peer PORT      per connection: `peer ADDR:PORT` (where it
 //!                              came from), then closes
+//!   netpeer udp-peer PORT      answers each datagram with `peer ADDR:PORT`
 //!   netpeer vsock-echo PORT    tcp-echo on AF_VSOCK (any CID)
 //!   netpeer vsock-sink PORT    tcp-sink on AF_VSOCK
 //!   netpeer vsock-forge CID PORT MESSAGE
@@ -79,7 +80,7 @@ fn main() {
     let (mode, port) = match args.as_slice() {
         [_, mode, port] => (mode.as_str(), port.parse::<u32>().expect("PORT")),
         _ => {
-            eprintln!("usage: netpeer udp-echo|tcp-echo|tcp-sink|tcp-peer|vsock-echo|vsock-sink PORT");
+            eprintln!("usage: netpeer udp-echo|udp-peer|tcp-echo|tcp-sink|tcp-peer|vsock-echo|vsock-sink PORT");
             std::process::exit(2);
         }
     };
@@ -89,6 +90,7 @@ fn main() {
         "tcp-echo" => serve_tcp(port as u16, echo),
         "tcp-sink" => serve_tcp(port as u16, sink),
         "tcp-peer" => tcp_peer(port as u16),
+        "udp-peer" => udp_peer(port as u16),
         "vsock-echo" => serve_vsock(port, echo),
         "vsock-sink" => serve_vsock(port, sink),
         _ => {
@@ -155,6 +157,18 @@ fn tcp_peer(port: u16) {
     for mut stream in listener.incoming().flatten() {
         if let Ok(peer) = stream.peer_addr() {
             let _ = writeln!(stream, "peer {peer}");
+        }
+    }
+}
+
+/// Answers each datagram with `peer ADDR:PORT`, where it came from.
+fn udp_peer(port: u16) {
+    let socket = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
+    ready();
+    let mut buffer = vec![0u8; 65536];
+    loop {
+        if let Ok((_, from)) = socket.recv_from(&mut buffer) {
+            let _ = socket.send_to(format!("peer {from}").as_bytes(), from);
         }
     }
 }

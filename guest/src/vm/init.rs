@@ -171,8 +171,11 @@ fn network() {
 
 /// The forward link (`vmctl.link=ADDRESS/PREFIX`, the NIC whose MAC is
 /// `LINK_MAC`): the desktop's daemon reaches published container ports
-/// through it, its own TCP talking to the containers' (the VM routes).
-/// Up with its large MTU and our address; no route beyond the link.
+/// through it, its own TCP talking to the containers' (the VM routes), and
+/// the VM's own ports of `vmctl port` rules at our link address, which is
+/// mapped to our loopback (where those rules lead) for what comes in on
+/// the link alone. Up with its large MTU and our address; no route beyond
+/// the link, and no container starts anything through it.
 fn link() {
     let cmdline = super::cmdline::read();
     let Some(address) = super::cmdline::value(&cmdline, vmctl_proto::forward::CMDLINE_LINK) else {
@@ -183,14 +186,37 @@ fn link() {
         return;
     };
     let mtu = vmctl_proto::forward::LINK_MTU.to_string();
-    let steps: [&[&str]; 2] = [
-        &["link", "set", &interface, "mtu", &mtu, "up"],
-        &["addr", "add", address, "dev", &interface],
+    let guest = vmctl_proto::forward::LINK_GUEST.to_string();
+    // What comes in on the link to our address goes to our loopback; and
+    // nothing forwarded (a container's) may start a flow out of the link:
+    // only answers to the desktop's own connections leave through it.
+    let rules = format!(
+        "table ip vmctl_link {{ \
+         chain prerouting {{ type nat hook prerouting priority -110; \
+         iifname \"{interface}\" ip daddr {guest} dnat to 127.0.0.1; }} \
+         chain forward {{ type filter hook forward priority -10; \
+         oifname \"{interface}\" ct state new drop; }} }}"
+    );
+    let steps: [(&str, &[&str]); 3] = [
+        (
+            "/bin/busybox",
+            &["ip", "link", "set", &interface, "mtu", &mtu, "up"],
+        ),
+        (
+            "/bin/busybox",
+            &["ip", "addr", "add", address, "dev", &interface],
+        ),
+        ("/usr/sbin/nft", &[&rules]),
     ];
-    for step in steps {
-        let status = Command::new("/bin/busybox").arg("ip").args(step).status();
+    let route_localnet = format!("/proc/sys/net/ipv4/conf/{interface}/route_localnet");
+    if let Err(e) = std::fs::write(&route_localnet, "1") {
+        tracing::warn!(error = %e, "cannot set up the forward link");
+        return;
+    }
+    for (program, args) in steps {
+        let status = Command::new(program).args(args).status();
         if !status.is_ok_and(|s| s.success()) {
-            tracing::warn!(?step, "cannot set up the forward link");
+            tracing::warn!(program, ?args, "cannot set up the forward link");
             return;
         }
     }

@@ -45,6 +45,24 @@ pub struct Route {
     pub link: LinkSlot,
 }
 
+/// Where a forward's connections go through the forward link, if they
+/// may: a published port's container as it is; a rule's port on the VM's
+/// loopback at the guest's link address (the guest maps what comes in on
+/// the link there to its loopback).
+pub fn link_target(origin: Origin, target: SocketAddr) -> Option<std::net::SocketAddrV4> {
+    let SocketAddr::V4(target) = target else {
+        return None;
+    };
+    match origin {
+        Origin::Published if !target.ip().is_loopback() => Some(target),
+        Origin::Rule if target.ip().is_loopback() => Some(std::net::SocketAddrV4::new(
+            vmctl_proto::forward::LINK_GUEST,
+            target.port(),
+        )),
+        _ => None,
+    }
+}
+
 /// Where the forwarder and its routes find the machine's forward link.
 pub type LinkSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::link::Link>>>;
 
@@ -117,4 +135,28 @@ async fn connect_forward(transport: &dyn VsockTransport) -> Result<GuestStream, 
         }
     }
     transport.connect(vmctl_proto::VSOCK_PORT_FORWARD).await
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    #[test]
+    fn the_link_takes_containers_and_the_vms_loopback_ports() {
+        let container: SocketAddr = "172.17.0.2:80".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+        assert_eq!(
+            link_target(Origin::Published, container),
+            Some("172.17.0.2:80".parse().unwrap())
+        );
+        let guest = std::net::SocketAddrV4::new(vmctl_proto::forward::LINK_GUEST, 5432);
+        assert_eq!(link_target(Origin::Rule, loopback), Some(guest));
+        // Never the other way round, nor IPv6.
+        assert_eq!(link_target(Origin::Published, loopback), None);
+        assert_eq!(link_target(Origin::Rule, container), None);
+        assert_eq!(
+            link_target(Origin::Published, "[::1]:80".parse().unwrap()),
+            None
+        );
+    }
 }

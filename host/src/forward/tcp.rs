@@ -7,11 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
 use tokio::net::{TcpListener, TcpStream};
-use vmctl_proto::forward::Origin;
 use vmctl_proto::ports::Protocol;
 
 use super::stats::Stats;
@@ -66,10 +63,9 @@ async fn connection(
         read: &stats.bytes_in,
         written: &stats.bytes_out,
     };
-    // A published port (a container's address, never the VM's loopback,
-    // which only vsock reaches) through the link when it is up.
+    // Through the link when it is up.
     let link = route.link.get().filter(|link| link.ready());
-    if let (Some(link), Origin::Published, SocketAddr::V4(to)) = (link, route.origin, target) {
+    if let (Some(link), Some(to)) = (link, super::link_target(route.origin, target)) {
         let guest = match link.connect_tcp(to).await {
             Ok(guest) => guest,
             Err(e) => {

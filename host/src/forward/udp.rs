@@ -1,6 +1,7 @@
 //! UDP forwards: one desktop socket; each client address is a flow with its
 //! own vsock stream to the guest's forward service, datagrams length-prefixed
-//! (`vmctl_proto::forward`). A flow idle for [`IDLE`] is closed, like a
+//! (`vmctl_proto::forward`), or while the forward link is up
+//! (`crate::link`) its own UDP socket there. A flow idle for [`IDLE`] is closed, like a
 //! conntrack entry; the guest closes its side at the same age. A socket
 //! keeps at most [`MAX_FLOWS`] flows: a datagram from a new client beyond
 //! that is dropped (logged once per episode), and every flow passes the
@@ -127,6 +128,15 @@ async fn flow(
 ) {
     let target = route.target;
     let _open = stats.open();
+    // Through the link when it is up.
+    let link = route.link.get().filter(|link| link.ready());
+    if let (Some(link), Some(to)) = (link, super::link_target(route.origin, target)) {
+        match link.connect_udp(to).await {
+            Ok(guest) => linked(client, datagrams, socket, guest, &stats).await,
+            Err(e) => tracing::debug!(%target, error = %e, "no UDP socket through the link"),
+        }
+        return;
+    }
     let Some(guest) =
         super::open_forward(transport.as_ref(), Protocol::Udp, target, route.origin).await
     else {
@@ -154,6 +164,42 @@ async fn flow(
             _ = tokio::time::sleep(IDLE) => {
                 tracing::debug!(%client, %target, "UDP flow idle: closed");
                 let _ = to_guest.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// One flow through the forward link: a UDP socket of the link's namespace
+/// connected to the container, datagrams as they are, both ways.
+async fn linked(
+    client: SocketAddr,
+    mut datagrams: mpsc::Receiver<Vec<u8>>,
+    socket: Arc<UdpSocket>,
+    guest: UdpSocket,
+    stats: &Stats,
+) {
+    let mut reply = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            datagram = datagrams.recv() => match datagram {
+                // A refused send (nothing listens yet) is what UDP does: dropped.
+                Some(datagram) => {
+                    let _ = guest.send(&datagram).await;
+                }
+                None => return,
+            },
+            received = guest.recv(&mut reply) => match received {
+                Ok(n) => {
+                    stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                    let _ = socket.send_to(&reply[..n], client).await;
+                }
+                // ICMP port unreachable from an earlier send: the flow lives on.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(_) => return,
+            },
+            _ = tokio::time::sleep(IDLE) => {
+                tracing::debug!(%client, "UDP flow idle: closed");
                 return;
             }
         }

@@ -212,12 +212,17 @@ fn answer(client: &mut UnixStream, tap: &mut Option<OwnedFd>) -> std::io::Result
             Some(fd) => send(client, &fd),
             None => refuse(client, libc::ENOENT),
         },
-        b'C' => {
+        kind @ (b'C' | b'U') => {
             let mut target = [0u8; 6];
             client.read_exact(&mut target)?;
             let address = Ipv4Addr::new(target[0], target[1], target[2], target[3]);
             let port = u16::from_be_bytes([target[4], target[5]]);
-            match connect(SocketAddrV4::new(address, port)) {
+            let socket_type = if kind == b'C' {
+                socket2::Type::STREAM
+            } else {
+                socket2::Type::DGRAM
+            };
+            match connect(socket_type, SocketAddrV4::new(address, port)) {
                 Ok(fd) => send(client, &fd),
                 Err(e) => refuse(client, e.raw_os_error().unwrap_or(libc::EIO)),
             }
@@ -226,14 +231,18 @@ fn answer(client: &mut UnixStream, tap: &mut Option<OwnedFd>) -> std::io::Result
     }
 }
 
-/// A TCP socket of the namespace connecting to `target` (in progress).
-fn connect(target: SocketAddrV4) -> std::io::Result<OwnedFd> {
+/// A socket of the namespace connected to `target`: TCP (the connection
+/// in progress) or UDP.
+fn connect(socket_type: socket2::Type, target: SocketAddrV4) -> std::io::Result<OwnedFd> {
+    let tcp = socket_type == socket2::Type::STREAM;
     let socket = socket2::Socket::new(
         socket2::Domain::IPV4,
-        socket2::Type::STREAM.nonblocking().cloexec(),
+        socket_type.nonblocking().cloexec(),
         None,
     )?;
-    let _ = socket.set_tcp_nodelay(true);
+    if tcp {
+        let _ = socket.set_tcp_nodelay(true);
+    }
     match socket.connect(&target.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

@@ -21,7 +21,8 @@
 //! private run directory), one request per connection:
 //! - `T`: the tap's descriptor (once, for QEMU's `-netdev tap,fd=`);
 //! - `C` + IPv4 address (4 bytes) + port (2 bytes, big-endian): a TCP
-//!   socket of the namespace connecting there (non-blocking, in progress).
+//!   socket of the namespace connecting there (non-blocking, in progress);
+//! - `U` + the same: a UDP socket of the namespace connected there.
 //!
 //! Answer: `0` with the descriptor (SCM_RIGHTS), or `1` + errno (4 bytes,
 //! big-endian).
@@ -165,7 +166,7 @@ mod client {
         /// A TCP connection from the link's namespace to `target`
         /// (a container's address), connected.
         pub async fn connect_tcp(&self, target: SocketAddrV4) -> Result<TcpStream> {
-            let fd = self.ask(&request_connect(target)).await?;
+            let fd = self.ask(&request(b'C', target)).await?;
             let stream = std::net::TcpStream::from(fd);
             let stream = TcpStream::from_std(stream)?;
             match tokio::time::timeout(CONNECT_LIMIT, stream.writable()).await {
@@ -182,6 +183,12 @@ mod client {
             }
             stream.peer_addr()?;
             Ok(stream)
+        }
+
+        /// A UDP socket of the link's namespace connected to `target`.
+        pub async fn connect_udp(&self, target: SocketAddrV4) -> Result<tokio::net::UdpSocket> {
+            let fd = self.ask(&request(b'U', target)).await?;
+            tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(fd))
         }
 
         /// The tap's descriptor, for the VMM.
@@ -253,9 +260,9 @@ mod client {
         }
     }
 
-    pub(super) fn request_connect(target: SocketAddrV4) -> [u8; 7] {
+    pub(super) fn request(kind: u8, target: SocketAddrV4) -> [u8; 7] {
         let mut request = [0u8; 7];
-        request[0] = b'C';
+        request[0] = kind;
         request[1..5].copy_from_slice(&target.ip().octets());
         request[5..7].copy_from_slice(&target.port().to_be_bytes());
         request
@@ -269,6 +276,14 @@ impl Link {
         &self,
         _target: SocketAddrV4,
     ) -> std::io::Result<tokio::net::TcpStream> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    /// Never: this desktop has no link.
+    pub async fn connect_udp(
+        &self,
+        _target: SocketAddrV4,
+    ) -> std::io::Result<tokio::net::UdpSocket> {
         Err(std::io::ErrorKind::Unsupported.into())
     }
 }
@@ -308,7 +323,9 @@ mod tests {
 
     #[test]
     fn a_connect_request_names_address_and_port() {
-        let request = client::request_connect("172.17.0.2:8080".parse().unwrap());
+        let request = client::request(b'C', "172.17.0.2:8080".parse().unwrap());
         assert_eq!(request, [b'C', 172, 17, 0, 2, 0x1f, 0x90]);
+        let request = client::request(b'U', "10.1.2.3:53".parse().unwrap());
+        assert_eq!(request, [b'U', 10, 1, 2, 3, 0, 53]);
     }
 }

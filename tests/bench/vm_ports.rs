@@ -312,12 +312,12 @@ pub fn run(name: &str, runs: Option<usize>, warmups: Option<usize>) -> Result<Ve
         ),
         Path::new(
             "vmctl port rule",
-            "127.0.0.1 → daemon → vsock → forward service → 127.0.0.1 in the VM",
+            "127.0.0.1 → daemon → forward link (or vsock → forward service) → 127.0.0.1 in the VM",
             move |echo| tcp(if echo { forward_echo } else { forward_sink }),
         ),
         Path::new(
             "vmctl published",
-            "docker run -p: 127.0.0.1 → daemon → vsock → forward service → container",
+            "docker run -p: 127.0.0.1 → daemon → forward link (or vsock → forward service) → container",
             move |echo| tcp(if echo { published_echo } else { published_sink }),
         ),
         Path::new(
@@ -566,7 +566,7 @@ pub fn run(name: &str, runs: Option<usize>, warmups: Option<usize>) -> Result<Ve
             &[
                 (
                     "vmctl published",
-                    "docker run -p …/udp: 127.0.0.1 → daemon → vsock → forward service → container",
+                    "docker run -p …/udp: 127.0.0.1 → daemon → forward link (or vsock → forward service) → container",
                     published,
                 ),
                 (

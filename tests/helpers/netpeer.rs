@@ -152,7 +152,7 @@ impl Stream for std::net::TcpStream {
 /// Tells each connection the address it came from (`peer ADDR:PORT`), then
 /// closes it: which way a forwarded connection arrived.
 fn tcp_peer(port: u16) {
-    let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+    let listener = tcp_listen(port);
     ready();
     for mut stream in listener.incoming().flatten() {
         if let Ok(peer) = stream.peer_addr() {
@@ -173,8 +173,23 @@ fn udp_peer(port: u16) {
     }
 }
 
-fn serve_tcp(port: u16, handle: fn(Box<dyn Stream>)) {
+/// A TCP listener on every address with a real server's backlog (Go's
+/// servers take the kernel's maximum, nginx 511): std's 128 overflows when
+/// 200 connections arrive at once, and the kernel then answers with SYN
+/// cookies and resets whoever sent data before being accepted.
+fn tcp_listen(port: u16) -> TcpListener {
+    use std::os::fd::AsRawFd;
+    extern "C" {
+        fn listen(socket: i32, backlog: i32) -> i32;
+    }
     let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+    // SAFETY: listen on our own listening socket only changes its backlog.
+    let _ = unsafe { listen(listener.as_raw_fd(), 1024) };
+    listener
+}
+
+fn serve_tcp(port: u16, handle: fn(Box<dyn Stream>)) {
+    let listener = tcp_listen(port);
     ready();
     for stream in listener.incoming().flatten() {
         let _ = stream.set_nodelay(true);

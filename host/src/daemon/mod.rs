@@ -577,6 +577,9 @@ async fn shut_down(running: &Running) {
         backend.terminate(Duration::from_secs(2)).await;
     }
     boot::stop_shares(&running.shares).await;
+    if let Some(link) = running.forwarder.link() {
+        link.close().await;
+    }
     let state = running.status().state;
     if state != State::Failed {
         running.set_state(State::Stopped, None);

@@ -140,6 +140,11 @@ impl Forwarder {
         let _ = self.link.set(link);
     }
 
+    /// The machine's forward link, if it has one.
+    pub fn link(&self) -> Option<Arc<crate::link::Link>> {
+        self.link.get().cloned()
+    }
+
     /// The policy's verdict on a reservation of `binding` (rate, addresses,
     /// target, count), before anything is bound.
     fn admit(

@@ -66,17 +66,20 @@ async fn connection(
     // Through the link when it is up.
     let link = route.link.get().filter(|link| link.ready());
     if let (Some(link), Some(to)) = (link, super::link_target(route.origin, target)) {
-        let guest = match link.connect_tcp(to).await {
-            Ok(guest) => guest,
-            Err(e) => {
-                tracing::debug!(%target, error = %e, "the target did not answer through the link");
+        match link.connect_tcp(to).await {
+            Ok(guest) => {
+                if let Err(e) = super::pipe(&mut client, guest).await {
+                    tracing::debug!(%target, error = %e, "forwarded connection ended with an error");
+                }
                 return;
             }
-        };
-        if let Err(e) = super::pipe(&mut client, guest).await {
-            tracing::debug!(%target, error = %e, "forwarded connection ended with an error");
+            Err(e @ crate::link::LinkError::Target(_)) => {
+                tracing::debug!(%target, error = %e, "forward refused");
+                return;
+            }
+            // vsock can still carry it.
+            Err(e) => tracing::warn!(%target, error = %e, "forwarding over vsock instead"),
         }
-        return;
     }
     let Some(guest) =
         super::open_forward(transport.as_ref(), Protocol::Tcp, target, route.origin).await

@@ -132,10 +132,12 @@ async fn flow(
     let link = route.link.get().filter(|link| link.ready());
     if let (Some(link), Some(to)) = (link, super::link_target(route.origin, target)) {
         match link.connect_udp(to).await {
-            Ok(guest) => linked(client, datagrams, socket, guest, &stats).await,
-            Err(e) => tracing::debug!(%target, error = %e, "no UDP socket through the link"),
+            Ok(guest) => return linked(client, datagrams, socket, guest, &stats).await,
+            // vsock can still carry it.
+            Err(e) => {
+                tracing::warn!(%target, error = %e, "no UDP socket on the link: vsock instead")
+            }
         }
-        return;
     }
     let Some(guest) =
         super::open_forward(transport.as_ref(), Protocol::Udp, target, route.origin).await

@@ -59,18 +59,36 @@ pub fn run(socket: &Path) -> Result<i32, String> {
     let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{TAP}/disable_ipv6"), "1");
     configure().map_err(|e| format!("cannot configure the link: {e}"))?;
     let _ = std::fs::remove_file(socket);
-    let listener = UnixListener::bind(socket)
-        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    let listener =
+        listen(socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     // Only the desktop user (the run directory is private too).
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600));
+    let ours = inode(socket);
     let mut stdout = std::io::stdout();
     writeln!(stdout, "ready")
         .and_then(|()| stdout.flush())
         .map_err(|e| e.to_string())?;
     serve(&listener, Some(tap));
-    let _ = std::fs::remove_file(socket);
+    // Only our own socket: a machine started again at once has a new
+    // helper listening at the same path already.
+    if ours.is_some() && inode(socket) == ours {
+        let _ = std::fs::remove_file(socket);
+    }
     Ok(0)
+}
+
+/// The helper's socket, with room for a burst of requests waiting.
+fn listen(path: &Path) -> std::io::Result<UnixListener> {
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
 /// A network namespace of our own; a user namespace first where we are not
@@ -197,15 +215,23 @@ fn serve(listener: &UnixListener, mut tap: Option<OwnedFd>) {
             continue;
         };
         let _ = client.set_read_timeout(Some(Duration::from_secs(1)));
-        let _ = answer(&mut client, &mut tap);
+        let mut kind = [0u8; 1];
+        if client.read_exact(&mut kind).is_err() {
+            continue;
+        }
+        // The daemon stopped its VM: gone at once (the tap may outlive the
+        // VMM a moment in the daemon's hands).
+        if kind[0] == b'Q' {
+            let _ = client.write_all(&[0]);
+            return;
+        }
+        let _ = answer(kind[0], &mut client, &mut tap);
     }
 }
 
-/// One request: the tap (once), or a connecting TCP socket.
-fn answer(client: &mut UnixStream, tap: &mut Option<OwnedFd>) -> std::io::Result<()> {
-    let mut kind = [0u8; 1];
-    client.read_exact(&mut kind)?;
-    match kind[0] {
+/// One request: the tap (once), or a connecting socket.
+fn answer(kind: u8, client: &mut UnixStream, tap: &mut Option<OwnedFd>) -> std::io::Result<()> {
+    match kind {
         // Handed over, then closed here: the tap lives while the daemon or
         // the VMM holds it, and this helper ends when neither does.
         b'T' => match tap.take() {

@@ -22,7 +22,8 @@
 //! - `T`: the tap's descriptor (once, for QEMU's `-netdev tap,fd=`);
 //! - `C` + IPv4 address (4 bytes) + port (2 bytes, big-endian): a TCP
 //!   socket of the namespace connecting there (non-blocking, in progress);
-//! - `U` + the same: a UDP socket of the namespace connected there.
+//! - `U` + the same: a UDP socket of the namespace connected there;
+//! - `Q`: the helper ends (the daemon stopped its VM); answered `0`.
 //!
 //! Answer: `0` with the descriptor (SCM_RIGHTS), or `1` + errno (4 bytes,
 //! big-endian).
@@ -129,8 +130,9 @@ impl Link {
                     tokio::time::timeout(Duration::from_secs(1), link.connect_tcp(probe)).await;
                 match answer {
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Ok(Err(LinkError::Target(e)))
+                        if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                    Ok(Err(LinkError::Helper(e))) if e.kind() == std::io::ErrorKind::NotFound => {
                         tracing::info!("no forward link (its helper is gone)");
                         return;
                     }
@@ -150,6 +152,25 @@ impl Link {
     }
 }
 
+/// Why the link gave no connection.
+#[derive(Debug)]
+pub enum LinkError {
+    /// The helper gave no socket (gone, or overwhelmed): vsock can still
+    /// carry the connection.
+    Helper(std::io::Error),
+    /// The target did not answer through the link (refused, timed out).
+    Target(std::io::Error),
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::Helper(e) => write!(f, "the link helper gave no socket: {e}"),
+            LinkError::Target(e) => write!(f, "no answer through the link: {e}"),
+        }
+    }
+}
+
 #[cfg(unix)]
 mod client {
     use std::io::{Error, ErrorKind, Result};
@@ -160,28 +181,32 @@ mod client {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
     use tokio::net::{TcpStream, UnixStream};
 
-    use super::{Link, CONNECT_LIMIT};
+    use super::{Link, LinkError, CONNECT_LIMIT};
 
     impl Link {
         /// A TCP connection from the link's namespace to `target`
         /// (a container's address), connected.
-        pub async fn connect_tcp(&self, target: SocketAddrV4) -> Result<TcpStream> {
-            let fd = self.ask(&request(b'C', target)).await?;
+        pub async fn connect_tcp(
+            &self,
+            target: SocketAddrV4,
+        ) -> std::result::Result<TcpStream, LinkError> {
+            let fd = self
+                .ask(&request(b'C', target))
+                .await
+                .map_err(LinkError::Helper)?;
             let stream = std::net::TcpStream::from(fd);
-            let stream = TcpStream::from_std(stream)?;
+            let stream = TcpStream::from_std(stream).map_err(LinkError::Helper)?;
             match tokio::time::timeout(CONNECT_LIMIT, stream.writable()).await {
-                Ok(ready) => ready?,
+                Ok(ready) => ready.map_err(LinkError::Target)?,
                 Err(_) => {
-                    return Err(Error::new(
-                        ErrorKind::TimedOut,
-                        "no answer through the link",
-                    ))
+                    let e = Error::new(ErrorKind::TimedOut, "no answer in time");
+                    return Err(LinkError::Target(e));
                 }
             }
-            if let Some(e) = stream.take_error()? {
-                return Err(e);
+            if let Some(e) = stream.take_error().map_err(LinkError::Target)? {
+                return Err(LinkError::Target(e));
             }
-            stream.peer_addr()?;
+            stream.peer_addr().map_err(LinkError::Target)?;
             Ok(stream)
         }
 
@@ -191,14 +216,39 @@ mod client {
             tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(fd))
         }
 
+        /// Ends the helper (its VM stopped), and waits for its word.
+        pub async fn close(&self) {
+            let Ok(mut socket) = UnixStream::connect(&self.socket).await else {
+                return;
+            };
+            if socket.write_all(b"Q").await.is_ok() {
+                let mut answer = [0u8; 1];
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    socket.read(&mut answer),
+                )
+                .await;
+            }
+        }
+
         /// The tap's descriptor, for the VMM.
         pub async fn tap(&self) -> Result<OwnedFd> {
             self.ask(b"T").await
         }
 
-        /// One request, one descriptor back.
+        /// One request, one descriptor back. A helper whose queue is full
+        /// (a burst of connections) is tried again for up to about 0.2 s.
         async fn ask(&self, request: &[u8]) -> Result<OwnedFd> {
-            let mut socket = UnixStream::connect(&self.socket).await?;
+            let mut tries = 0;
+            let mut socket = loop {
+                match UnixStream::connect(&self.socket).await {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock && tries < 100 => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    }
+                    other => break other?,
+                }
+            };
             socket.write_all(request).await?;
             loop {
                 socket.readable().await?;
@@ -275,9 +325,12 @@ impl Link {
     pub async fn connect_tcp(
         &self,
         _target: SocketAddrV4,
-    ) -> std::io::Result<tokio::net::TcpStream> {
-        Err(std::io::ErrorKind::Unsupported.into())
+    ) -> Result<tokio::net::TcpStream, LinkError> {
+        Err(LinkError::Helper(std::io::ErrorKind::Unsupported.into()))
     }
+
+    /// Nothing to end: this desktop has no link.
+    pub async fn close(&self) {}
 
     /// Never: this desktop has no link.
     pub async fn connect_udp(

@@ -100,9 +100,8 @@ fn guest_engine_pid(home: &VmHome) -> Option<String> {
         .map(str::to_owned)
 }
 
-#[test]
-fn published_ports_reach_containers_and_follow_every_reset() {
-    require_vm!();
+/// A started machine (2 CPUs, 1 GiB) with netpeer loaded; its docker host.
+fn started_with_netpeer() -> (VmHome, String) {
     let home = VmHome::new();
     home.ok(&[
         "machine", "init", "--cpus", "2", "--memory", "1024", "--disk", "2",
@@ -111,6 +110,13 @@ fn published_ports_reach_containers_and_follow_every_reset() {
     let host = home.docker_host();
     let netpeer = vmctl_tests::netpeer::image_tar().display().to_string();
     home.docker_ok(&host, &["load", "-q", "-i", &netpeer]);
+    (home, host)
+}
+
+#[test]
+fn published_ports_reach_containers_and_follow_every_reset() {
+    require_vm!();
+    let (home, host) = started_with_netpeer();
 
     // The headline: vmctl run -p, the desktop's 127.0.0.1 reaches the container.
     home.ok(&["run", "-d", "--name", "web", "-p", "18080:80", "hello"]);
@@ -514,21 +520,14 @@ fn echo_bulk(port: u16, size: usize) -> std::io::Result<bool> {
 }
 
 /// Published ports go through the forward link (the VM's second NIC,
-/// `vmctl::link`): the container's peer is the link's desktop side, for TCP
-/// and UDP; bulk both ways at once arrives whole, half-close kept. And the link is a dead
-/// end for a container: a listener the desktop has on all its addresses
-/// is not reached through it.
+/// `vmctl::link`): the container's peer is the link's desktop side, for
+/// TCP, UDP and a `vmctl port` rule; bulk both ways at once arrives whole,
+/// half-close kept. And the link is a dead end for a container: a listener
+/// the desktop has on all its addresses is not reached through it.
 #[test]
 fn published_ports_take_the_forward_link_which_leads_nowhere_else() {
     require_vm!();
-    let home = VmHome::new();
-    home.ok(&[
-        "machine", "init", "--cpus", "2", "--memory", "1024", "--disk", "2",
-    ]);
-    home.ok(&["machine", "start"]);
-    let host = home.docker_host();
-    let netpeer = vmctl_tests::netpeer::image_tar().display().to_string();
-    home.docker_ok(&host, &["load", "-q", "-i", &netpeer]);
+    let (home, host) = started_with_netpeer();
     let image = vmctl_tests::netpeer::IMAGE;
 
     let link_host = vmctl_proto::forward::LINK_HOST;

@@ -115,14 +115,17 @@ fn ifreq(name: &str) -> libc::ifreq {
     request
 }
 
-/// The tap `vmctl0`: raw Ethernet frames, no packet information header.
+/// The tap `vmctl0`: Ethernet frames behind a virtio-net header (QEMU
+/// then offers the guest checksum and segmentation offloads), no packet
+/// information header.
 fn open_tap() -> std::io::Result<OwnedFd> {
     let tun = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/net/tun")?;
     let mut request = ifreq(TAP);
-    request.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    request.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes the ifreq we own.
     if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut request) } < 0 {
         return Err(std::io::Error::last_os_error());

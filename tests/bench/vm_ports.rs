@@ -331,6 +331,7 @@ pub fn run(name: &str, runs: Option<usize>, warmups: Option<usize>) -> Result<Ve
     let secret = std::fs::read(home.machine_run("default").join("vm.secret"))?;
     let secret = vmctl_proto::auth::Secret::from_bytes(&secret)?;
     let vsock = home.machine_run("default").join("vm.vsock");
+    let console = home.machine_data("default").join("console.log");
     paths.insert(
         1,
         Path::new(
@@ -345,7 +346,11 @@ pub fn run(name: &str, runs: Option<usize>, warmups: Option<usize>) -> Result<Ve
                     &mut conn,
                     &secret,
                     vmctl_proto::VSOCK_PORT_FORWARD,
-                )?;
+                )
+                .with_context(|| {
+                    let log = std::fs::read_to_string(&console).unwrap_or_default();
+                    format!("the guest's console:\n{}", vmctl_tests::tail(&log, 15))
+                })?;
                 let header = vmctl_proto::forward::ForwardHeader {
                     protocol: vmctl_proto::ports::Protocol::Tcp,
                     target: std::net::SocketAddr::from(([127, 0, 0, 1], port)),

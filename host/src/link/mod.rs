@@ -36,9 +36,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// How long a connection through the link may take to be answered.
-const CONNECT_LIMIT: Duration = Duration::from_secs(10);
-
 /// The daemon's handle on a machine's link.
 pub struct Link {
     socket: PathBuf,
@@ -46,7 +43,7 @@ pub struct Link {
     ready: AtomicBool,
     /// The tap, held open for the daemon's life (the VMM has its own copy):
     /// a VMM started again (a second boot attempt) gets the same one.
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     tap: std::sync::OnceLock<std::os::fd::OwnedFd>,
 }
 
@@ -56,7 +53,7 @@ impl Link {
         Link {
             socket: socket.to_owned(),
             ready: AtomicBool::new(false),
-            #[cfg(unix)]
+            #[cfg(target_os = "linux")]
             tap: std::sync::OnceLock::new(),
         }
     }
@@ -73,7 +70,7 @@ impl Link {
     /// descriptor the VMM is to inherit. `None` (logged) where this desktop
     /// cannot have a link: published ports then take vsock.
     pub async fn prepare(socket: &Path) -> Option<(std::sync::Arc<Link>, i32)> {
-        #[cfg(unix)]
+        #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
             let path = socket.to_owned();
@@ -99,7 +96,7 @@ impl Link {
             let raw = link.tap.get_or_init(|| tap).as_raw_fd();
             Some((link, raw))
         }
-        #[cfg(not(unix))]
+        #[cfg(not(target_os = "linux"))]
         {
             let _ = socket;
             None
@@ -110,6 +107,11 @@ impl Link {
     pub fn cmdline_word() -> String {
         use vmctl_proto::forward::{CMDLINE_LINK, LINK_GUEST, LINK_PREFIX};
         format!("{CMDLINE_LINK}={LINK_GUEST}/{LINK_PREFIX}")
+    }
+
+    /// The helper's socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// Whether connections should go through the link now.
@@ -171,7 +173,7 @@ impl std::fmt::Display for LinkError {
     }
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 mod client {
     use std::io::{Error, ErrorKind, Result};
     use std::net::SocketAddrV4;
@@ -181,7 +183,10 @@ mod client {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
     use tokio::net::{TcpStream, UnixStream};
 
-    use super::{Link, LinkError, CONNECT_LIMIT};
+    use super::{Link, LinkError};
+
+    /// How long a connection through the link may take to be answered.
+    const CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
     impl Link {
         /// A TCP connection from the link's namespace to `target`
@@ -319,7 +324,7 @@ mod client {
     }
 }
 
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 impl Link {
     /// Never: this desktop has no link.
     pub async fn connect_tcp(
@@ -370,7 +375,7 @@ pub fn wanted() -> bool {
     std::env::var(ENV).map_or(true, |v| v != "0")
 }
 
-#[cfg(all(test, unix))]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 

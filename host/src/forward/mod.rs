@@ -41,7 +41,7 @@ pub struct Route {
     pub origin: Origin,
     pub gate: std::sync::Arc<gate::Gate>,
     /// The forward link, once the machine has one (`crate::link`):
-    /// published TCP ports take it instead of vsock while it is ready.
+    /// published ports and rules take it instead of vsock while it is ready.
     pub link: LinkSlot,
 }
 

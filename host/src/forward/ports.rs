@@ -134,8 +134,8 @@ impl Forwarder {
         })
     }
 
-    /// From now on, published TCP ports may take the forward link (while
-    /// it is ready): every listener's route sees it, old and new.
+    /// From now on, published ports and rules may take the forward link
+    /// (while it is ready): every listener's route sees it, old and new.
     pub fn set_link(&self, link: Arc<crate::link::Link>) {
         let _ = self.link.set(link);
     }

@@ -1,5 +1,6 @@
-//! The forward link: published TCP ports into the VM through a NIC instead
-//! of vsock (Linux with QEMU; elsewhere there is none and vsock carries them).
+//! The forward link: published ports (TCP and UDP) and `vmctl port` rules
+//! into the VM through a NIC instead of vsock (Linux with QEMU; elsewhere
+//! there is none and vsock carries them).
 //!
 //! Why: under emulation a relay in the guest is what a forwarded byte costs
 //! most (a wake-up, a read and a write per message, and vsock's 4 KiB
@@ -9,9 +10,11 @@
 //! vm-ports-ideas`, BENCHMARKS.md, issue 19). So the VM gets a second NIC
 //! whose far end is a tap in a network namespace of its own, made by a
 //! helper process (`vmctl __forward-link`, [`helper`]); the daemon asks
-//! the helper for a socket in that namespace connecting to a container, and
-//! relays the desktop's connection into it on the desktop: the host kernel
-//! does TCP with the guest's, and nothing of ours runs in the guest.
+//! the helper for a socket in that namespace connecting to a container (or
+//! to the guest's link address, which the guest maps to its loopback, for a
+//! rule), and relays the desktop's connection into it on the desktop: the
+//! host kernel does TCP with the guest's, and nothing of ours runs in the
+//! guest's data path.
 //!
 //! The namespace holds the tap and loopback only: its one route leads to
 //! the guest, nothing in it listens, and the desktop's own network is not
@@ -90,6 +93,7 @@ impl Link {
                 Ok(tap) => tap,
                 Err(e) => {
                     tracing::warn!(error = %e, "the link helper gave no tap: published ports take vsock");
+                    link.close().await;
                     return None;
                 }
             };
@@ -144,7 +148,7 @@ impl Link {
                     }
                 }
                 link.ready.store(true, Ordering::Relaxed);
-                tracing::info!("forward link up: published TCP ports go through it");
+                tracing::info!("forward link up: published ports and port rules go through it");
                 return;
             }
             tracing::warn!(

@@ -53,6 +53,12 @@ pub fn spawn(socket: &Path) -> std::io::Result<()> {
 
 /// The helper's life: namespace, tap, then requests until the tap is gone.
 pub fn run(socket: &Path) -> Result<i32, String> {
+    // A daemon that gives up on an answer must not kill the helper with
+    // SIGPIPE: the write fails, the next request is served.
+    // SAFETY: setting a signal disposition in this single-threaded process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     enter_namespace().map_err(|e| format!("cannot make the link's namespace: {e}"))?;
     let tap = open_tap().map_err(|e| format!("cannot make the link's tap: {e}"))?;
     // IPv4 only: no router solicitations and neighbour chatter from here.

@@ -63,6 +63,15 @@ pub fn link_target(origin: Origin, target: SocketAddr) -> Option<std::net::Socke
     }
 }
 
+impl Route {
+    /// The forward link and the address to ask it for, when this route's
+    /// connections should take it now (it is ready and may carry them).
+    pub fn through_link(&self) -> Option<(&crate::link::Link, std::net::SocketAddrV4)> {
+        let link = self.link.get().filter(|link| link.ready())?;
+        Some((link, link_target(self.origin, self.target)?))
+    }
+}
+
 /// Where the forwarder and its routes find the machine's forward link.
 pub type LinkSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::link::Link>>>;
 

@@ -64,8 +64,7 @@ async fn connection(
         written: &stats.bytes_out,
     };
     // Through the link when it is up.
-    let link = route.link.get().filter(|link| link.ready());
-    if let (Some(link), Some(to)) = (link, super::link_target(route.origin, target)) {
+    if let Some((link, to)) = route.through_link() {
         match link.connect_tcp(to).await {
             Ok(guest) => {
                 if let Err(e) = super::pipe(&mut client, guest).await {

@@ -129,8 +129,7 @@ async fn flow(
     let target = route.target;
     let _open = stats.open();
     // Through the link when it is up.
-    let link = route.link.get().filter(|link| link.ready());
-    if let (Some(link), Some(to)) = (link, super::link_target(route.origin, target)) {
+    if let Some((link, to)) = route.through_link() {
         match link.connect_udp(to).await {
             Ok(guest) => return linked(client, datagrams, socket, guest, &stats).await,
             // vsock can still carry it.

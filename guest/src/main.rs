@@ -133,6 +133,7 @@ impl NetworkFlags {
             default_bind_ip: self.ip,
             port_authority: Default::default(),
             reserved_subnets: self.reserved_subnets.iter().map(|n| n.trunc()).collect(),
+            owns_kernel: false,
         })
     }
 }

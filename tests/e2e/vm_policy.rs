@@ -6,7 +6,9 @@
 //! own NIC subnet (QEMU's 10.0.2.0/24, where the desktop is); the machine's
 //! directories, disk and logs are private to the desktop user, also for a
 //! machine whose files were world-readable before; containers do not reach
-//! the desktop's loopback through the VM's network (the VM does). One boot;
+//! the desktop's loopback through the VM's network (the VM does). And
+//! `icc=false` networks isolate their containers in the VM too, the only
+//! thing that turns the bridge's ip hooks on there. One boot per test;
 //! polls only.
 
 use std::io::{Read, Write};
@@ -249,4 +251,164 @@ fn loopback_service() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         }
     });
     (port, hits)
+}
+
+/// `net.bridge.bridge-nf-call-iptables` in the VM, read by a privileged
+/// container on the VM's network.
+fn bridge_hook(home: &VmHome, host: &str) -> String {
+    home.docker_ok(
+        host,
+        &[
+            "run",
+            "--rm",
+            "--privileged",
+            "--network",
+            "host",
+            "hello",
+            "cat",
+            "/proc/sys/net/bridge/bridge-nf-call-iptables",
+        ],
+    )
+}
+
+/// `wget` of `url` from container `from`, five seconds at most.
+fn fetch_from(home: &VmHome, host: &str, from: &str, url: &str) -> Option<String> {
+    let out = home.docker(
+        host,
+        &["exec", from, "timeout", "5", "wget", "-q", "-O-", url],
+    );
+    let page = text(&out.stdout);
+    (out.status.success() && page.contains("Hello from vmctl")).then_some(page)
+}
+
+/// In the VM the engine passes bridged traffic through the ip hooks
+/// (`br_netfilter`) only while a network has `icc=false`: off by default
+/// (every packet to a container would pay a second conntrack pass), on
+/// while such a network exists, where containers are then isolated from
+/// each other while their published ports and the VM still reach them, and
+/// off again once it is gone. Containers of an ordinary network keep
+/// talking to each other with the hook off.
+#[test]
+fn icc_false_isolates_in_the_vm_and_only_it_turns_the_bridge_hook_on() {
+    require_vm!();
+    let home = VmHome::new();
+    home.ok(&[
+        "machine", "init", "--cpus", "2", "--memory", "1024", "--disk", "2",
+    ]);
+    home.ok(&["machine", "start"]);
+    let host = home.docker_host();
+    assert_eq!(bridge_hook(&home, &host), "0", "the hook is on by default");
+
+    // The default bridge (icc on): containers reach each other.
+    home.docker_ok(&host, &["run", "-d", "--name", "web", "hello"]);
+    home.docker_ok(
+        &host,
+        &["run", "-d", "--name", "peer", "hello", "sleep", "600"],
+    );
+    let web = home.docker_ok(
+        &host,
+        &["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"],
+    );
+    assert!(
+        eventually(LONG, || fetch_from(
+            &home,
+            &host,
+            "peer",
+            &format!("http://{web}/")
+        )
+        .is_some()),
+        "containers on the default bridge do not reach each other"
+    );
+
+    // icc=false: on while the network exists.
+    home.docker_ok(
+        &host,
+        &[
+            "network",
+            "create",
+            "-o",
+            "com.docker.network.bridge.enable_icc=false",
+            "quiet",
+        ],
+    );
+    assert_eq!(bridge_hook(&home, &host), "1", "icc=false without the hook");
+    let port = free_port();
+    home.docker_ok(
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "qweb",
+            "--network",
+            "quiet",
+            "-p",
+            &format!("127.0.0.1:{port}:80"),
+            "hello",
+        ],
+    );
+    home.docker_ok(
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "qpeer",
+            "--network",
+            "quiet",
+            "hello",
+            "sleep",
+            "600",
+        ],
+    );
+    let qweb = home.docker_ok(
+        &host,
+        &[
+            "inspect",
+            "-f",
+            "{{(index .NetworkSettings.Networks \"quiet\").IPAddress}}",
+            "qweb",
+        ],
+    );
+    let url = format!("http://{qweb}/");
+    // Up: the desktop's published port and the VM itself reach it.
+    assert!(
+        eventually(LONG, || serves_hello(port)),
+        "the published port of an icc=false network"
+    );
+    let from_vm = home.docker(
+        &host,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "hello",
+            "timeout",
+            "5",
+            "wget",
+            "-q",
+            "-O-",
+            &url,
+        ],
+    );
+    assert!(
+        text(&from_vm.stdout).contains("Hello from vmctl"),
+        "the VM does not reach {url}"
+    );
+    // Isolated: its neighbour on the bridge gets nothing.
+    let through = fetch_from(&home, &host, "qpeer", &url);
+    assert!(
+        through.is_none(),
+        "icc=false let a container through: {through:?}"
+    );
+
+    // Gone: off again.
+    home.docker_ok(&host, &["rm", "-f", "qweb", "qpeer"]);
+    home.docker_ok(&host, &["network", "rm", "quiet"]);
+    assert_eq!(bridge_hook(&home, &host), "0", "the hook stayed on");
+    assert!(
+        fetch_from(&home, &host, "peer", &format!("http://{web}/")).is_some(),
+        "containers on the default bridge lost each other"
+    );
 }

@@ -13,7 +13,8 @@
 //! attached to a netfilter hook with a priority; a *regular chain* is only
 //! entered by `jump`. A rule is a list of matches ending in a verdict
 //! (`accept`, `drop`, `jump`) or a NAT statement. Bridged traffic between
-//! containers also traverses the `ip` hooks (`br_netfilter`), with `iifname`
+//! containers also traverses the `ip` hooks (`br_netfilter`, switched on by
+//! the engine while a network has `icc=false`), with `iifname`
 //! and `oifname` both set to the bridge. The rendered table, modelled on
 //! Docker's iptables rules with `userland-proxy=false`:
 //!

@@ -43,6 +43,7 @@ fn network_options(secret: Secret) -> crate::network::NetworkOptions {
     let mut options = crate::network::NetworkOptions {
         port_authority: crate::network::ports::PortAuthority::Host(HostPorts::new(secret)),
         reserved_subnets: nic_subnets(),
+        owns_kernel: true,
         ..Default::default()
     };
     match std::env::var(BIND_ENV).map(|text| text.parse()) {

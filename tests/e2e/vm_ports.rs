@@ -519,11 +519,44 @@ fn echo_bulk(port: u16, size: usize) -> std::io::Result<bool> {
     Ok(back.len() == size && back.iter().enumerate().all(|(at, b)| *b == pattern(at)))
 }
 
+/// A TCP listener and a UDP socket at the forward link's desktop-side
+/// address, in the helper's network namespace (where the daemon's sockets
+/// to the guest live): what no container may reach. `None` unless root.
+fn in_link_namespace(home: &VmHome) -> Option<(TcpListener, UdpSocket)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let socket = home.machine_run("default").join("link.sock");
+    let helper = std::fs::read_dir("/proc").ok()?.flatten().find(|entry| {
+        std::fs::read(entry.path().join("cmdline")).is_ok_and(|line| {
+            let line = String::from_utf8_lossy(&line).replace('\0', " ");
+            line.contains("__forward-link") && line.contains(&*socket.to_string_lossy())
+        })
+    })?;
+    let namespace = std::fs::File::open(helper.path().join("ns/net")).ok()?;
+    let address = vmctl_proto::forward::LINK_HOST;
+    std::thread::spawn(move || {
+        // SAFETY: a namespace file this thread holds open; only this thread
+        // (which ends here) moves.
+        let entered = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
+        let tcp = TcpListener::bind((address, 0)).expect("a listener on the link");
+        let udp = UdpSocket::bind((address, 0)).expect("a UDP socket on the link");
+        Some((tcp, udp))
+    })
+    .join()
+    .expect("the namespace thread")
+}
+
 /// Published ports go through the forward link (the VM's second NIC,
 /// `vmctl::link`): the container's peer is the link's desktop side, for
-/// TCP, UDP and a `vmctl port` rule; bulk both ways at once arrives whole,
-/// half-close kept. And the link is a dead end for a container: a listener
-/// the desktop has on all its addresses is not reached through it.
+/// TCP, UDP and a `vmctl port` rule (also to a server only on the VM's
+/// loopback); bulk both ways at once arrives whole, half-close kept. And
+/// the link is a dead end for a container: neither a listener the desktop
+/// has on all its addresses nor one at the link's own desktop-side address
+/// (in its namespace) is reached through it, by TCP or UDP.
 #[test]
 fn published_ports_take_the_forward_link_which_leads_nowhere_else() {
     require_vm!();
@@ -565,6 +598,31 @@ fn published_ports_take_the_forward_link_which_leads_nowhere_else() {
             said.starts_with(&format!("peer {link_host}:"))
         }),
         "the rule's connection did not come through the link ({said:?})"
+    );
+    // A rule to a server on the VM's loopback only: the guest maps the
+    // link's address to its loopback.
+    home.docker_ok(
+        &host,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "host",
+            "hello",
+            "httpd",
+            "-f",
+            "-p",
+            "127.0.0.1:7108",
+            "-h",
+            "/www",
+        ],
+    );
+    home.ok(&["port", "add", "loopback", "18194:7108"]);
+    assert!(
+        eventually(LONG, || serves_hello(18194)),
+        "a rule to the VM's loopback: {:?}\n{}",
+        http_get(18194),
+        vmctl_tests::tail(&home.daemon_log("default"), 20)
     );
 
     // UDP: each client's flow has its own socket on the link.
@@ -645,6 +703,52 @@ fn published_ports_take_the_forward_link_which_leads_nowhere_else() {
         matches!(desktop.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "a container reached the desktop through the link"
     );
+    // The link's own far end: the VM routes there and would masquerade a
+    // container's packets; its firewall lets no new flow out of the link.
+    if let Some((tcp, udp)) = in_link_namespace(&home) {
+        let (tcp_port, udp_port) = (
+            tcp.local_addr().expect("port").port(),
+            udp.local_addr().expect("port").port(),
+        );
+        tcp.set_nonblocking(true).expect("non-blocking");
+        let knock = home.docker_ok(
+            &host,
+            &[
+                "run",
+                "--rm",
+                image,
+                "tcp-get",
+                &format!("{link_host}:{tcp_port}"),
+            ],
+        );
+        assert!(
+            knock.starts_with("error"),
+            "the link's far end answered: {knock}"
+        );
+        assert!(
+            matches!(tcp.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a container connected to the link's far end"
+        );
+        let sent = home.docker_ok(
+            &host,
+            &[
+                "run",
+                "--rm",
+                image,
+                "udp-send",
+                &format!("{link_host}:{udp_port}"),
+            ],
+        );
+        assert_eq!(sent, "sent 3", "the container could not send its datagrams");
+        udp.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let mut buffer = [0u8; 64];
+        let got = udp.recv_from(&mut buffer);
+        assert!(
+            got.is_err(),
+            "a container's datagram reached the link's far end: {got:?}"
+        );
+    }
     home.ok(&["machine", "stop"]);
 }
 

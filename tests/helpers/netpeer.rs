@@ -26,6 +26,8 @@
 //!                              `answer-bytes N`, `answer TEXT`, `end …`)
 //!   netpeer tcp-get ADDR:PORT  a client: connects (5 s limit), sends an HTTP
 //!                              GET, and prints `answer TEXT` or `error …`
+//!   netpeer udp-send ADDR:PORT sends `knock` three times, 0.1 s apart, and
+//!                              prints `sent N` or `error …`
 //!   netpeer vsock-relay PORT ADDR:PORT copy|splice
 //!                              a bare relay (the forward bench's ideas, no
 //!                              framing, no secret): each AF_VSOCK
@@ -56,6 +58,9 @@ fn main() {
     if let [_, mode, target] = args.as_slice() {
         if mode == "tcp-get" {
             return tcp_get(target);
+        }
+        if mode == "udp-send" {
+            return udp_send(target);
         }
     }
     if let [_, mode, port, target, how] = args.as_slice() {
@@ -498,6 +503,22 @@ fn forge_vsock(cid: u32, port: u32, message: &[u8]) {
 }
 
 /// `tcp-get`: one HTTP GET to `target`, reported on stdout.
+fn udp_send(target: &str) {
+    let result = (|| -> std::io::Result<usize> {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        let mut sent = 0;
+        for _ in 0..3 {
+            sent += socket.send_to(b"knock", target).map(|_| 1)?;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(sent)
+    })();
+    match result {
+        Ok(sent) => println!("sent {sent}"),
+        Err(e) => println!("error {e}"),
+    }
+}
+
 fn tcp_get(target: &str) {
     use std::net::{SocketAddr, TcpStream};
     use std::time::Duration;

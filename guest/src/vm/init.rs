@@ -190,12 +190,13 @@ fn link() {
     // What comes in on the link to our address goes to our loopback; and
     // nothing forwarded (a container's) may start a flow out of the link:
     // only answers to the desktop's own connections leave through it.
+    // One line for `nft`: statements and chains end in `;`.
     let rules = format!(
         "table ip vmctl_link {{ \
          chain prerouting {{ type nat hook prerouting priority -110; \
-         iifname \"{interface}\" ip daddr {guest} dnat to 127.0.0.1; }} \
+         iifname \"{interface}\" ip daddr {guest} dnat to 127.0.0.1; }}; \
          chain forward {{ type filter hook forward priority -10; \
-         oifname \"{interface}\" ct state new drop; }} }}"
+         oifname \"{interface}\" ct state new drop; }}; }}"
     );
     let steps: [(&str, &[&str]); 3] = [
         (
@@ -208,15 +209,28 @@ fn link() {
         ),
         ("/usr/sbin/nft", &[&rules]),
     ];
+    // A link without its rules must not carry anything: it goes down, the
+    // host's probe never gets an answer, and forwards stay on vsock.
+    let abandon = || {
+        let _ = Command::new("/bin/busybox")
+            .args(["ip", "link", "set", &interface, "down"])
+            .status();
+    };
     let route_localnet = format!("/proc/sys/net/ipv4/conf/{interface}/route_localnet");
     if let Err(e) = std::fs::write(&route_localnet, "1") {
         tracing::warn!(error = %e, "cannot set up the forward link");
+        abandon();
         return;
     }
     for (program, args) in steps {
         let status = Command::new(program).args(args).status();
         if !status.is_ok_and(|s| s.success()) {
-            tracing::warn!(program, ?args, "cannot set up the forward link");
+            tracing::warn!(
+                program,
+                ?args,
+                "cannot set up the forward link; it stays down"
+            );
+            abandon();
             return;
         }
     }

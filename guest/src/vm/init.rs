@@ -234,6 +234,17 @@ fn link() {
             return;
         }
     }
+    // UDP datagrams of one flow that arrive together cross the VM's routing,
+    // bridge and the container's veth as one GRO packet and are split again
+    // at the container's socket: under emulation that per-packet path is
+    // what limits a published UDP port.
+    match super::ethtool::set_feature(&interface, "rx-udp-gro-forwarding", true) {
+        Ok(true) => {}
+        Ok(false) => tracing::info!(%interface, "no UDP GRO forwarding on the forward link"),
+        Err(e) => {
+            tracing::info!(%interface, error = %e, "no UDP GRO forwarding on the forward link")
+        }
+    }
     tracing::info!(%interface, address, "forward link up");
 }
 

@@ -24,6 +24,7 @@ pub mod control;
 pub mod dhcp;
 pub mod disk;
 pub mod engine;
+pub mod ethtool;
 pub mod file_events;
 pub mod forward;
 pub mod init;

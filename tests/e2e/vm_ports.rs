@@ -519,6 +519,32 @@ fn echo_bulk(port: u16, size: usize) -> std::io::Result<bool> {
     Ok(back.len() == size && back.iter().enumerate().all(|(at, b)| *b == pattern(at)))
 }
 
+/// A container connects to the link's desktop-side address at the port of
+/// `listener` (`place`): it gets no answer, and nothing arrives.
+fn knock_unanswered(home: &VmHome, host: &str, listener: &TcpListener, place: &str) {
+    listener.set_nonblocking(true).expect("non-blocking");
+    let port = listener.local_addr().expect("its port").port();
+    let target = format!("{}:{port}", vmctl_proto::forward::LINK_HOST);
+    let knock = home.docker_ok(
+        host,
+        &[
+            "run",
+            "--rm",
+            vmctl_tests::netpeer::IMAGE,
+            "tcp-get",
+            &target,
+        ],
+    );
+    assert!(
+        knock.starts_with("error"),
+        "{place} answered through the link: {knock}"
+    );
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a container reached {place} through the link"
+    );
+}
+
 /// A TCP listener and a UDP socket at the forward link's desktop-side
 /// address, in the helper's network namespace (where the daemon's sockets
 /// to the guest live): what no container may reach. `None` unless root.
@@ -683,52 +709,12 @@ fn published_ports_take_the_forward_link_which_leads_nowhere_else() {
     // Hostile: a container knocks on the link's desktop side at a port the
     // desktop listens on (all addresses): nothing answers, nothing arrives.
     let desktop = TcpListener::bind("0.0.0.0:0").expect("a desktop listener");
-    desktop.set_nonblocking(true).expect("non-blocking");
-    let port = desktop.local_addr().expect("its port").port();
-    let knock = home.docker_ok(
-        &host,
-        &[
-            "run",
-            "--rm",
-            image,
-            "tcp-get",
-            &format!("{link_host}:{port}"),
-        ],
-    );
-    assert!(
-        knock.starts_with("error"),
-        "the link led somewhere: {knock}"
-    );
-    assert!(
-        matches!(desktop.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
-        "a container reached the desktop through the link"
-    );
+    knock_unanswered(&home, &host, &desktop, "the desktop");
     // The link's own far end: the VM routes there and would masquerade a
     // container's packets; its firewall lets no new flow out of the link.
     if let Some((tcp, udp)) = in_link_namespace(&home) {
-        let (tcp_port, udp_port) = (
-            tcp.local_addr().expect("port").port(),
-            udp.local_addr().expect("port").port(),
-        );
-        tcp.set_nonblocking(true).expect("non-blocking");
-        let knock = home.docker_ok(
-            &host,
-            &[
-                "run",
-                "--rm",
-                image,
-                "tcp-get",
-                &format!("{link_host}:{tcp_port}"),
-            ],
-        );
-        assert!(
-            knock.starts_with("error"),
-            "the link's far end answered: {knock}"
-        );
-        assert!(
-            matches!(tcp.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
-            "a container connected to the link's far end"
-        );
+        let udp_port = udp.local_addr().expect("port").port();
+        knock_unanswered(&home, &host, &tcp, "the link's far end");
         let sent = home.docker_ok(
             &host,
             &[

@@ -612,6 +612,12 @@ fn published_ports_take_the_forward_link_which_leads_nowhere_else() {
         vmctl_tests::tail(&home.daemon_log("default"), 20)
     );
 
+    let status = home.ok(&["machine", "status"]);
+    assert!(
+        status.contains("forwards:     the forward link"),
+        "machine status does not say the link carries the forwards:\n{status}"
+    );
+
     // A `vmctl port` rule to a port of the VM itself: through the link too.
     home.docker_ok(
         &host,

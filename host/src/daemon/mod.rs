@@ -102,10 +102,20 @@ impl Running {
     }
 
     pub fn status(&self) -> VmStatus {
-        self.status
+        let mut status = self
+            .status
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        status.forwards = Some(match self.forwarder.link() {
+            Some(link) if link.ready() => format!(
+                "the forward link (guest {})",
+                vmctl_proto::forward::LINK_GUEST
+            ),
+            Some(_) => "vsock (the forward link is not up)".to_owned(),
+            None => "vsock".to_owned(),
+        });
+        status
     }
 }
 

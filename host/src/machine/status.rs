@@ -64,6 +64,10 @@ pub struct VmStatus {
     /// The guest kernel's release.
     #[serde(default)]
     pub guest_kernel: Option<String>,
+    /// What published ports and rules go through now (the daemon fills it
+    /// in when asked; not saved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwards: Option<String>,
     /// Why the machine failed or stopped unexpectedly.
     #[serde(default)]
     pub error: Option<String>,
@@ -81,6 +85,7 @@ impl VmStatus {
             vmm_pid: None,
             guest_address: None,
             guest_kernel: None,
+            forwards: None,
             error: None,
         }
     }

@@ -94,6 +94,9 @@ fn print(machine: &Machine, status: &VmStatus) {
         if let Some(address) = &status.guest_address {
             println!("guest IP:     {address}");
         }
+        if let Some(forwards) = &status.forwards {
+            println!("forwards:     {forwards}");
+        }
         println!("socket:       {}", machine.paths.docker_endpoint());
     }
     if let Some(error) = status.error.as_deref().filter(|_| !running) {

@@ -502,7 +502,7 @@ fn forge_vsock(cid: u32, port: u32, message: &[u8]) {
     println!("{end}");
 }
 
-/// `tcp-get`: one HTTP GET to `target`, reported on stdout.
+/// `udp-send`: three datagrams to `target`, reported on stdout.
 fn udp_send(target: &str) {
     let result = (|| -> std::io::Result<usize> {
         let socket = UdpSocket::bind("0.0.0.0:0")?;
@@ -519,6 +519,7 @@ fn udp_send(target: &str) {
     }
 }
 
+/// `tcp-get`: one HTTP GET to `target`, reported on stdout.
 fn tcp_get(target: &str) {
     use std::net::{SocketAddr, TcpStream};
     use std::time::Duration;

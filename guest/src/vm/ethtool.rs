@@ -2,12 +2,13 @@
 //! does, through the `SIOCETHTOOL` ioctl: the kernel names its features in
 //! the `ETH_SS_FEATURES` string set, and a feature's index there is its bit
 //! in `ETHTOOL_SFEATURES`. The VM has no `ethtool`; PID 1 needs one switch
-//! (`rx-udp-gro-forwarding` on the forward link, see `init::link`).
+//! (`rx-udp-gro-forwarding` on the forward link, see `init::link`). libc
+//! has the ioctl's number; the ethtool commands below are from
+//! `linux/ethtool.h`.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GSTRINGS: u32 = 0x1b;
 const ETHTOOL_GSSET_INFO: u32 = 0x37;
 const ETHTOOL_GFEATURES: u32 = 0x3a;
@@ -98,7 +99,7 @@ fn ioctl(socket: &OwnedFd, interface: &str, data: *mut libc::c_void) -> io::Resu
     request.ifr_ifru.ifru_data = data.cast();
     // SAFETY: `request` names the interface and points at a buffer laid out
     // as the command in its first word asks, alive for the call.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), SIOCETHTOOL as _, &mut request) } < 0 {
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCETHTOOL as _, &mut request) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
